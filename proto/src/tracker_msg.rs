@@ -65,8 +65,8 @@ fn read_addr(reader: &mut FieldReader<'_>, ip_width: usize) -> Result<StorageAdd
 fn detect_ip_width(len: usize, fixed: usize, what: &'static str) -> Result<usize, ProtoError> {
     let rest = len.checked_sub(fixed).filter(|r| *r > 0);
     match rest {
-        Some(rest) if rest % (IP_WIDTH - 1 + 8) == 0 => Ok(IP_WIDTH - 1),
-        Some(rest) if rest % (IP_WIDTH_LONG - 1 + 8) == 0 => Ok(IP_WIDTH_LONG - 1),
+        Some(rest) if rest.is_multiple_of(IP_WIDTH - 1 + 8) => Ok(IP_WIDTH - 1),
+        Some(rest) if rest.is_multiple_of(IP_WIDTH_LONG - 1 + 8) => Ok(IP_WIDTH_LONG - 1),
         _ => Err(ProtoError::BadLength {
             what,
             len: len as u64,
@@ -426,7 +426,7 @@ impl BeatReply {
     pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
         let mut reader = FieldReader::new(body);
         let flags = reader.u8()?;
-        if flags & !BEAT_FLAG_MEMBERS != 0 || reader.remaining() % StorageBrief::LEN != 0 {
+        if flags & !BEAT_FLAG_MEMBERS != 0 || !reader.remaining().is_multiple_of(StorageBrief::LEN) {
             return Err(ProtoError::BadLength {
                 what: "beat reply",
                 len: body.len() as u64,
