@@ -16,6 +16,8 @@ pub mod file_id;
 pub mod header;
 pub mod metadata;
 pub mod name;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod status;
 pub mod storage_msg;
 pub mod tracker_msg;

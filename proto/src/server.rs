@@ -1,0 +1,208 @@
+//! The accept loop shared by the tracker and the storage (feature `server`).
+//!
+//! One task per connection, a cap on concurrent connections, per-IO timeouts, an idle timeout
+//! between requests, and a two-phase shutdown: stop accepting, then let each connection finish
+//! the request it is serving (connections are only cancelled between requests) until a
+//! deadline, after which the rest are dropped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::cmd::Command;
+use crate::conn::Connection;
+use crate::error::ProtoError;
+use crate::header::Header;
+use crate::status;
+
+/// The stream type every server-side connection uses.
+pub type ServerStream = Pin<Box<TimeoutStream<TcpStream>>>;
+/// A server-side connection.
+pub type ServerConn = Connection<ServerStream>;
+
+/// What to do with the connection after a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+/// Per-connection facts a service may need.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// Cancelled when the server shuts down; long-lived request loops watch it.
+    pub shutdown: CancellationToken,
+}
+
+/// A request handler: called once per request whose header has been read. The service must
+/// consume exactly `header.pkg_len` body bytes or return `Flow::Close`.
+pub trait Service: Send + Sync + 'static {
+    fn call<'a>(
+        &'a self,
+        conn: &'a mut ServerConn,
+        header: Header,
+        info: &'a ConnInfo,
+    ) -> impl Future<Output = Result<Flow, ProtoError>> + Send + 'a;
+
+    /// Called when a connection ends, for bookkeeping (e.g. a storage's report connection).
+    fn disconnected(&self, _info: &ConnInfo) {}
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub max_connections: usize,
+    /// Timeout of each read or write inside a request.
+    pub network_timeout: Duration,
+    /// How long a connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// How long in-flight requests get after shutdown starts.
+    pub shutdown_timeout: Duration,
+}
+
+/// Runs the accept loop until `shutdown` is cancelled, then drains connections.
+pub async fn serve<S: Service>(listener: TcpListener, options: ServerOptions, service: Arc<S>, shutdown: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(options.max_connections));
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(10);
+                pair
+            }
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning
+                warn!(error = %err, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(%peer, max = options.max_connections, "connection limit reached, closing new connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or_else(|_| peer);
+        let info = ConnInfo { peer, local, shutdown: shutdown.clone() };
+        let service = service.clone();
+        let options = options.clone();
+        let span = tracing::info_span!("conn", %peer);
+        tracker.spawn(
+            async move {
+                run_connection(stream, &options, service.as_ref(), &info).await;
+                service.disconnected(&info);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    tracker.close();
+    info!(open = tracker.len(), "stopped accepting, draining connections");
+    if tokio::time::timeout(options.shutdown_timeout, tracker.wait()).await.is_err() {
+        warn!(open = tracker.len(), "shutdown deadline passed, dropping remaining connections");
+    }
+}
+
+async fn run_connection<S: Service>(stream: TcpStream, options: &ServerOptions, service: &S, info: &ConnInfo) {
+    let mut timed = TimeoutStream::new(stream);
+    timed.set_write_timeout(Some(options.network_timeout));
+    let mut conn: ServerConn = Connection::new(Box::pin(timed));
+    loop {
+        // Waiting for the next request is bounded by the idle timeout only.
+        conn.get_mut().as_mut().set_read_timeout_pinned(None);
+        let next = tokio::select! {
+            _ = info.shutdown.cancelled() => break,
+            next = tokio::time::timeout(options.idle_timeout, conn.read_header()) => next,
+        };
+        let header = match next {
+            Err(_) => {
+                debug!("idle timeout");
+                break;
+            }
+            Ok(Ok(Some(header))) => header,
+            Ok(Ok(None)) => break,
+            Ok(Err(err)) => {
+                debug!(error = %err, "bad header");
+                break;
+            }
+        };
+        conn.get_mut().as_mut().set_read_timeout_pinned(Some(options.network_timeout));
+        let flow = match builtin(&mut conn, header).await {
+            Some(flow) => flow,
+            None => service.call(&mut conn, header, info).await,
+        };
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Close) => break,
+            Err(err) => {
+                debug!(error = %err, cmd = header.cmd, "closing connection");
+                break;
+            }
+        }
+    }
+}
+
+/// QUIT, ACTIVE_TEST, negative lengths and unknown commands are answered the same way by
+/// every server (A.4).
+async fn builtin(conn: &mut ServerConn, header: Header) -> Option<Result<Flow, ProtoError>> {
+    let len = match header.body_len() {
+        Ok(len) => len,
+        Err(err) => return Some(Err(err)),
+    };
+    match Command::try_from(header.cmd) {
+        Ok(Command::Quit) => Some(Ok(Flow::Close)),
+        Ok(Command::ActiveTest) if len == 0 => Some(conn.send_response(status::OK, &[]).await.map(|_| Flow::Continue)),
+        Ok(Command::ActiveTest) => Some(reject(conn).await),
+        Err(_) => Some(reject(conn).await),
+        Ok(_) => None,
+    }
+}
+
+/// Answers EINVAL and closes: the request stream may be out of sync (O.2).
+pub async fn reject(conn: &mut ServerConn) -> Result<Flow, ProtoError> {
+    conn.send_response(status::EINVAL, &[]).await?;
+    Ok(Flow::Close)
+}
+
+/// Resolves on SIGTERM or SIGINT; later signals are logged by the caller's loop.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
+    }
+}
+
+/// Writes `<base_path>/<daemon>.addr` (the bound address) and `<daemon>.pid` atomically, so
+/// scripts and tests that start a server on port 0 can find it.
+pub fn write_runtime_files(base_path: &std::path::Path, daemon: &str, addr: SocketAddr) -> std::io::Result<()> {
+    write_atomic(&base_path.join(format!("{daemon}.pid")), format!("{}\n", std::process::id()).as_bytes())?;
+    write_atomic(&base_path.join(format!("{daemon}.addr")), format!("{addr}\n").as_bytes())
+}
+
+fn write_atomic(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}
