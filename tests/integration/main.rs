@@ -1,1 +1,8 @@
+//! End-to-end tests: real binaries on ephemeral loopback ports (see `fdfs_tests`).
 
+mod bad_input;
+mod cli;
+mod durability;
+mod membership;
+mod operations;
+mod wire;

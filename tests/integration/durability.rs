@@ -1,0 +1,108 @@
+//! Streaming with bounded memory, crashes in the middle of an upload, graceful shutdown.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fdfs_client::UploadOptions;
+use fdfs_proto::conn::Connection;
+use fdfs_proto::storage_msg::UploadPrefix;
+use fdfs_tests::{files_under, wait_for, Cluster, HashingWriter, PatternReader};
+use tokio::net::TcpStream;
+
+const BIG: u64 = 256 << 20;
+
+/// Samples the RSS of `pid` every 20 ms until stopped; returns the peak in KiB.
+fn rss_sampler(pid: u32, stop: Arc<AtomicBool>) -> (Arc<AtomicU64>, std::thread::JoinHandle<()>) {
+    let peak = Arc::new(AtomicU64::new(0));
+    let peak_out = peak.clone();
+    let handle = std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(rss) = fdfs_tests::rss_kib(pid) {
+                peak.fetch_max(rss, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    (peak_out, handle)
+}
+
+#[tokio::test]
+async fn a_256_mib_upload_and_download_stream_with_bounded_storage_memory() -> anyhow::Result<()> {
+    let cluster = Cluster::builder().start().await?;
+    let client = cluster.client();
+    let pid = cluster.storages[0].pid().expect("pid");
+    let idle = cluster.storages[0].rss_kib().expect("rss");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (peak, sampler) = rss_sampler(pid, stop.clone());
+
+    let id = client.upload_reader(PatternReader::new(42, BIG), BIG, &UploadOptions { ext: "bin".into(), ..Default::default() }).await?;
+    let mut sink = HashingWriter::default();
+    let received = client.download_to_writer(&id, 0, 0, &mut sink).await?;
+
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    assert_eq!(received, BIG);
+    assert_eq!(sink.len, BIG);
+    let expected_crc = PatternReader::crc_of(42, BIG);
+    assert_eq!(sink.hasher.finalize(), expected_crc);
+    let info = client.file_info(&id).await?;
+    assert_eq!((info.size, info.crc32), (BIG, expected_crc));
+    let grown_mib = peak.load(Ordering::Relaxed).saturating_sub(idle) / 1024;
+    assert!(grown_mib < 64, "storage RSS grew by {grown_mib} MiB (idle {idle} KiB) during a 256 MiB transfer");
+    Ok(())
+}
+
+#[tokio::test]
+async fn kill_9_during_an_upload_leaves_no_file_under_a_final_name() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().start().await?;
+    let data = cluster.store_path(0, 0).join("data");
+    // Announce 64 MiB, send 1 MiB, then kill the storage.
+    let mut conn = Connection::new(TcpStream::connect(cluster.storages[0].addr).await?);
+    let size = 64u64 << 20;
+    let prefix = UploadPrefix { store_path_index: Some(0), file_size: size, ext: "bin".into() };
+    let mut packet = fdfs_proto::Header::request(11, UploadPrefix::LEN as u64 + size).encode().to_vec();
+    packet.extend_from_slice(&prefix.encode());
+    conn.write_all(&packet).await?;
+    conn.write_all(&vec![0xAB; 1 << 20]).await?;
+    conn.flush().await?;
+    // the temp file exists and is growing before we pull the plug
+    let tmp = data.join(".tmp");
+    wait_for("partial temp file", Duration::from_secs(10), || async { files_under(&tmp).into_iter().any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)).then_some(()) }).await?;
+    cluster.storages[0].kill();
+    drop(conn);
+
+    let stored = |data: &std::path::Path| -> Vec<std::path::PathBuf> { files_under(data).into_iter().filter(|p| !p.starts_with(data.join(".tmp"))).collect() };
+    assert!(stored(&data).is_empty(), "a partial upload is visible: {:?}", stored(&data));
+    cluster.restart_storage(0).await?;
+    assert!(files_under(&tmp).is_empty(), "start-up sweeps temp files: {:?}", files_under(&tmp));
+    assert!(stored(&data).is_empty());
+    // and the restarted storage works
+    cluster.wait_active("group1", 1).await?;
+    let client = cluster.client();
+    let id = client.upload_bytes(b"after the crash", &UploadOptions::default()).await?;
+    assert_eq!(client.download_bytes(&id, 0, 0).await?, b"after the crash");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_acknowledged_upload_survives_kill_9() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().start().await?;
+    let client = cluster.client();
+    let id = client.upload_bytes(b"durable", &UploadOptions::default()).await?;
+    cluster.storages[0].kill();
+    cluster.restart_storage(0).await?;
+    cluster.wait_active("group1", 1).await?;
+    assert_eq!(client.download_bytes(&id, 0, 0).await?, b"durable");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_stops_both_daemons_cleanly() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().start().await?;
+    let client = cluster.client();
+    client.upload_bytes(b"x", &UploadOptions::default()).await?;
+    assert_eq!(cluster.storages[0].terminate(Duration::from_secs(15))?, Some(0));
+    assert_eq!(cluster.tracker.terminate(Duration::from_secs(15))?, Some(0));
+    Ok(())
+}
