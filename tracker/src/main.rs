@@ -1,1 +1,79 @@
-fn main() {}
+//! `fdfs-trackerd -c tracker.toml`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use fdfs_proto::server::{shutdown_signal, write_runtime_files};
+use fdfs_tracker::{run, TrackerConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// The fdfs-rs tracker: keeps track of storage servers and tells clients where to go.
+#[derive(Debug, Parser)]
+#[command(name = "fdfs-trackerd", version)]
+struct Args {
+    /// Configuration file (TOML, see conf/tracker.toml).
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fdfs-trackerd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: Args) -> anyhow::Result<()> {
+    let config = TrackerConfig::load(&args.config)
+        .with_context(|| format!("cannot read config {}", args.config.display()))?;
+    init_logging(&config.log_level);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: TrackerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.base_path)
+        .with_context(|| format!("cannot create base_path {}", config.base_path.display()))?;
+    let wanted = SocketAddr::new(config.bind_addr, config.port);
+    let listener = TcpListener::bind(wanted)
+        .await
+        .with_context(|| format!("cannot listen on {wanted}"))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    write_runtime_files(&config.base_path, "fdfs-trackerd", addr).with_context(|| {
+        format!(
+            "cannot write runtime files in {}",
+            config.base_path.display()
+        )
+    })?;
+    info!(%addr, base_path = %config.base_path.display(), "fdfs-trackerd listening");
+
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    run(config, listener, shutdown).await?;
+    info!("fdfs-trackerd stopped");
+    Ok(())
+}
