@@ -1,1 +1,165 @@
+//! fdfs-storage: the storage server of fdfs-rs.
+//!
+//! Layout: [`store`] is the disk layer (store paths, data directories, temp + rename writes,
+//! metadata sidecars); [`cmd`] holds one module per storage command on top of it;
+//! [`tracker_link`] keeps the JOIN/BEAT connection to every tracker; [`run`] wires them to the
+//! shared accept loop of `fdfs_proto::server`.
 
+pub mod cmd;
+pub mod config;
+pub mod persist;
+pub mod store;
+pub mod tracker_link;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fdfs_proto::server::{serve, ServerOptions};
+use fdfs_proto::tracker_msg::JoinRequest;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::{ConfigError, StorageConfig};
+use store::{DistributeMode, Store, StoreError, StoreOptions};
+use tracker_link::{LinkSettings, Members};
+
+/// Why the storage could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Builds the disk layer's options from the config.
+pub fn store_options(config: &StorageConfig) -> StoreOptions {
+    StoreOptions {
+        base_path: config.base_path.clone(),
+        store_paths: config.effective_store_paths(),
+        subdir_count: config.subdir_count_per_path,
+        server_id: config.server_id,
+        fsync: config.fsync,
+        distribute: if config.file_distribute_path_mode == 1 {
+            DistributeMode::Hash
+        } else {
+            DistributeMode::RoundRobin {
+                rotate_count: config.file_distribute_rotate_count,
+            }
+        },
+        reserved: config.reserved_storage_space,
+    }
+}
+
+/// Runs a storage on `listener` until `shutdown` is cancelled: prepares the store paths,
+/// starts one tracker link per tracker, serves requests, then drains and saves state.
+pub async fn run(
+    config: StorageConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StorageError> {
+    config.validate()?;
+    let up_time = unix_now();
+    let local = listener.local_addr().map_err(|source| StorageError::Io {
+        context: "reading the bound address",
+        source,
+    })?;
+    let base = config.base_path.clone();
+    let join_time = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&base)?;
+        persist::load_or_init_join_time(&base, unix_now())
+    })
+    .await
+    .map_err(|err| StorageError::Io {
+        context: "preparing base_path",
+        source: std::io::Error::other(err.to_string()),
+    })?
+    .map_err(|source| StorageError::Io {
+        context: "preparing base_path",
+        source,
+    })?;
+
+    let started = std::time::Instant::now();
+    let store = Arc::new(Store::open(store_options(&config)).await?);
+    info!(
+        paths = store.store_path_count(),
+        subdirs = config.subdir_count_per_path,
+        elapsed = ?started.elapsed(),
+        "store paths ready"
+    );
+    let members = Arc::new(Members::default());
+
+    let settings = Arc::new(LinkSettings {
+        join: JoinRequest {
+            group: config.group_name.clone(),
+            storage_id: config.server_id,
+            port: local.port(),
+            store_path_count: store.store_path_count() as u32,
+            subdir_count_per_path: config.subdir_count_per_path,
+            upload_priority: config.upload_priority,
+            join_time,
+            up_time,
+            version: fdfs_proto::VERSION.to_string(),
+        },
+        heart_beat_interval: config.heart_beat_interval,
+        network_timeout: config.network_timeout,
+    });
+    let links = TaskTracker::new();
+    let link_shutdown = shutdown.child_token();
+    for tracker in &config.tracker_servers {
+        links.spawn(tracker_link::run(
+            tracker.clone(),
+            settings.clone(),
+            store.clone(),
+            members.clone(),
+            link_shutdown.clone(),
+        ));
+    }
+    links.close();
+
+    let ctx = Arc::new(cmd::Ctx {
+        group: config.group_name.clone(),
+        buff_size: config.buff_size,
+        store: store.clone(),
+        members,
+    });
+    let options = ServerOptions {
+        max_connections: config.max_connections,
+        network_timeout: config.network_timeout,
+        idle_timeout: config.idle_timeout,
+        shutdown_timeout: config.shutdown_timeout,
+    };
+    info!(addr = %local, group = %config.group_name, id = config.server_id, "storage serving");
+    serve(
+        listener,
+        options,
+        Arc::new(cmd::StorageService::new(ctx)),
+        shutdown.clone(),
+    )
+    .await;
+
+    link_shutdown.cancel();
+    let grace = config.network_timeout.min(Duration::from_secs(5));
+    if tokio::time::timeout(grace, links.wait()).await.is_err() {
+        warn!("tracker links did not stop in time");
+    }
+    if let Err(err) = store.save_state().await {
+        warn!(error = %err, "cannot save distribution state");
+    }
+    info!("storage stopped");
+    Ok(())
+}

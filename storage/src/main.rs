@@ -1,1 +1,75 @@
-fn main() {}
+//! `fdfs-storaged -c storage.toml`: the storage server daemon.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use fdfs_storage::StorageConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// fdfs-rs storage server.
+#[derive(Debug, Parser)]
+#[command(name = "fdfs-storaged", version)]
+struct Args {
+    /// Config file (TOML, see conf/storage.toml).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = StorageConfig::load(&args.config)
+        .with_context(|| format!("loading config {}", args.config.display()))?;
+    init_logging(&config.log_level)?;
+    // a panicking server is in an unknown state: log and abort, supervision restarts it
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        default_hook(panic);
+        tracing::error!(%panic, "panic, aborting");
+        std::process::abort();
+    }));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => {
+            EnvFilter::try_new(level).with_context(|| format!("invalid log_level {level:?}"))?
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+async fn serve(config: StorageConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.base_path)
+        .with_context(|| format!("creating base_path {}", config.base_path.display()))?;
+    let listener = TcpListener::bind((config.bind_addr.as_str(), config.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.bind_addr, config.port))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    fdfs_proto::server::write_runtime_files(&config.base_path, "fdfs-storaged", addr)
+        .context("writing the pid and address files")?;
+    info!(%addr, "listening");
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        fdfs_proto::server::shutdown_signal().await;
+        trigger.cancel();
+    });
+    fdfs_storage::run(config, listener, shutdown)
+        .await
+        .context("storage server failed")?;
+    Ok(())
+}

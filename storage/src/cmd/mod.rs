@@ -1,0 +1,237 @@
+//! Storage commands (F): one module per command, each parsing its body with `fdfs_proto`
+//! types and calling the disk layer. Errors become a status byte in [`status_of`] only.
+//!
+//! Connection rules (A.4, O.2): an EINVAL answer closes the connection (the stream may be out
+//! of sync); other errors keep it open when the request body was fully consumed, and close it
+//! otherwise.
+
+mod delete;
+mod download;
+mod get_metadata;
+mod query_file_info;
+mod set_metadata;
+mod upload;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use fdfs_proto::cmd::Command;
+use fdfs_proto::file_id::LogicalName;
+use fdfs_proto::server::{reject, ConnInfo, Flow, ServerConn, Service};
+use fdfs_proto::status;
+use fdfs_proto::{Header, ProtoError};
+use tracing::{debug, warn};
+
+use crate::store::{Store, StoreError};
+use crate::tracker_link::Members;
+
+/// What every command handler may use.
+#[derive(Debug)]
+pub struct Ctx {
+    pub group: String,
+    /// Largest non-streamed request body.
+    pub buff_size: u64,
+    pub store: Arc<Store>,
+    pub members: Arc<Members>,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("group {got:?} is not this storage's group {ours:?}")]
+    WrongGroup { got: String, ours: String },
+}
+
+/// The one place where errors become FastDFS status bytes (A.6).
+pub fn status_of(err: &CmdError) -> u8 {
+    match err {
+        CmdError::Proto(err) => err.status(),
+        CmdError::WrongGroup { .. } => status::EINVAL,
+        CmdError::Store(err) => match err {
+            StoreError::NotFound => status::ENOENT,
+            StoreError::NotRegularFile => status::EISDIR,
+            StoreError::Invalid(_) => status::EINVAL,
+            StoreError::NoSpace => status::ENOSPC,
+            StoreError::Exists | StoreError::NameCollision => status::EEXIST,
+            StoreError::ShortBody { .. } | StoreError::Body(_) => status::EIO,
+            StoreError::Io { source, .. } => status::from_io(source),
+        },
+    }
+}
+
+/// The storage's request handler.
+#[derive(Debug)]
+pub struct StorageService {
+    ctx: Arc<Ctx>,
+}
+
+impl StorageService {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        StorageService { ctx }
+    }
+}
+
+impl Service for StorageService {
+    fn call<'a>(
+        &'a self,
+        conn: &'a mut ServerConn,
+        header: Header,
+        _info: &'a ConnInfo,
+    ) -> impl Future<Output = Result<Flow, ProtoError>> + Send + 'a {
+        dispatch(&self.ctx, conn, header)
+    }
+}
+
+async fn dispatch(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<Flow, ProtoError> {
+    let Ok(command) = Command::try_from(header.cmd) else {
+        return reject(conn).await;
+    };
+    debug!(cmd = ?command, len = header.pkg_len, "request");
+    match command {
+        Command::UploadFile => upload::handle(ctx, conn, header, false).await,
+        Command::UploadAppenderFile => upload::handle(ctx, conn, header, true).await,
+        Command::DownloadFile => download::handle(ctx, conn, header).await,
+        Command::DeleteFile => small(ctx, conn, header, |body| delete::handle(ctx, body)).await,
+        Command::SetMetadata => {
+            small(ctx, conn, header, |body| set_metadata::handle(ctx, body)).await
+        }
+        Command::GetMetadata => {
+            small(ctx, conn, header, |body| get_metadata::handle(ctx, body)).await
+        }
+        Command::QueryFileInfo => {
+            let flags = header.status;
+            small(ctx, conn, header, |body| {
+                query_file_info::handle(ctx, body, flags)
+            })
+            .await
+        }
+        _ => {
+            debug!(cmd = header.cmd, "command not served by a storage");
+            reject(conn).await
+        }
+    }
+}
+
+/// Runs a command whose whole body fits `buff_size`: reads it, handles it, answers.
+async fn small<F, Fut>(
+    ctx: &Ctx,
+    conn: &mut ServerConn,
+    header: Header,
+    handler: F,
+) -> Result<Flow, ProtoError>
+where
+    F: FnOnce(Vec<u8>) -> Fut,
+    Fut: Future<Output = Result<Vec<u8>, CmdError>>,
+{
+    let body = match small_body(ctx, conn, header).await? {
+        Ok(body) => body,
+        Err(flow) => return Ok(flow),
+    };
+    let result = handler(body).await;
+    respond(conn, result, true).await
+}
+
+/// Reads a non-streamed body; one above `buff_size` is answered with 22 and the connection
+/// closes (`Err(flow)`).
+async fn small_body(
+    ctx: &Ctx,
+    conn: &mut ServerConn,
+    header: Header,
+) -> Result<Result<Vec<u8>, Flow>, ProtoError> {
+    let len = header.body_len()?;
+    if len > ctx.buff_size {
+        debug!(
+            len,
+            max = ctx.buff_size,
+            "request body larger than buff_size"
+        );
+        return reject(conn).await.map(Err);
+    }
+    Ok(Ok(conn.read_body(len, ctx.buff_size).await?))
+}
+
+/// Answers a handled request. `consumed` tells whether the whole request body was read.
+async fn respond(
+    conn: &mut ServerConn,
+    result: Result<Vec<u8>, CmdError>,
+    consumed: bool,
+) -> Result<Flow, ProtoError> {
+    match result {
+        Ok(body) => {
+            conn.send_response(status::OK, &body).await?;
+            Ok(Flow::Continue)
+        }
+        Err(err) => {
+            let code = status_of(&err);
+            match code {
+                status::ENOENT | status::EEXIST => {
+                    debug!(status = code, error = %err, "request failed")
+                }
+                status::EINVAL => debug!(error = %err, "invalid request"),
+                _ => warn!(status = code, error = %err, "request failed"),
+            }
+            conn.send_response(code, &[]).await?;
+            Ok(if code == status::EINVAL || !consumed {
+                Flow::Close
+            } else {
+                Flow::Continue
+            })
+        }
+    }
+}
+
+/// Refuses requests for another group (F).
+fn check_group(ctx: &Ctx, group: &str) -> Result<(), CmdError> {
+    if group != ctx.group {
+        return Err(CmdError::WrongGroup {
+            got: group.to_string(),
+            ours: ctx.group.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Validates a logical name (H.11); the store checks its store path index.
+fn parse_name(text: &str) -> Result<LogicalName, CmdError> {
+    Ok(LogicalName::parse(text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_mapping() {
+        let cases: Vec<(CmdError, u8)> = vec![
+            (StoreError::NotFound.into(), 2),
+            (StoreError::NotRegularFile.into(), 21),
+            (StoreError::Invalid("x".into()).into(), 22),
+            (StoreError::NoSpace.into(), 28),
+            (StoreError::Exists.into(), 17),
+            (StoreError::NameCollision.into(), 17),
+            (
+                CmdError::WrongGroup {
+                    got: "a".into(),
+                    ours: "b".into(),
+                },
+                22,
+            ),
+            (ProtoError::invalid("file name", "bad").into(), 22),
+            (
+                StoreError::Io {
+                    context: "x",
+                    source: std::io::Error::from_raw_os_error(libc::EIO),
+                }
+                .into(),
+                5,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(status_of(&err), code, "{err}");
+        }
+    }
+}

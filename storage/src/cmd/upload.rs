@@ -1,0 +1,49 @@
+//! UPLOAD_FILE (11) and UPLOAD_APPENDER_FILE (23), F.1: a 15-byte prefix, then the content,
+//! streamed to disk.
+
+use fdfs_proto::server::{reject, Flow, ServerConn};
+use fdfs_proto::storage_msg::{UploadPrefix, UploadReply};
+use fdfs_proto::{Header, ProtoError};
+use tracing::debug;
+
+use super::{respond, CmdError, Ctx};
+use crate::store::NewFile;
+
+pub(super) async fn handle(
+    ctx: &Ctx,
+    conn: &mut ServerConn,
+    header: Header,
+    appender: bool,
+) -> Result<Flow, ProtoError> {
+    let len = header.body_len()?;
+    if len < UploadPrefix::LEN as u64 {
+        return reject(conn).await;
+    }
+    let mut raw = [0u8; UploadPrefix::LEN];
+    conn.read_exact(&mut raw).await?;
+    let prefix = match UploadPrefix::decode(&raw, len) {
+        Ok(prefix) => prefix,
+        Err(err) => {
+            debug!(error = %err, "bad upload prefix");
+            return reject(conn).await;
+        }
+    };
+    let req = NewFile {
+        store_path: prefix.store_path_index,
+        size: prefix.file_size,
+        ext: &prefix.ext,
+        appender,
+    };
+    let mut body = conn.body_reader(prefix.file_size);
+    let result = ctx.store.write_new_file(&req, &mut body).await;
+    let consumed = body.limit() == 0;
+    let result = result.map_err(CmdError::from).map(|name| {
+        debug!(file = %name, size = prefix.file_size, appender, "stored");
+        UploadReply {
+            group: ctx.group.clone(),
+            name: name.to_string(),
+        }
+        .encode()
+    });
+    respond(conn, result, consumed).await
+}

@@ -1,0 +1,327 @@
+//! `storage.toml`: every key of `conf/storage.toml`, with the same names and defaults.
+//!
+//! Parsing refuses unknown keys (naming them); [`StorageConfig::validate`] checks the values
+//! the rest of the crate relies on (group name, storage id, directory and path counts).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fdfs_proto::units::{serde_duration, serde_reserved, serde_size, ReservedSpace};
+use serde::Deserialize;
+
+/// Largest number of store paths (`M00`..`MFF`).
+pub const MAX_STORE_PATHS: usize = 256;
+/// Smallest accepted `buff_size`: enough for every fixed request layout and a 127-byte name.
+const MIN_BUFF_SIZE: u64 = 4096;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub group_name: String,
+    pub server_id: u32,
+    #[serde(default = "default_bind_addr")]
+    pub bind_addr: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub base_path: PathBuf,
+    #[serde(default)]
+    pub store_paths: Vec<PathBuf>,
+    #[serde(default = "default_subdir_count")]
+    pub subdir_count_per_path: u32,
+    pub tracker_servers: Vec<String>,
+    #[serde(default = "default_heart_beat", with = "serde_duration")]
+    pub heart_beat_interval: Duration,
+    #[serde(default = "default_reserved", with = "serde_reserved")]
+    pub reserved_storage_space: ReservedSpace,
+    #[serde(default)]
+    pub file_distribute_path_mode: u8,
+    #[serde(default = "default_rotate_count")]
+    pub file_distribute_rotate_count: u32,
+    #[serde(default = "default_true")]
+    pub fsync: bool,
+    #[serde(default = "default_upload_priority")]
+    pub upload_priority: i64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_network_timeout", with = "serde_duration")]
+    pub network_timeout: Duration,
+    #[serde(default = "default_idle_timeout", with = "serde_duration")]
+    pub idle_timeout: Duration,
+    #[serde(default = "default_shutdown_timeout", with = "serde_duration")]
+    pub shutdown_timeout: Duration,
+    #[serde(default = "default_buff_size", with = "serde_size")]
+    pub buff_size: u64,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+fn default_bind_addr() -> String {
+    "0.0.0.0".to_string()
+}
+fn default_port() -> u16 {
+    fdfs_proto::DEFAULT_STORAGE_PORT
+}
+fn default_subdir_count() -> u32 {
+    256
+}
+fn default_heart_beat() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_reserved() -> ReservedSpace {
+    ReservedSpace::Ratio(0.01)
+}
+fn default_rotate_count() -> u32 {
+    100
+}
+fn default_true() -> bool {
+    true
+}
+fn default_upload_priority() -> i64 {
+    10
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_network_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_buff_size() -> u64 {
+    256 * 1024
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+/// A config that could not be read, parsed or validated.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl StorageConfig {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: StorageConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fdfs_proto::file_id::validate_group(&self.group_name)
+            .map_err(|err| invalid("group_name", err.to_string()))?;
+        if !(1..=fdfs_proto::name::MAX_STORAGE_ID).contains(&self.server_id) {
+            return Err(invalid(
+                "server_id",
+                format!("{} outside 1..=16777215", self.server_id),
+            ));
+        }
+        if self.base_path.as_os_str().is_empty() {
+            return Err(invalid("base_path", "must not be empty"));
+        }
+        if self.store_paths.len() > MAX_STORE_PATHS {
+            return Err(invalid(
+                "store_paths",
+                format!("{} paths, at most 256", self.store_paths.len()),
+            ));
+        }
+        if self.store_paths.iter().any(|p| p.as_os_str().is_empty()) {
+            return Err(invalid("store_paths", "empty path"));
+        }
+        if !(1..=256).contains(&self.subdir_count_per_path) {
+            return Err(invalid(
+                "subdir_count_per_path",
+                format!("{} outside 1..=256", self.subdir_count_per_path),
+            ));
+        }
+        if self.tracker_servers.is_empty() {
+            return Err(invalid(
+                "tracker_servers",
+                "at least one tracker is required",
+            ));
+        }
+        if self.tracker_servers.len() > 16 {
+            return Err(invalid("tracker_servers", "at most 16 trackers"));
+        }
+        for tracker in &self.tracker_servers {
+            match tracker.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+                _ => {
+                    return Err(invalid(
+                        "tracker_servers",
+                        format!("{tracker:?} is not host:port"),
+                    ))
+                }
+            }
+        }
+        if self.heart_beat_interval.is_zero() {
+            return Err(invalid("heart_beat_interval", "must be above zero"));
+        }
+        if self.file_distribute_path_mode > 1 {
+            return Err(invalid(
+                "file_distribute_path_mode",
+                format!("{} is not 0 or 1", self.file_distribute_path_mode),
+            ));
+        }
+        if self.file_distribute_rotate_count == 0 {
+            return Err(invalid(
+                "file_distribute_rotate_count",
+                "must be at least 1",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("network_timeout", self.network_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be above zero"));
+            }
+        }
+        if self.buff_size < MIN_BUFF_SIZE {
+            return Err(invalid(
+                "buff_size",
+                format!("{} bytes, at least {MIN_BUFF_SIZE}", self.buff_size),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The data roots in index order: `store_paths`, or `[base_path]` when it is empty.
+    pub fn effective_store_paths(&self) -> Vec<PathBuf> {
+        if self.store_paths.is_empty() {
+            vec![self.base_path.clone()]
+        } else {
+            self.store_paths.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+group_name = "group1"
+server_id = 100001
+base_path = "/tmp/fdfs"
+tracker_servers = ["127.0.0.1:22122"]
+"#;
+
+    #[test]
+    fn defaults_match_the_shipped_config() {
+        let config = StorageConfig::from_toml(MINIMAL).unwrap();
+        assert_eq!(config.port, 23000);
+        assert_eq!(config.bind_addr, "0.0.0.0");
+        assert_eq!(config.subdir_count_per_path, 256);
+        assert_eq!(config.heart_beat_interval, Duration::from_secs(30));
+        assert_eq!(config.reserved_storage_space, ReservedSpace::Ratio(0.01));
+        assert_eq!(config.file_distribute_path_mode, 0);
+        assert_eq!(config.file_distribute_rotate_count, 100);
+        assert!(config.fsync);
+        assert_eq!(config.upload_priority, 10);
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.network_timeout, Duration::from_secs(30));
+        assert_eq!(config.idle_timeout, Duration::from_secs(900));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(config.buff_size, 256 * 1024);
+        assert_eq!(config.log_level, "info");
+        assert_eq!(
+            config.effective_store_paths(),
+            vec![PathBuf::from("/tmp/fdfs")]
+        );
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../../conf/storage.toml");
+        let config = StorageConfig::from_toml(text).unwrap();
+        assert_eq!(config.group_name, "group1");
+        assert_eq!(config.server_id, 100_001);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = StorageConfig::from_toml(&format!("{MINIMAL}\nstore_path0 = \"/x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store_path0"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let cases = [
+            ("group_name = \"group_1\"", "group_name"),
+            ("server_id = 0", "server_id"),
+            ("server_id = 16777216", "server_id"),
+            ("subdir_count_per_path = 0", "subdir_count_per_path"),
+            ("subdir_count_per_path = 257", "subdir_count_per_path"),
+            ("tracker_servers = []", "tracker_servers"),
+            ("tracker_servers = [\"nohost\"]", "tracker_servers"),
+            ("file_distribute_path_mode = 2", "file_distribute_path_mode"),
+            ("buff_size = \"1KB\"", "buff_size"),
+        ];
+        for (line, key) in cases {
+            let text: String = MINIMAL
+                .lines()
+                .filter(|l| {
+                    let name = line.split(' ').next().unwrap();
+                    !l.starts_with(name)
+                })
+                .chain(std::iter::once(line))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let err = StorageConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let many: Vec<String> = (0..257).map(|i| format!("\"/p{i}\"")).collect();
+        let text = format!("{MINIMAL}\nstore_paths = [{}]\n", many.join(","));
+        assert!(StorageConfig::from_toml(&text).is_err());
+    }
+
+    #[test]
+    fn units_are_parsed() {
+        let text = format!(
+            "{MINIMAL}\nheart_beat_interval = \"500ms\"\nreserved_storage_space = \"10GB\"\nbuff_size = \"64KB\"\n"
+        );
+        let config = StorageConfig::from_toml(&text).unwrap();
+        assert_eq!(config.heart_beat_interval, Duration::from_millis(500));
+        assert_eq!(
+            config.reserved_storage_space,
+            ReservedSpace::Bytes(10 << 30)
+        );
+        assert_eq!(config.buff_size, 64 * 1024);
+    }
+}

@@ -1,0 +1,423 @@
+//! The disk layer: store paths, data directories, file writes, reads, deletes and metadata.
+//!
+//! It knows nothing of sockets: new content arrives as an `AsyncRead`, reads hand out open
+//! files. Every path is derived from a validated [`LogicalName`] whose store path index is
+//! checked against the configured paths, so no request can reach outside `<store>/data/XX/YY/`.
+//! New files are written under `<store>/data/.tmp/` and only linked under their final name once
+//! complete (and fsynced), so a partial file is never visible under a valid name.
+
+mod distribute;
+mod layout;
+mod locks;
+mod metadata;
+mod space;
+mod write;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use fdfs_proto::file_id::LogicalName;
+use fdfs_proto::name::NameFields;
+use fdfs_proto::tracker_msg::PathUsage;
+use fdfs_proto::units::ReservedSpace;
+use tokio::fs::File;
+
+pub use distribute::{DistState, DistributeMode, Distributor};
+pub use locks::{FileGuard, FileLocks};
+pub use space::disk_usage;
+pub use write::NewFile;
+
+/// Size of the buffer used to stream file content to and from disk.
+pub const IO_BUFFER: usize = 128 * 1024;
+/// Name of the temp directory inside `<store>/data/`. Base names cannot start with a dot, so
+/// nothing in it is reachable through a logical name.
+pub const TMP_DIR: &str = ".tmp";
+/// Largest metadata sidecar we read back.
+const MAX_SIDECAR: u64 = 16 << 20;
+
+/// Everything that can go wrong in the disk layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("file not found")]
+    NotFound,
+    #[error("not a regular file")]
+    NotRegularFile,
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("no space left above the reserved space")]
+    NoSpace,
+    #[error("file already exists")]
+    Exists,
+    #[error("could not generate a unique file name")]
+    NameCollision,
+    #[error("request body ended after {got} of {expected} bytes")]
+    ShortBody { expected: u64, got: u64 },
+    #[error("reading request body: {0}")]
+    Body(#[source] io::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> StoreError {
+        move |source| StoreError::Io { context, source }
+    }
+
+    /// For errors about the target file itself: a missing file (or a missing directory on
+    /// its path) is [`StoreError::NotFound`].
+    pub(crate) fn file(context: &'static str) -> impl FnOnce(io::Error) -> StoreError {
+        move |source| {
+            if source.kind() == io::ErrorKind::NotFound
+                || source.raw_os_error() == Some(libc::ENOTDIR)
+            {
+                StoreError::NotFound
+            } else if source.raw_os_error() == Some(libc::EISDIR) {
+                StoreError::NotRegularFile
+            } else {
+                StoreError::Io { context, source }
+            }
+        }
+    }
+}
+
+/// Runs blocking file-system work off the async threads.
+pub(crate) async fn blocking<T, F>(context: &'static str, work: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(StoreError::io(context)),
+        Err(join) => Err(StoreError::Io {
+            context,
+            source: io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+/// How the store is laid out and behaves; built from the config.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub base_path: PathBuf,
+    /// Store paths in index order (never empty).
+    pub store_paths: Vec<PathBuf>,
+    pub subdir_count: u32,
+    /// Numeric storage id written into every new name (H.2).
+    pub server_id: u32,
+    pub fsync: bool,
+    pub distribute: DistributeMode,
+    pub reserved: ReservedSpace,
+}
+
+/// One data root `Mxx`.
+#[derive(Debug)]
+struct StorePath {
+    /// `<store_path>/data`
+    data: PathBuf,
+    /// `<store_path>/data/.tmp`
+    tmp: PathBuf,
+}
+
+/// What `stat` says about a stored file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    /// Current size (of the link target for a link).
+    pub size: u64,
+    /// Modification time in unix seconds (of the link itself for a link).
+    pub mtime: u64,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    options: StoreOptions,
+    paths: Vec<StorePath>,
+    next_path: AtomicUsize,
+    distributor: Arc<Distributor>,
+    locks: FileLocks,
+}
+
+impl Store {
+    /// Prepares every store path (data directories, crash sweep of `.tmp`) and loads the
+    /// directory round-robin position.
+    pub async fn open(options: StoreOptions) -> Result<Store, StoreError> {
+        if options.store_paths.is_empty() || options.store_paths.len() > 256 {
+            return Err(StoreError::Invalid(format!(
+                "{} store paths (1..=256 allowed)",
+                options.store_paths.len()
+            )));
+        }
+        let mut paths = Vec::with_capacity(options.store_paths.len());
+        for root in &options.store_paths {
+            let root = root.clone();
+            let count = options.subdir_count;
+            let prepared = blocking("preparing store path", move || {
+                layout::prepare_store_path(&root, count)
+            })
+            .await?;
+            paths.push(prepared);
+        }
+        let state_path = distribute::state_path(&options.base_path);
+        let (mode, count) = (options.distribute, options.subdir_count);
+        let base = options.base_path.join("data");
+        let distributor = blocking("loading distribution state", move || {
+            std::fs::create_dir_all(&base)?;
+            Distributor::load(state_path, mode, count)
+        })
+        .await?;
+        Ok(Store {
+            options,
+            paths,
+            next_path: AtomicUsize::new(0),
+            distributor: Arc::new(distributor),
+            locks: FileLocks::default(),
+        })
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    pub fn store_path_count(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn locks(&self) -> &FileLocks {
+        &self.locks
+    }
+
+    pub fn distribution(&self) -> DistState {
+        self.distributor.current()
+    }
+
+    /// Saves the round-robin position (on shutdown).
+    pub async fn save_state(&self) -> Result<(), StoreError> {
+        let distributor = self.distributor.clone();
+        blocking("saving distribution state", move || distributor.save()).await
+    }
+
+    /// Total and free bytes of every store path, in index order.
+    pub async fn usage(&self) -> Vec<PathUsage> {
+        let mut out = Vec::with_capacity(self.paths.len());
+        for path in &self.paths {
+            let data = path.data.clone();
+            match blocking("statvfs", move || disk_usage(&data)).await {
+                Ok(usage) => out.push(usage),
+                Err(err) => {
+                    tracing::warn!(path = %path.data.display(), error = %err, "cannot read disk usage");
+                    out.push(PathUsage::default());
+                }
+            }
+        }
+        out
+    }
+
+    /// The on-disk path of a logical name; the store path index must exist (else 22).
+    pub fn resolve(&self, name: &LogicalName) -> Result<PathBuf, StoreError> {
+        let root = self.store_path(name.store_path())?;
+        Ok(root.data.join(name.data_relative_path()))
+    }
+
+    fn store_path(&self, index: u8) -> Result<&StorePath, StoreError> {
+        self.paths.get(usize::from(index)).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "store path index {index} >= store path count {}",
+                self.paths.len()
+            ))
+        })
+    }
+
+    /// Whether store path `index` keeps more than its reserved space after `size` more bytes.
+    async fn has_room(&self, index: u8, size: u64) -> Result<bool, StoreError> {
+        let data = self.store_path(index)?.data.clone();
+        let usage = blocking("statvfs", move || disk_usage(&data)).await?;
+        Ok(match usage.free_bytes.checked_sub(size) {
+            Some(left) => self.options.reserved.has_room(usage.total_bytes, left),
+            None => false,
+        })
+    }
+
+    /// The store path for a new file: the requested one, or round robin over paths with room.
+    pub async fn choose_store_path(&self, wanted: Option<u8>, size: u64) -> Result<u8, StoreError> {
+        match wanted {
+            Some(index) => {
+                self.store_path(index)?;
+                if self.has_room(index, size).await? {
+                    Ok(index)
+                } else {
+                    Err(StoreError::NoSpace)
+                }
+            }
+            None => {
+                let count = self.paths.len();
+                let start = self.next_path.fetch_add(1, Ordering::Relaxed);
+                for step in 0..count {
+                    let index = ((start + step) % count) as u8;
+                    if self.has_room(index, size).await? {
+                        return Ok(index);
+                    }
+                }
+                Err(StoreError::NoSpace)
+            }
+        }
+    }
+
+    /// Opens a stored regular file for reading; returns it with its current size.
+    pub async fn open_read(&self, name: &LogicalName) -> Result<(File, u64), StoreError> {
+        let path = self.resolve(name)?;
+        let file = File::open(&path)
+            .await
+            .map_err(StoreError::file("opening file"))?;
+        let meta = file
+            .metadata()
+            .await
+            .map_err(StoreError::file("reading file status"))?;
+        if !meta.is_file() {
+            return Err(StoreError::NotRegularFile);
+        }
+        Ok((file, meta.len()))
+    }
+
+    /// Size and mtime of a stored file (F.7: size of a link's target, mtime of the link).
+    pub async fn stat(&self, name: &LogicalName) -> Result<FileStat, StoreError> {
+        let path = self.resolve(name)?;
+        let own = tokio::fs::symlink_metadata(&path)
+            .await
+            .map_err(StoreError::file("reading file status"))?;
+        let target = if own.file_type().is_symlink() {
+            tokio::fs::metadata(&path)
+                .await
+                .map_err(StoreError::file("reading link target status"))?
+        } else {
+            own.clone()
+        };
+        if !target.is_file() {
+            return Err(StoreError::NotRegularFile);
+        }
+        Ok(FileStat {
+            size: target.len(),
+            mtime: unix_seconds(&own),
+        })
+    }
+
+    /// CRC32 of the whole current content of a stored file.
+    pub async fn content_crc(&self, name: &LogicalName) -> Result<u32, StoreError> {
+        let (file, _) = self.open_read(name).await?;
+        let mut file = file.into_std().await;
+        blocking("computing crc32", move || {
+            let mut hasher = crc32fast::Hasher::new();
+            let mut buf = vec![0u8; IO_BUFFER];
+            loop {
+                let n = io::Read::read(&mut file, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            Ok(hasher.finalize())
+        })
+        .await
+    }
+
+    /// Deletes a file and its metadata sidecar (F.4). A slave stored as a symbolic link into
+    /// this store path also loses its target.
+    pub async fn delete(&self, name: &LogicalName) -> Result<(), StoreError> {
+        let path = self.resolve(name)?;
+        let data = self.store_path(name.store_path())?.data.clone();
+        let _guard = self.locks.lock(&name.to_string()).await;
+        let fsync = self.options.fsync;
+        blocking_file("deleting file", move || {
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path)?;
+                std::fs::remove_file(&path)?;
+                // only follow links that stay inside this store path (I.4 uses absolute ones)
+                if target.is_absolute() && target.starts_with(&data) {
+                    match std::fs::remove_file(&target) {
+                        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                        _ => {}
+                    }
+                }
+            } else if meta.is_file() {
+                std::fs::remove_file(&path)?;
+            } else {
+                return Err(io::Error::from_raw_os_error(libc::EISDIR));
+            }
+            match std::fs::remove_file(metadata::sidecar_path(&path)) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+            if fsync {
+                if let Some(dir) = path.parent() {
+                    crate::persist::sync_dir(dir)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The name fields of a stored file's name (the 27 characters of its base name).
+    pub fn name_fields(name: &LogicalName) -> Result<NameFields, StoreError> {
+        let encoded = name
+            .base()
+            .get(..fdfs_proto::name::ENCODED_LEN)
+            .ok_or_else(|| StoreError::Invalid("file name too short".into()))?;
+        NameFields::decode(encoded).map_err(|err| StoreError::Invalid(err.to_string()))
+    }
+
+    fn tmp_dir(&self, index: u8) -> Result<&Path, StoreError> {
+        Ok(&self.store_path(index)?.tmp)
+    }
+}
+
+/// Like [`blocking`], but errors about the target file map to NotFound / NotRegularFile.
+pub(crate) async fn blocking_file<T, F>(context: &'static str, work: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(StoreError::file(context)),
+        Err(join) => Err(StoreError::Io {
+            context,
+            source: io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+pub(crate) fn unix_seconds(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub async fn store_in(dir: &Path, paths: usize, subdirs: u32) -> Store {
+        let store_paths = if paths == 1 {
+            vec![dir.to_path_buf()]
+        } else {
+            (0..paths).map(|i| dir.join(format!("p{i}"))).collect()
+        };
+        Store::open(StoreOptions {
+            base_path: dir.to_path_buf(),
+            store_paths,
+            subdir_count: subdirs,
+            server_id: 100_001,
+            fsync: true,
+            distribute: DistributeMode::RoundRobin { rotate_count: 100 },
+            reserved: ReservedSpace::Bytes(0),
+        })
+        .await
+        .unwrap()
+    }
+}

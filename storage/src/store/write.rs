@@ -1,0 +1,583 @@
+//! Writing new files (H.7): stream into a temp file while computing CRC32, fsync, then link it
+//! under a final name built from its mtime, size and CRC, refusing to replace an existing name.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use fdfs_proto::file_id::LogicalName;
+use fdfs_proto::name::{self, NameFields, Source};
+use rand::Rng;
+use tokio::fs::File;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use super::{blocking, Store, StoreError, IO_BUFFER};
+
+/// Attempts at finding an unused final name before giving up (H.7).
+const NAME_ATTEMPTS: usize = 10;
+
+/// A new upload: where it may go and what it is.
+#[derive(Clone, Debug)]
+pub struct NewFile<'a> {
+    /// `None` = let the storage choose (0xFF).
+    pub store_path: Option<u8>,
+    pub size: u64,
+    pub ext: &'a str,
+    pub appender: bool,
+}
+
+/// Where a new file goes and how its final name is built.
+struct Placement {
+    index: u8,
+    high: u8,
+    low: u8,
+    appender: bool,
+    suffix: String,
+}
+
+/// A temp file that is deleted unless [`TempFile::disarm`] is called.
+#[derive(Debug)]
+pub(crate) struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    /// Creates a fresh, empty temp file in `dir`.
+    pub(crate) async fn create(dir: &Path, kind: &str) -> Result<(TempFile, File), StoreError> {
+        for _ in 0..NAME_ATTEMPTS {
+            let path = dir.join(format!("{kind}.{:016x}", rand::thread_rng().gen::<u64>()));
+            match tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .await
+            {
+                Ok(file) => return Ok((TempFile { path, armed: true }, file)),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) => return Err(StoreError::io("creating temp file")(err)),
+            }
+        }
+        Err(StoreError::NameCollision)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file now (errors are logged: the next start sweeps it anyway).
+    pub(crate) async fn remove(mut self) {
+        self.armed = false;
+        if let Err(err) = tokio::fs::remove_file(&self.path).await {
+            if err.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %err, "cannot remove temp file");
+            }
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let path = std::mem::take(&mut self.path);
+        let remove = move || {
+            if let Err(err) = std::fs::remove_file(&path) {
+                if err.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %err, "cannot remove temp file");
+                }
+            }
+        };
+        // dropped on an async thread when a request is cancelled: do not block it
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(remove);
+            }
+            Err(_) => remove(),
+        }
+    }
+}
+
+/// Copies exactly `expected` bytes from `reader` to `file` with a bounded buffer, returning
+/// their CRC32. A stream that ends early is [`StoreError::ShortBody`].
+pub(crate) async fn stream_to<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    file: &mut File,
+    expected: u64,
+) -> Result<u32, StoreError> {
+    let mut buf = vec![
+        0u8;
+        IO_BUFFER
+            .min(usize::try_from(expected).unwrap_or(IO_BUFFER))
+            .max(1)
+    ];
+    let mut hasher = crc32fast::Hasher::new();
+    let mut total = 0u64;
+    while total < expected {
+        let want = buf
+            .len()
+            .min(usize::try_from(expected - total).unwrap_or(usize::MAX));
+        // fill the buffer before writing: fewer, larger disk writes
+        let mut filled = 0;
+        while filled < want {
+            let n = reader
+                .read(&mut buf[filled..want])
+                .await
+                .map_err(StoreError::Body)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled > 0 {
+            hasher.update(&buf[..filled]);
+            file.write_all(&buf[..filled])
+                .await
+                .map_err(StoreError::io("writing file"))?;
+            total += filled as u64;
+        }
+        if filled < want {
+            return Err(StoreError::ShortBody {
+                expected,
+                got: total,
+            });
+        }
+    }
+    file.flush().await.map_err(StoreError::io("writing file"))?;
+    Ok(hasher.finalize())
+}
+
+/// Links `tmp` under names produced by `make_name` until one is free (blocking); returns the
+/// name used. The temp file itself stays in place.
+pub(crate) fn link_unique(
+    tmp: &Path,
+    mut make_name: impl FnMut() -> Result<(LogicalName, PathBuf), StoreError>,
+) -> Result<LogicalName, StoreError> {
+    for _ in 0..NAME_ATTEMPTS {
+        let (logical, path) = make_name()?;
+        match std::fs::hard_link(tmp, &path) {
+            Ok(()) => return Ok(logical),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(StoreError::io("linking file under its final name")(err)),
+        }
+    }
+    Err(StoreError::NameCollision)
+}
+
+impl Store {
+    /// Stores a new file whose `req.size` bytes come from `reader` (F.1, H.7); returns its
+    /// logical name. Space is checked before anything is read.
+    pub async fn write_new_file<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        req: &NewFile<'_>,
+        reader: &mut R,
+    ) -> Result<LogicalName, StoreError> {
+        name::validate_ext(req.ext).map_err(|err| StoreError::Invalid(err.to_string()))?;
+        let index = self.choose_store_path(req.store_path, req.size).await?;
+        let suffix = name::random_suffix(req.ext, &mut rand::thread_rng());
+        let source = Source::Id(self.options.server_id);
+        // provisional name (H.7 step 1): only the hash directory mode looks at it
+        let provisional = {
+            let mut rng = rand::thread_rng();
+            NameFields {
+                source,
+                timestamp: unix_now(),
+                size_field: name::size_field(req.size, req.appender, rng.gen()),
+                crc32: rng.gen(),
+            }
+            .encode()
+        };
+        let (high, low, moved) = self.distributor.next(&provisional);
+        if moved {
+            let distributor = self.distributor.clone();
+            if let Err(err) =
+                blocking("saving distribution state", move || distributor.save()).await
+            {
+                tracing::warn!(error = %err, "cannot save distribution state");
+            }
+        }
+
+        let (tmp, file) = TempFile::create(self.tmp_dir(index)?, "upload").await?;
+        let placed = Placement {
+            index,
+            high,
+            low,
+            appender: req.appender,
+            suffix,
+        };
+        let result = self
+            .fill_and_link(reader, file, req.size, &tmp, placed)
+            .await;
+        // on success the content lives on under its final name; on failure it goes
+        tmp.remove().await;
+        result
+    }
+
+    async fn fill_and_link<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        reader: &mut R,
+        mut file: File,
+        size: u64,
+        tmp: &TempFile,
+        placed: Placement,
+    ) -> Result<LogicalName, StoreError> {
+        let crc32 = stream_to(reader, &mut file, size).await?;
+        let mtime = self.finish_file(file).await?;
+        let source = Source::Id(self.options.server_id);
+        let Placement {
+            index,
+            high,
+            low,
+            appender,
+            suffix,
+        } = placed;
+        let data = self.store_path(index)?.data.clone();
+        let tmp_path = tmp.path().to_path_buf();
+        let fsync = self.options.fsync;
+        blocking_store("storing file", move || {
+            let logical = link_unique(&tmp_path, || {
+                let fields = NameFields {
+                    source,
+                    timestamp: mtime,
+                    size_field: name::size_field(size, appender, rand::thread_rng().gen()),
+                    crc32,
+                };
+                let logical =
+                    LogicalName::new(index, high, low, &name::base_name(&fields, &suffix))
+                        .map_err(|err| StoreError::Invalid(err.to_string()))?;
+                let path = data.join(logical.data_relative_path());
+                Ok((logical, path))
+            })?;
+            if fsync {
+                let dir = data.join(format!("{high:02X}/{low:02X}"));
+                crate::persist::sync_dir(&dir).map_err(StoreError::io("syncing directory"))?;
+            }
+            Ok(logical)
+        })
+        .await
+    }
+
+    /// Flushes a fully written file to disk (when configured) and returns its mtime.
+    pub(crate) async fn finish_file(&self, file: File) -> Result<u32, StoreError> {
+        if self.options.fsync {
+            file.sync_all()
+                .await
+                .map_err(StoreError::io("syncing file"))?;
+        }
+        let meta = file
+            .metadata()
+            .await
+            .map_err(StoreError::io("reading file status"))?;
+        Ok(super::unix_seconds(&meta) as u32)
+    }
+}
+
+/// Runs blocking work that reports [`StoreError`]s itself.
+pub(crate) async fn blocking_store<T, F>(context: &'static str, work: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::Io {
+                context,
+                source: io::Error::other(join.to_string()),
+            })
+        })
+}
+
+pub(crate) fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::store_in;
+    use super::*;
+    use fdfs_proto::name::{classify, FileKind};
+
+    fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    out.push(entry.path());
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn written_file_gets_a_decodable_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 4).await;
+        let content = b"hello world, fastdfs!\n";
+        let before = unix_now();
+        let req = NewFile {
+            store_path: None,
+            size: content.len() as u64,
+            ext: "txt",
+            appender: false,
+        };
+        let logical = store.write_new_file(&req, &mut &content[..]).await.unwrap();
+        let text = logical.to_string();
+        assert_eq!(text.len(), 44);
+        assert!(text.starts_with("M00/00/00/"));
+        assert!(text.ends_with(".txt"));
+        let fields = NameFields::from_logical_name(&text).unwrap();
+        assert_eq!(fields.source, Source::Id(100_001));
+        assert_eq!(fields.file_size(), 22);
+        assert_eq!(fields.crc32, 0x8036_CEA3);
+        assert_eq!(classify(&text, &fields), FileKind::Normal);
+        let path = store.resolve(&logical).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        let mtime = super::super::unix_seconds(&std::fs::metadata(&path).unwrap());
+        assert_eq!(u64::from(fields.timestamp), mtime);
+        assert!(fields.timestamp >= before.saturating_sub(1));
+        // nothing left in the temp directory
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("data/.tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn appender_and_empty_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 2).await;
+        let req = NewFile {
+            store_path: Some(0),
+            size: 6,
+            ext: "",
+            appender: true,
+        };
+        let logical = store
+            .write_new_file(&req, &mut &b"hello\n"[..])
+            .await
+            .unwrap();
+        let text = logical.to_string();
+        let fields = NameFields::from_logical_name(&text).unwrap();
+        assert!(fields.is_appender());
+        assert_eq!(fields.crc32, 0x363A_3020);
+        assert_eq!(classify(&text, &fields), FileKind::Appender);
+        assert!(text[37..].bytes().all(|b| b.is_ascii_digit()));
+
+        let req = NewFile {
+            store_path: None,
+            size: 0,
+            ext: "",
+            appender: false,
+        };
+        let empty = store.write_new_file(&req, &mut &b""[..]).await.unwrap();
+        let fields = NameFields::from_logical_name(&empty.to_string()).unwrap();
+        assert_eq!((fields.file_size(), fields.crc32), (0, 0));
+        assert_eq!(
+            std::fs::metadata(store.resolve(&empty).unwrap())
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn short_stream_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 2).await;
+        let req = NewFile {
+            store_path: None,
+            size: 1000,
+            ext: "bin",
+            appender: false,
+        };
+        let err = store
+            .write_new_file(&req, &mut &[7u8; 999][..])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::ShortBody {
+                    expected: 1000,
+                    got: 999
+                }
+            ),
+            "{err}"
+        );
+        assert!(files_under(&dir.path().join("data"))
+            .iter()
+            .all(|p| p.ends_with("storage_stat.toml")));
+    }
+
+    #[tokio::test]
+    async fn dropped_write_leaves_no_file() {
+        // a request cancelled mid-body (connection timeout) drops the future
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 2).await;
+        let (mut tx, mut rx) = tokio::io::duplex(1024);
+        tx.write_all(&[1u8; 512]).await.unwrap();
+        let req = NewFile {
+            store_path: None,
+            size: 4096,
+            ext: "",
+            appender: false,
+        };
+        let write = store.write_new_file(&req, &mut rx);
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(200), write).await;
+        assert!(cancelled.is_err());
+        let tmp = dir.path().join("data/.tmp");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_dir(&tmp).unwrap().count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "temp file not removed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn store_path_choice_and_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 2, 1).await;
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let req = NewFile {
+                store_path: None,
+                size: 1,
+                ext: "",
+                appender: false,
+            };
+            seen.push(
+                store
+                    .write_new_file(&req, &mut &b"x"[..])
+                    .await
+                    .unwrap()
+                    .store_path(),
+            );
+        }
+        assert_eq!(seen, [0, 1, 0, 1]);
+        let req = NewFile {
+            store_path: Some(2),
+            size: 1,
+            ext: "",
+            appender: false,
+        };
+        assert!(matches!(
+            store.write_new_file(&req, &mut &b"x"[..]).await,
+            Err(StoreError::Invalid(_))
+        ));
+        // a file larger than the disk can never fit
+        let req = NewFile {
+            store_path: None,
+            size: u64::MAX / 2,
+            ext: "",
+            appender: false,
+        };
+        assert!(matches!(
+            store.write_new_file(&req, &mut &b""[..]).await,
+            Err(StoreError::NoSpace)
+        ));
+    }
+
+    #[tokio::test]
+    async fn full_reserve_refuses_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(super::super::StoreOptions {
+            base_path: dir.path().to_path_buf(),
+            store_paths: vec![dir.path().to_path_buf()],
+            subdir_count: 1,
+            server_id: 1,
+            fsync: false,
+            distribute: super::super::DistributeMode::Hash,
+            reserved: fdfs_proto::units::ReservedSpace::Ratio(1.0),
+        })
+        .await
+        .unwrap();
+        let req = NewFile {
+            store_path: Some(0),
+            size: 1,
+            ext: "",
+            appender: false,
+        };
+        assert!(matches!(
+            store.write_new_file(&req, &mut &b"x"[..]).await,
+            Err(StoreError::NoSpace)
+        ));
+    }
+
+    #[tokio::test]
+    async fn round_robin_directories_for_new_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(super::super::StoreOptions {
+            base_path: dir.path().to_path_buf(),
+            store_paths: vec![dir.path().to_path_buf()],
+            subdir_count: 2,
+            server_id: 7,
+            fsync: false,
+            distribute: super::super::DistributeMode::RoundRobin { rotate_count: 1 },
+            reserved: fdfs_proto::units::ReservedSpace::Bytes(0),
+        })
+        .await
+        .unwrap();
+        let mut dirs = Vec::new();
+        for _ in 0..5 {
+            let req = NewFile {
+                store_path: None,
+                size: 1,
+                ext: "",
+                appender: false,
+            };
+            let name = store.write_new_file(&req, &mut &b"x"[..]).await.unwrap();
+            dirs.push((name.dir_high(), name.dir_low()));
+        }
+        assert_eq!(dirs, [(0, 0), (0, 1), (1, 0), (1, 1), (0, 0)]);
+        // the position was saved when the directory changed
+        let saved = std::fs::read_to_string(dir.path().join("data/storage_stat.toml")).unwrap();
+        assert!(saved.contains("dist_path_index_low = 1"), "{saved}");
+    }
+
+    #[test]
+    fn link_refuses_existing_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::write(&tmp, b"new").unwrap();
+        let taken = dir.path().join("taken");
+        std::fs::write(&taken, b"old").unwrap();
+        let free = dir.path().join("free");
+        let mut calls = 0;
+        let name = link_unique(&tmp, || {
+            calls += 1;
+            let path = if calls == 1 {
+                taken.clone()
+            } else {
+                free.clone()
+            };
+            Ok((LogicalName::parse("M00/00/00/abcdefgh").unwrap(), path))
+        })
+        .unwrap();
+        assert_eq!(name.base(), "abcdefgh");
+        assert_eq!(calls, 2);
+        assert_eq!(std::fs::read(&taken).unwrap(), b"old");
+        assert_eq!(std::fs::read(&free).unwrap(), b"new");
+        let err = link_unique(&tmp, || {
+            Ok((
+                LogicalName::parse("M00/00/00/abcdefgh").unwrap(),
+                taken.clone(),
+            ))
+        })
+        .unwrap_err();
+        assert!(matches!(err, StoreError::NameCollision));
+    }
+}

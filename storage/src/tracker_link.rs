@@ -1,0 +1,226 @@
+//! The long-lived report connection to each tracker: JOIN (81), then BEAT (83) with the disk
+//! usage of every store path every `heart_beat_interval`. The member list carried by each
+//! beat reply is kept in [`Members`] (QUERY_FILE_INFO maps storage ids in names to IPs with
+//! it). Any failure closes the connection; the link reconnects with a backoff of 1 s doubling
+//! to 10 s and joins again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use fdfs_proto::cmd::Command;
+use fdfs_proto::conn::Connection;
+use fdfs_proto::status;
+use fdfs_proto::tracker_msg::{BeatReply, BeatRequest, JoinReply, JoinRequest, StorageBrief};
+use fdfs_proto::ProtoError;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::store::Store;
+
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Largest beat reply we accept: flags + one brief per storage of a group, with room to spare.
+const MAX_BEAT_REPLY: u64 = 1 + StorageBrief::LEN as u64 * 1024;
+
+/// The storages of our group as the trackers last described them.
+#[derive(Debug, Default)]
+pub struct Members {
+    by_tracker: RwLock<HashMap<String, Vec<StorageBrief>>>,
+}
+
+impl Members {
+    /// Replaces what `tracker` told us about the group.
+    pub fn update(&self, tracker: &str, members: Vec<StorageBrief>) {
+        let mut map = self.by_tracker.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(tracker.to_string(), members);
+    }
+
+    /// The IP of the storage with this id, from any tracker's list.
+    pub fn ip_of(&self, id: &str) -> Option<String> {
+        let map = self.by_tracker.read().unwrap_or_else(|e| e.into_inner());
+        map.values()
+            .flatten()
+            .find(|brief| brief.id == id && !brief.ip.is_empty())
+            .map(|brief| brief.ip.clone())
+    }
+
+    /// Every member known, deduplicated by id.
+    pub fn all(&self) -> Vec<StorageBrief> {
+        let map = self.by_tracker.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<StorageBrief> = Vec::new();
+        for brief in map.values().flatten() {
+            if !out.iter().any(|known| known.id == brief.id) {
+                out.push(brief.clone());
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+}
+
+/// What every JOIN says about this storage, plus the link's timing.
+#[derive(Clone, Debug)]
+pub struct LinkSettings {
+    pub join: JoinRequest,
+    pub heart_beat_interval: Duration,
+    pub network_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Proto(#[from] ProtoError),
+    #[error("join refused with status {status} ({})", status::describe(*status))]
+    Refused { status: u8 },
+}
+
+/// Keeps a report connection to `tracker` until `shutdown`.
+pub async fn run(
+    tracker: String,
+    settings: Arc<LinkSettings>,
+    store: Arc<Store>,
+    members: Arc<Members>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut joined = false;
+        let result = session(
+            &tracker,
+            &settings,
+            &store,
+            &members,
+            &shutdown,
+            &mut joined,
+        )
+        .await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if joined {
+            backoff = MIN_BACKOFF;
+        }
+        match result {
+            Ok(()) => {}
+            Err(LinkError::Refused { status }) => error!(
+                %tracker,
+                status,
+                reason = status::describe(status),
+                "tracker refused to let this storage join"
+            ),
+            Err(err) => {
+                warn!(%tracker, error = %err, retry_in = ?backoff, "tracker connection failed")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    debug!(%tracker, "tracker link stopped");
+}
+
+async fn timed<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, ProtoError>>,
+) -> Result<T, LinkError> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(LinkError::Timeout),
+    }
+}
+
+async fn session(
+    tracker: &str,
+    settings: &LinkSettings,
+    store: &Store,
+    members: &Members,
+    shutdown: &CancellationToken,
+    joined: &mut bool,
+) -> Result<(), LinkError> {
+    let limit = settings.network_timeout;
+    let stream = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        connected = tokio::time::timeout(limit, TcpStream::connect(tracker)) => match connected {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return Err(LinkError::Connect(err)),
+            Err(_) => return Err(LinkError::Timeout),
+        },
+    };
+    let _ = stream.set_nodelay(true);
+    let mut conn = Connection::new(stream);
+    let reply = match timed(
+        limit,
+        conn.call(Command::StorageJoin.code(), &settings.join.encode(), 64),
+    )
+    .await
+    {
+        Err(LinkError::Proto(ProtoError::Status { status })) => {
+            return Err(LinkError::Refused { status })
+        }
+        other => other?,
+    };
+    let reply = JoinReply::decode(&reply)?;
+    *joined = true;
+    info!(
+        %tracker,
+        status = fdfs_proto::tracker_msg::storage_status::name(reply.status),
+        "joined tracker"
+    );
+    loop {
+        let usage = store.usage().await;
+        let body = BeatRequest { paths: usage }.encode();
+        let reply = timed(
+            limit,
+            conn.call(Command::StorageBeat.code(), &body, MAX_BEAT_REPLY),
+        )
+        .await?;
+        let beat = BeatReply::decode(&reply)?;
+        if let Some(list) = beat.members {
+            debug!(%tracker, members = list.len(), "member list updated");
+            members.update(tracker, list);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                // polite goodbye; the tracker marks us offline when the connection closes
+                let _ = timed(limit, conn.send_request(Command::Quit.code(), &[])).await;
+                return Ok(());
+            }
+            _ = tokio::time::sleep(settings.heart_beat_interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_lookup_across_trackers() {
+        let members = Members::default();
+        let brief = |id: &str, ip: &str| StorageBrief {
+            status: 7,
+            port: 23000,
+            id: id.into(),
+            ip: ip.into(),
+        };
+        members.update("t1:22122", vec![brief("100001", "10.0.0.1")]);
+        members.update(
+            "t2:22122",
+            vec![brief("100002", "10.0.0.2"), brief("100001", "10.0.0.1")],
+        );
+        assert_eq!(members.ip_of("100001").as_deref(), Some("10.0.0.1"));
+        assert_eq!(members.ip_of("100002").as_deref(), Some("10.0.0.2"));
+        assert_eq!(members.ip_of("100003"), None);
+        assert_eq!(members.all().len(), 2);
+        members.update("t2:22122", vec![]);
+        assert_eq!(members.ip_of("100002"), None);
+    }
+}
