@@ -1,5 +1,6 @@
 //! `fdfs-trackerd -c tracker.toml`
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,12 +47,15 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
 async fn serve(config: TrackerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.base_path)
         .with_context(|| format!("cannot create base_path {}", config.base_path.display()))?;
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone()).await;
     let wanted = SocketAddr::new(config.bind_addr, config.port);
     let listener = TcpListener::bind(wanted)
         .await
@@ -66,14 +70,26 @@ async fn serve(config: TrackerConfig) -> anyhow::Result<()> {
         )
     })?;
     info!(%addr, base_path = %config.base_path.display(), "fdfs-trackerd listening");
-
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        trigger.cancel();
-    });
     run(config, listener, shutdown).await?;
     info!("fdfs-trackerd stopped");
     Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM/SIGINT. The handlers are installed before this returns, so a
+/// signal sent as soon as the address file exists is never fatal.
+async fn watch_signals(shutdown: CancellationToken) {
+    let mut signal = Box::pin(shutdown_signal());
+    // The first poll of shutdown_signal registers both handlers.
+    tokio::select! {
+        biased;
+        () = &mut signal => {
+            shutdown.cancel();
+            return;
+        }
+        () = std::future::ready(()) => {}
+    }
+    tokio::spawn(async move {
+        signal.await;
+        shutdown.cancel();
+    });
 }
