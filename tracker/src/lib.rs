@@ -6,7 +6,7 @@
 //! framing rules around them, and [`run`] wires everything to a listener.
 
 pub mod cluster;
-pub mod cmd;
+mod cmd;
 pub mod config;
 pub mod select;
 pub mod service;

@@ -848,4 +848,143 @@ mod tests {
         let err = choose_update(&mut cluster, &policy(), "g", &name).unwrap_err();
         assert_eq!(err.status(), status::ENOENT);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Per group: storages with their state (0 ONLINE, 1 ACTIVE, 2 OFFLINE) and
+        /// (total, free) of every store path; all storages of a group share the path count.
+        type Layout = Vec<Vec<(u8, Vec<(u64, u64)>)>>;
+
+        fn layout() -> impl Strategy<Value = Layout> {
+            let group = (1..4usize).prop_flat_map(|paths| {
+                let path = (0..1000u64, 0..1000u64).prop_map(|(a, b)| (a.max(b), a.min(b)));
+                prop::collection::vec((0..3u8, prop::collection::vec(path, paths)), 1..4)
+            });
+            prop::collection::vec(group, 1..4)
+        }
+
+        fn build(layout: &Layout) -> Cluster {
+            let mut cluster = Cluster::new();
+            let mut id = 0u16;
+            for (g, storages) in layout.iter().enumerate() {
+                for (state, paths) in storages {
+                    id += 1;
+                    let group = format!("g{g}");
+                    let request =
+                        join_request(&group, u32::from(id), 23000 + id, paths.len() as u32);
+                    cluster.join(peer(id), &request, Instant::now()).unwrap();
+                    if *state == 0 {
+                        continue;
+                    }
+                    let usage = paths.iter().map(|&(t, f)| usage(t, f)).collect();
+                    cluster.beat(peer(id), usage, Instant::now()).unwrap();
+                    if *state == 2 {
+                        cluster.disconnect(peer(id));
+                    }
+                }
+            }
+            cluster
+        }
+
+        fn policy_strategy() -> impl Strategy<Value = Policy> {
+            (
+                prop_oneof![
+                    Just(StoreLookup::RoundRobin),
+                    Just(StoreLookup::LoadBalance)
+                ],
+                prop_oneof![
+                    Just(StoreServer::RoundRobin),
+                    Just(StoreServer::FirstById),
+                    Just(StoreServer::Priority)
+                ],
+                prop_oneof![Just(StorePath::RoundRobin), Just(StorePath::LoadBalance)],
+                prop_oneof![
+                    (0.0..0.6f64).prop_map(ReservedSpace::Ratio),
+                    (0..600u64).prop_map(ReservedSpace::Bytes)
+                ],
+            )
+                .prop_map(|(lookup, server, path, reserved)| Policy {
+                    store_lookup: lookup,
+                    store_server: server,
+                    store_path: path,
+                    reserved,
+                    ..policy()
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn uploads_only_go_where_there_is_room(
+                layout in layout(),
+                policy in policy_strategy(),
+                all in any::<bool>(),
+            ) {
+                let mut cluster = build(&layout);
+                let snapshot = cluster.groups().to_vec();
+                let any_active = snapshot.iter().flat_map(|g| g.storages()).any(|s| s.is_active());
+                for _ in 0..4 {
+                    match choose_upload(&mut cluster, &policy, None, all) {
+                        Ok(upload) => {
+                            prop_assert!(!upload.servers.is_empty());
+                            prop_assert!(all || upload.servers.len() == 1);
+                            let group = snapshot.iter().find(|g| g.name == upload.group).unwrap();
+                            prop_assert!(matches!(capacity(&policy.reserved, group), Capacity::Room(_)));
+                            for (i, addr) in upload.servers.iter().enumerate() {
+                                let storage = group.storages().iter().find(|s| s.port == addr.port).unwrap();
+                                prop_assert!(takes_uploads(&policy.reserved, storage));
+                                if i == 0 {
+                                    let path = usize::from(upload.store_path_index);
+                                    prop_assert!(path_has_room(&policy.reserved, storage, path));
+                                }
+                            }
+                        }
+                        Err(SelectError::NoWritableGroup) => prop_assert!(!any_active),
+                        Err(SelectError::NoSpace) => {
+                            prop_assert!(any_active);
+                            prop_assert!(snapshot.iter().all(|g| !matches!(capacity(&policy.reserved, g), Capacity::Room(_))));
+                        }
+                        Err(other) => prop_assert!(false, "unexpected {other}"),
+                    }
+                }
+            }
+
+            #[test]
+            fn reads_only_go_to_active_storages(
+                layout in layout(),
+                policy in policy_strategy(),
+                source in 1..12u32,
+                age in 0..200_000i64,
+                all in any::<bool>(),
+            ) {
+                let mut cluster = build(&layout);
+                let now = 1_000_000_000i64;
+                let name = normal_name(Source::Id(source), (now - age) as u32);
+                for g in 0..layout.len() {
+                    let group = format!("g{g}");
+                    let reply = choose_fetch(&mut cluster, &policy, &group, &name, now, all);
+                    let update = choose_update(&mut cluster, &policy, &group, &name);
+                    let snapshot = cluster.group(&group).unwrap();
+                    let any_active = snapshot.storages().iter().any(|s| s.is_active());
+                    for result in [reply, update] {
+                        match result {
+                            Ok(servers) => {
+                                prop_assert!(!servers.servers.is_empty());
+                                for addr in &servers.servers {
+                                    let storage = snapshot.storages().iter().find(|s| s.port == addr.port).unwrap();
+                                    prop_assert!(storage.is_active());
+                                }
+                            }
+                            Err(err) => {
+                                prop_assert_eq!(err, SelectError::NoServer(group.clone()));
+                                prop_assert!(!any_active);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
