@@ -57,6 +57,13 @@ pub trait Service: Send + Sync + 'static {
 
     /// Called when a connection ends, for bookkeeping (e.g. a storage's report connection).
     fn disconnected(&self, _info: &ConnInfo) {}
+
+    /// Whether the connection is closed after answering EINVAL to an unknown command or a
+    /// malformed ACTIVE_TEST. The storage does (its request stream may be out of sync), the
+    /// tracker does not (A.4).
+    fn close_after_einval(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -71,7 +78,12 @@ pub struct ServerOptions {
 }
 
 /// Runs the accept loop until `shutdown` is cancelled, then drains connections.
-pub async fn serve<S: Service>(listener: TcpListener, options: ServerOptions, service: Arc<S>, shutdown: CancellationToken) {
+pub async fn serve<S: Service>(
+    listener: TcpListener,
+    options: ServerOptions,
+    service: Arc<S>,
+    shutdown: CancellationToken,
+) {
     let limit = Arc::new(Semaphore::new(options.max_connections));
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
@@ -99,8 +111,12 @@ pub async fn serve<S: Service>(listener: TcpListener, options: ServerOptions, se
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or_else(|_| peer);
-        let info = ConnInfo { peer, local, shutdown: shutdown.clone() };
+        let local = stream.local_addr().unwrap_or(peer);
+        let info = ConnInfo {
+            peer,
+            local,
+            shutdown: shutdown.clone(),
+        };
         let service = service.clone();
         let options = options.clone();
         let span = tracing::info_span!("conn", %peer);
@@ -114,13 +130,27 @@ pub async fn serve<S: Service>(listener: TcpListener, options: ServerOptions, se
         );
     }
     tracker.close();
-    info!(open = tracker.len(), "stopped accepting, draining connections");
-    if tokio::time::timeout(options.shutdown_timeout, tracker.wait()).await.is_err() {
-        warn!(open = tracker.len(), "shutdown deadline passed, dropping remaining connections");
+    info!(
+        open = tracker.len(),
+        "stopped accepting, draining connections"
+    );
+    if tokio::time::timeout(options.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = tracker.len(),
+            "shutdown deadline passed, dropping remaining connections"
+        );
     }
 }
 
-async fn run_connection<S: Service>(stream: TcpStream, options: &ServerOptions, service: &S, info: &ConnInfo) {
+async fn run_connection<S: Service>(
+    stream: TcpStream,
+    options: &ServerOptions,
+    service: &S,
+    info: &ConnInfo,
+) {
     let mut timed = TimeoutStream::new(stream);
     timed.set_write_timeout(Some(options.network_timeout));
     let mut conn: ServerConn = Connection::new(Box::pin(timed));
@@ -143,8 +173,10 @@ async fn run_connection<S: Service>(stream: TcpStream, options: &ServerOptions, 
                 break;
             }
         };
-        conn.get_mut().as_mut().set_read_timeout_pinned(Some(options.network_timeout));
-        let flow = match builtin(&mut conn, header).await {
+        conn.get_mut()
+            .as_mut()
+            .set_read_timeout_pinned(Some(options.network_timeout));
+        let flow = match builtin(&mut conn, header, service.close_after_einval()).await {
             Some(flow) => flow,
             None => service.call(&mut conn, header, info).await,
         };
@@ -161,18 +193,37 @@ async fn run_connection<S: Service>(stream: TcpStream, options: &ServerOptions, 
 
 /// QUIT, ACTIVE_TEST, negative lengths and unknown commands are answered the same way by
 /// every server (A.4).
-async fn builtin(conn: &mut ServerConn, header: Header) -> Option<Result<Flow, ProtoError>> {
+async fn builtin(
+    conn: &mut ServerConn,
+    header: Header,
+    close_after_einval: bool,
+) -> Option<Result<Flow, ProtoError>> {
     let len = match header.body_len() {
         Ok(len) => len,
         Err(err) => return Some(Err(err)),
     };
     match Command::try_from(header.cmd) {
         Ok(Command::Quit) => Some(Ok(Flow::Close)),
-        Ok(Command::ActiveTest) if len == 0 => Some(conn.send_response(status::OK, &[]).await.map(|_| Flow::Continue)),
-        Ok(Command::ActiveTest) => Some(reject(conn).await),
-        Err(_) => Some(reject(conn).await),
+        Ok(Command::ActiveTest) if len == 0 => Some(
+            conn.send_response(status::OK, &[])
+                .await
+                .map(|_| Flow::Continue),
+        ),
+        Ok(Command::ActiveTest) | Err(_) if close_after_einval => Some(reject(conn).await),
+        Ok(Command::ActiveTest) | Err(_) => Some(refuse_and_continue(conn, len).await),
         Ok(_) => None,
     }
+}
+
+/// Answers EINVAL after consuming a small body, keeping the connection (tracker behaviour).
+async fn refuse_and_continue(conn: &mut ServerConn, len: u64) -> Result<Flow, ProtoError> {
+    const MAX_DISCARD: u64 = 256 * 1024;
+    if len > MAX_DISCARD {
+        return Ok(Flow::Close);
+    }
+    conn.discard(len).await?;
+    conn.send_response(status::EINVAL, &[]).await?;
+    Ok(Flow::Continue)
 }
 
 /// Answers EINVAL and closes: the request stream may be out of sync (O.2).
@@ -181,24 +232,39 @@ pub async fn reject(conn: &mut ServerConn) -> Result<Flow, ProtoError> {
     Ok(Flow::Close)
 }
 
-/// Resolves on SIGTERM or SIGINT; later signals are logged by the caller's loop.
-pub async fn shutdown_signal() {
+/// Installs SIGTERM/SIGINT handlers now and returns a future that resolves on the first of
+/// them. Installing before the daemon announces its address means a supervisor's early SIGTERM
+/// is never fatal.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received, shutting down"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => info!("SIGTERM received, shutting down"),
+                _ = int.recv() => info!("SIGINT received, shutting down"),
+            },
+            _ => std::future::pending().await,
+        }
     }
 }
 
 /// Writes `<base_path>/<daemon>.addr` (the bound address) and `<daemon>.pid` atomically, so
 /// scripts and tests that start a server on port 0 can find it.
-pub fn write_runtime_files(base_path: &std::path::Path, daemon: &str, addr: SocketAddr) -> std::io::Result<()> {
-    write_atomic(&base_path.join(format!("{daemon}.pid")), format!("{}\n", std::process::id()).as_bytes())?;
-    write_atomic(&base_path.join(format!("{daemon}.addr")), format!("{addr}\n").as_bytes())
+pub fn write_runtime_files(
+    base_path: &std::path::Path,
+    daemon: &str,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
+    write_atomic(
+        &base_path.join(format!("{daemon}.pid")),
+        format!("{}\n", std::process::id()).as_bytes(),
+    )?;
+    write_atomic(
+        &base_path.join(format!("{daemon}.addr")),
+        format!("{addr}\n").as_bytes(),
+    )
 }
 
 fn write_atomic(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {

@@ -426,7 +426,8 @@ impl BeatReply {
     pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
         let mut reader = FieldReader::new(body);
         let flags = reader.u8()?;
-        if flags & !BEAT_FLAG_MEMBERS != 0 || !reader.remaining().is_multiple_of(StorageBrief::LEN) {
+        if flags & !BEAT_FLAG_MEMBERS != 0 || !reader.remaining().is_multiple_of(StorageBrief::LEN)
+        {
             return Err(ProtoError::BadLength {
                 what: "beat reply",
                 len: body.len() as u64,

@@ -105,4 +105,9 @@ impl Service for Tracker {
     fn disconnected(&self, info: &ConnInfo) {
         self.cluster().disconnect(info.peer);
     }
+
+    /// The tracker keeps connections open after EINVAL (A.4).
+    fn close_after_einval(&self) -> bool {
+        false
+    }
 }
