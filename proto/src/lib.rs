@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod name;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod stat;
 pub mod status;
 pub mod storage_msg;
 pub mod tracker_msg;

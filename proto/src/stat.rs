@@ -1,0 +1,1 @@
+//! Group and storage stat structures of the list commands (E.1–E.3).
