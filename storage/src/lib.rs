@@ -19,7 +19,7 @@ use fdfs_proto::tracker_msg::JoinRequest;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::{ConfigError, StorageConfig};
 use store::{DistributeMode, Store, StoreError, StoreOptions};
@@ -97,11 +97,24 @@ pub async fn run(
     let store = Arc::new(Store::open(store_options(&config)).await?);
     info!(
         paths = store.store_path_count(),
-        subdirs = config.subdir_count_per_path,
         elapsed = ?started.elapsed(),
         "store paths ready"
     );
     let members = Arc::new(Members::default());
+    // creating 65,536 directories takes seconds on a fresh disk: do it while serving
+    let background = TaskTracker::new();
+    {
+        let store = store.clone();
+        let stop = shutdown.child_token();
+        background.spawn(async move {
+            let started = std::time::Instant::now();
+            match store.create_subdirs(&stop).await {
+                Ok(()) if stop.is_cancelled() => {}
+                Ok(()) => info!(elapsed = ?started.elapsed(), "data directories ready"),
+                Err(err) => error!(error = %err, "cannot create data directories"),
+            }
+        });
+    }
 
     let settings = Arc::new(LinkSettings {
         join: JoinRequest {
@@ -153,9 +166,14 @@ pub async fn run(
     .await;
 
     link_shutdown.cancel();
+    background.close();
     let grace = config.network_timeout.min(Duration::from_secs(5));
-    if tokio::time::timeout(grace, links.wait()).await.is_err() {
-        warn!("tracker links did not stop in time");
+    let stopped = async {
+        links.wait().await;
+        background.wait().await;
+    };
+    if tokio::time::timeout(grace, stopped).await.is_err() {
+        warn!("background tasks did not stop in time");
     }
     if let Err(err) = store.save_state().await {
         warn!(error = %err, "cannot save distribution state");

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use super::{StorePath, TMP_DIR};
 
-/// Creates the missing data directories of a store path and empties its temp directory
-/// (blocking). Anything left in `.tmp` is an upload or metadata write cut short by a crash.
-pub(super) fn prepare_store_path(root: &Path, subdir_count: u32) -> io::Result<StorePath> {
+/// Creates `data/` and empties its temp directory (blocking). Anything left in `.tmp` is an
+/// upload or metadata write cut short by a crash.
+pub(super) fn prepare_store_path(root: &Path) -> io::Result<StorePath> {
     let data = root.join("data");
     std::fs::create_dir_all(&data)?;
     let tmp = data.join(TMP_DIR);
@@ -16,17 +16,33 @@ pub(super) fn prepare_store_path(root: &Path, subdir_count: u32) -> io::Result<S
     if swept > 0 {
         tracing::info!(path = %tmp.display(), files = swept, "removed leftover temp files");
     }
-    for high in 0..subdir_count {
+    Ok(StorePath { data, tmp })
+}
+
+/// Creates the missing `XX/YY` directories whose `XX` is `first`, `first + step`, ...
+/// (blocking; several calls with different `first` share the work). Stops early, without
+/// error, when `stop` returns true.
+pub(super) fn create_subdirs(
+    data: &Path,
+    subdir_count: u32,
+    first: u32,
+    step: u32,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<()> {
+    for high in (first..subdir_count).step_by(step.max(1) as usize) {
+        if stop() {
+            return Ok(());
+        }
         let level1 = data.join(format!("{high:02X}"));
         create_if_missing(&level1)?;
         for low in 0..subdir_count {
             create_if_missing(&level1.join(format!("{low:02X}")))?;
         }
     }
-    Ok(StorePath { data, tmp })
+    Ok(())
 }
 
-fn create_if_missing(dir: &Path) -> io::Result<()> {
+pub(super) fn create_if_missing(dir: &Path) -> io::Result<()> {
     match std::fs::create_dir(dir) {
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
             if dir.is_dir() {
@@ -64,7 +80,8 @@ mod tests {
     #[test]
     fn creates_all_directories_and_sweeps_tmp() {
         let dir = tempfile::tempdir().unwrap();
-        let prepared = prepare_store_path(dir.path(), 16).unwrap();
+        let prepared = prepare_store_path(dir.path()).unwrap();
+        create_subdirs(&prepared.data, 16, 0, 1, &|| false).unwrap();
         assert_eq!(prepared.data, dir.path().join("data"));
         let level1: Vec<_> = std::fs::read_dir(&prepared.data)
             .unwrap()
@@ -81,7 +98,7 @@ mod tests {
         std::fs::write(prepared.tmp.join("upload.123"), b"partial").unwrap();
         std::fs::create_dir(prepared.tmp.join("odd")).unwrap();
         std::fs::write(dir.path().join("data/00/00/kept"), b"x").unwrap();
-        prepare_store_path(dir.path(), 16).unwrap();
+        prepare_store_path(dir.path()).unwrap();
         assert_eq!(std::fs::read_dir(&prepared.tmp).unwrap().count(), 0);
         assert!(dir.path().join("data/00/00/kept").exists());
     }
@@ -89,8 +106,13 @@ mod tests {
     #[test]
     fn full_layout_has_65536_directories() {
         let dir = tempfile::tempdir().unwrap();
-        prepare_store_path(dir.path(), 256).unwrap();
+        let prepared = prepare_store_path(dir.path()).unwrap();
+        // two workers share the levels
+        create_subdirs(&prepared.data, 256, 0, 2, &|| false).unwrap();
+        assert!(!dir.path().join("data/FF").exists());
+        create_subdirs(&prepared.data, 256, 1, 2, &|| false).unwrap();
         assert!(dir.path().join("data/FF/FF").is_dir());
+        assert!(dir.path().join("data/00/FF").is_dir());
         assert_eq!(
             std::fs::read_dir(dir.path().join("data/7F"))
                 .unwrap()
@@ -100,10 +122,18 @@ mod tests {
     }
 
     #[test]
+    fn stops_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let prepared = prepare_store_path(dir.path()).unwrap();
+        create_subdirs(&prepared.data, 16, 0, 1, &|| true).unwrap();
+        assert!(!dir.path().join("data/00").exists());
+    }
+
+    #[test]
     fn a_file_in_place_of_a_directory_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         std::fs::write(dir.path().join("data/00"), b"x").unwrap();
-        assert!(prepare_store_path(dir.path(), 2).is_err());
+        assert!(create_subdirs(&dir.path().join("data"), 2, 0, 1, &|| false).is_err());
     }
 }

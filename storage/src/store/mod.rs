@@ -23,6 +23,7 @@ use fdfs_proto::name::NameFields;
 use fdfs_proto::tracker_msg::PathUsage;
 use fdfs_proto::units::ReservedSpace;
 use tokio::fs::File;
+use tokio_util::sync::CancellationToken;
 
 pub use distribute::{DistState, DistributeMode, Distributor};
 pub use locks::{FileGuard, FileLocks};
@@ -143,8 +144,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Prepares every store path (data directories, crash sweep of `.tmp`) and loads the
-    /// directory round-robin position.
+    /// Prepares every store path (`data/`, crash sweep of `.tmp`) and loads the directory
+    /// round-robin position. The `XX/YY` directories come from [`Store::create_subdirs`].
     pub async fn open(options: StoreOptions) -> Result<Store, StoreError> {
         if options.store_paths.is_empty() || options.store_paths.len() > 256 {
             return Err(StoreError::Invalid(format!(
@@ -155,9 +156,8 @@ impl Store {
         let mut paths = Vec::with_capacity(options.store_paths.len());
         for root in &options.store_paths {
             let root = root.clone();
-            let count = options.subdir_count;
             let prepared = blocking("preparing store path", move || {
-                layout::prepare_store_path(&root, count)
+                layout::prepare_store_path(&root)
             })
             .await?;
             paths.push(prepared);
@@ -177,6 +177,33 @@ impl Store {
             distributor: Arc::new(distributor),
             locks: FileLocks::default(),
         })
+    }
+
+    /// Creates the missing `data/XX/YY/` directories of every store path (I.1), several
+    /// workers at a time. Meant to run in the background at start-up: writes create a missing
+    /// directory themselves, so uploads need not wait for it. Returns early once `stop` is
+    /// cancelled.
+    pub async fn create_subdirs(&self, stop: &CancellationToken) -> Result<(), StoreError> {
+        const WORKERS: u32 = 4;
+        let mut tasks = tokio::task::JoinSet::new();
+        for path in &self.paths {
+            for first in 0..WORKERS {
+                let data = path.data.clone();
+                let count = self.options.subdir_count;
+                let stop = stop.clone();
+                tasks.spawn_blocking(move || {
+                    layout::create_subdirs(&data, count, first, WORKERS, &|| stop.is_cancelled())
+                });
+            }
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let result = joined.unwrap_or_else(|join| Err(io::Error::other(join.to_string())));
+            if let Err(err) = result {
+                first_error.get_or_insert(StoreError::io("creating data directories")(err));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     pub fn options(&self) -> &StoreOptions {
@@ -403,6 +430,15 @@ pub(crate) mod test_support {
     use super::*;
 
     pub async fn store_in(dir: &Path, paths: usize, subdirs: u32) -> Store {
+        let store = open_store_in(dir, paths, subdirs).await;
+        store
+            .create_subdirs(&CancellationToken::new())
+            .await
+            .unwrap();
+        store
+    }
+
+    pub async fn open_store_in(dir: &Path, paths: usize, subdirs: u32) -> Store {
         let store_paths = if paths == 1 {
             vec![dir.to_path_buf()]
         } else {

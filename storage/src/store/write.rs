@@ -155,7 +155,15 @@ pub(crate) fn link_unique(
 ) -> Result<LogicalName, StoreError> {
     for _ in 0..NAME_ATTEMPTS {
         let (logical, path) = make_name()?;
-        match std::fs::hard_link(tmp, &path) {
+        let mut linked = std::fs::hard_link(tmp, &path);
+        if matches!(&linked, Err(err) if err.kind() == io::ErrorKind::NotFound) {
+            // the data directory is not created yet (first start) or was removed
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(StoreError::io("creating data directory"))?;
+            }
+            linked = std::fs::hard_link(tmp, &path);
+        }
+        match linked {
             Ok(()) => return Ok(logical),
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(err) => return Err(StoreError::io("linking file under its final name")(err)),
@@ -546,6 +554,21 @@ mod tests {
         // the position was saved when the directory changed
         let saved = std::fs::read_to_string(dir.path().join("data/storage_stat.toml")).unwrap();
         assert!(saved.contains("dist_path_index_low = 1"), "{saved}");
+    }
+
+    #[tokio::test]
+    async fn writes_create_missing_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::test_support::open_store_in(dir.path(), 1, 256).await;
+        assert!(!dir.path().join("data/00/00").exists());
+        let req = NewFile {
+            store_path: None,
+            size: 2,
+            ext: "",
+            appender: false,
+        };
+        let name = store.write_new_file(&req, &mut &b"hi"[..]).await.unwrap();
+        assert_eq!(std::fs::read(store.resolve(&name).unwrap()).unwrap(), b"hi");
     }
 
     #[test]
