@@ -309,8 +309,28 @@ impl Client {
         id: &FileId,
         path: impl AsRef<Path>,
     ) -> Result<u64, ClientError> {
+        self.download_file_range(id, 0, 0, path).await
+    }
+
+    /// Like [`download_file`](Self::download_file) for `length` bytes (0 = to the end) from
+    /// `offset`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: fdfs_client::Client, id: fdfs_client::FileId) -> Result<(), fdfs_client::ClientError> {
+    /// let size = client.download_file_range(&id, 1024, 4096, "/tmp/part.bin").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn download_file_range(
+        &self,
+        id: &FileId,
+        offset: u64,
+        length: u64,
+        path: impl AsRef<Path>,
+    ) -> Result<u64, ClientError> {
         let path = path.as_ref();
-        let file_err = |source| ClientError::File {
+        let file_err = |action, source| ClientError::File {
+            action,
             path: path.to_path_buf(),
             source,
         };
@@ -322,16 +342,24 @@ impl Client {
             .prefix(".fdfs-download-")
             .suffix(".part")
             .tempfile_in(dir)
-            .map_err(|err| ClientError::File {
+            .map_err(|source| ClientError::File {
+                action: "create a temporary file in",
                 path: dir.to_path_buf(),
-                source: err,
+                source,
             })?;
-        let mut file = tokio::fs::File::from_std(temp.as_file().try_clone().map_err(file_err)?);
-        let written = self.download_to_writer(id, 0, 0, &mut file).await?;
-        file.flush().await.map_err(file_err)?;
+        let mut file = tokio::fs::File::from_std(
+            temp.as_file()
+                .try_clone()
+                .map_err(|err| file_err("write", err))?,
+        );
+        let written = self
+            .download_to_writer(id, offset, length, &mut file)
+            .await?;
+        file.flush().await.map_err(|err| file_err("write", err))?;
         drop(file);
         // on failure the temporary file is removed when `temp` drops
-        temp.persist(path).map_err(|err| file_err(err.error))?;
+        temp.persist(path)
+            .map_err(|err| file_err("rename a temporary file to", err.error))?;
         Ok(written)
     }
 
@@ -527,6 +555,7 @@ async fn open_upload(
     options: &UploadOptions,
 ) -> Result<(tokio::fs::File, u64, UploadOptions), ClientError> {
     let file_err = |source| ClientError::File {
+        action: "open",
         path: path.to_path_buf(),
         source,
     };

@@ -43,9 +43,10 @@ pub enum ClientError {
     /// A network (or reader/writer) error in the middle of an exchange, timeouts included.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
-    /// A local file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    /// A local file could not be opened, read, written or renamed.
+    #[error("cannot {action} {}: {source}", path.display())]
     File {
+        action: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -57,7 +58,7 @@ pub enum ClientError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A file ID that is not `GROUP/Mxx/XX/YY/NAME`.
-    #[error("invalid file id {0} — expected GROUP/Mxx/XX/YY/NAME, e.g. group1/M00/00/00/fwAAH2sDbeGAVWzkAAAABjY6MCA275.txt")]
+    #[error("invalid file id {0} — the expected shape is GROUP/Mxx/XX/YY/NAME, e.g. group1/M00/00/00/fwAAH2sDbeGAVWzkAAAABjY6MCA275.txt")]
     InvalidFileId(String),
     /// An argument refused before anything was sent (extension, group, prefix, metadata...).
     #[error("invalid {what}: {reason}")]
@@ -90,7 +91,16 @@ impl ClientError {
 
     /// A file ID that failed to parse, with the reason.
     pub fn invalid_file_id(text: &str, err: &ProtoError) -> Self {
-        ClientError::InvalidFileId(format!("{text:?} ({err})"))
+        match err {
+            // the message already says what is expected
+            ProtoError::InvalidField {
+                field: "file id", ..
+            } => ClientError::InvalidFileId(format!("{text:?}")),
+            ProtoError::InvalidField { field, reason } => {
+                ClientError::InvalidFileId(format!("{text:?} ({field}: {reason})"))
+            }
+            other => ClientError::InvalidFileId(format!("{text:?} ({other})")),
+        }
     }
 
     /// A local argument that failed validation.

@@ -1,1 +1,600 @@
-fn main() {}
+//! `fdfs`: the command-line FastDFS client.
+//!
+//! Output is meant for scripts: `upload` prints the file ID alone, `storages` one `ip:port`
+//! per line. Errors are one line on stderr, `fdfs: <what failed>: <why> — <what to do>`, with
+//! exit code 1 (2 for usage errors, from clap).
+
+use std::io::{IsTerminal, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use fdfs_client::{
+    parse_file_id, Client, ClientConfig, ClientError, FileId, FileKind, MetadataOp, Source,
+    UploadOptions,
+};
+use fdfs_proto::name::{classify, NameFields};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+/// Command-line client for FastDFS-compatible clusters (fdfs-rs or FastDFS 6.x).
+#[derive(Debug, Parser)]
+#[command(name = "fdfs", version)]
+struct Cli {
+    /// Client configuration file (TOML, like conf/client.toml). Default: ./client.toml if it
+    /// exists (not read when --tracker is given without -c).
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Tracker address; repeat for several trackers. Replaces tracker_servers of the config.
+    #[arg(long = "tracker", value_name = "HOST:PORT", global = true)]
+    trackers: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Upload a file and print its file ID.
+    Upload {
+        /// The file to upload; "-" reads standard input.
+        file: PathBuf,
+        /// Store in this group instead of letting the tracker choose.
+        #[arg(long)]
+        group: Option<String>,
+        /// Extension of the stored name (default: the file's own, if valid).
+        #[arg(long)]
+        ext: Option<String>,
+        /// Metadata to set with the file; repeatable.
+        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+        meta: Vec<(String, String)>,
+    },
+    /// Download a file (to OUT, default the file's base name here; "-" = standard output).
+    Download {
+        /// File ID, GROUP/Mxx/XX/YY/NAME.
+        id: String,
+        /// Where to write it; "-" for standard output.
+        out: Option<PathBuf>,
+        /// First byte to download.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Number of bytes to download (0 = to the end).
+        #[arg(long, default_value_t = 0)]
+        length: u64,
+    },
+    /// Delete a file and its metadata.
+    Delete {
+        /// File ID, GROUP/Mxx/XX/YY/NAME.
+        id: String,
+    },
+    /// Show what a file ID encodes and what the storage says about the file.
+    Info {
+        /// File ID, GROUP/Mxx/XX/YY/NAME.
+        id: String,
+    },
+    /// Read or change a file's metadata.
+    Meta {
+        #[command(subcommand)]
+        command: MetaCommand,
+    },
+    /// List the active storages that take uploads (one ip:port per line).
+    Storages {
+        /// Only this group (default: the group the tracker would choose).
+        group: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MetaCommand {
+    /// Print the metadata as KEY=VALUE lines.
+    Get {
+        /// File ID, GROUP/Mxx/XX/YY/NAME.
+        id: String,
+    },
+    /// Replace the metadata (or merge into it with --merge).
+    Set {
+        /// File ID, GROUP/Mxx/XX/YY/NAME.
+        id: String,
+        /// KEY=VALUE pairs; none with overwrite removes all metadata.
+        #[arg(value_name = "KEY=VALUE", value_parser = parse_meta)]
+        pairs: Vec<(String, String)>,
+        /// Merge into the existing metadata instead of replacing it.
+        #[arg(long)]
+        merge: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("fdfs: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fdfs: {}", render_error(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// One line: the contexts, then the client error's own message (which already names its
+/// cause and what to do, so its sources are not repeated).
+fn render_error(err: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in err.chain() {
+        parts.push(cause.to_string());
+        if cause.downcast_ref::<ClientError>().is_some() {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(
+        cli.config.as_deref(),
+        &cli.trackers,
+        Path::new("client.toml"),
+    )
+    .context("configuration")?;
+    let client = Client::new(config).context("configuration")?;
+    match cli.command {
+        Command::Upload {
+            file,
+            group,
+            ext,
+            meta,
+        } => {
+            let options = UploadOptions {
+                ext: ext.unwrap_or_default(),
+                group,
+                metadata: meta,
+            };
+            let id = upload(&client, &file, &options)
+                .await
+                .with_context(|| format!("upload {}", file.display()))?;
+            println!("{id}");
+        }
+        Command::Download {
+            id,
+            out,
+            offset,
+            length,
+        } => {
+            let context = || format!("download {id}");
+            let file_id = parse_file_id(&id).with_context(context)?;
+            download(&client, &file_id, out, offset, length)
+                .await
+                .with_context(context)?;
+        }
+        Command::Delete { id } => {
+            let context = || format!("delete {id}");
+            let file_id = parse_file_id(&id).with_context(context)?;
+            client.delete(&file_id).await.with_context(context)?;
+        }
+        Command::Info { id } => {
+            let context = || format!("info {id}");
+            let file_id = parse_file_id(&id).with_context(context)?;
+            let mut lines = name_report(&file_id).with_context(context)?;
+            let info = client.file_info(&file_id).await.with_context(context)?;
+            lines.extend(server_report(&info));
+            print_report(&lines);
+        }
+        Command::Meta {
+            command: MetaCommand::Get { id },
+        } => {
+            let context = || format!("meta get {id}");
+            let file_id = parse_file_id(&id).with_context(context)?;
+            for (name, value) in client.get_metadata(&file_id).await.with_context(context)? {
+                println!("{name}={value}");
+            }
+        }
+        Command::Meta {
+            command: MetaCommand::Set { id, pairs, merge },
+        } => {
+            let context = || format!("meta set {id}");
+            let file_id = parse_file_id(&id).with_context(context)?;
+            let op = if merge {
+                MetadataOp::Merge
+            } else {
+                MetadataOp::Overwrite
+            };
+            client
+                .set_metadata(&file_id, &pairs, op)
+                .await
+                .with_context(context)?;
+        }
+        Command::Storages { group } => {
+            let reply = client
+                .query_store_all(group.as_deref())
+                .await
+                .context("storages")?;
+            for server in reply.servers {
+                println!("{server}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The configuration: `--tracker` if given (over the `-c` file's settings, or the defaults),
+/// else the `-c` file, else `default_file` if it exists.
+fn load_config(
+    file: Option<&Path>,
+    trackers: &[String],
+    default_file: &Path,
+) -> anyhow::Result<ClientConfig> {
+    let mut config = match file {
+        Some(path) => ClientConfig::from_file(path)?,
+        None if !trackers.is_empty() => ClientConfig::new(Vec::new()),
+        None if default_file.is_file() => ClientConfig::from_file(default_file)?,
+        None => bail!(
+            "no tracker given and no {} here — pass --tracker HOST:PORT or -c client.toml",
+            default_file.display()
+        ),
+    };
+    if !trackers.is_empty() {
+        config.tracker_servers = trackers.to_vec();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// `--meta` and `meta set` arguments: `KEY=VALUE` (the value may contain `=` or be empty).
+fn parse_meta(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+async fn upload(
+    client: &Client,
+    file: &Path,
+    options: &UploadOptions,
+) -> Result<FileId, ClientError> {
+    if file != Path::new("-") {
+        return client.upload_file(file, options).await;
+    }
+    // the upload header carries the size, so spool stdin to learn it
+    let spool = tempfile::tempfile().map_err(|source| ClientError::File {
+        action: "create a temporary file in",
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let mut spool = tokio::fs::File::from_std(spool);
+    let size = tokio::io::copy(&mut tokio::io::stdin(), &mut spool).await?;
+    spool.flush().await?;
+    spool.seek(SeekFrom::Start(0)).await?;
+    client.upload_reader(spool, size, options).await
+}
+
+async fn download(
+    client: &Client,
+    id: &FileId,
+    out: Option<PathBuf>,
+    offset: u64,
+    length: u64,
+) -> Result<(), ClientError> {
+    match out {
+        Some(path) if path == Path::new("-") => {
+            let mut stdout = tokio::io::stdout();
+            client
+                .download_to_writer(id, offset, length, &mut stdout)
+                .await?;
+            stdout.flush().await?;
+        }
+        other => {
+            let path = other.unwrap_or_else(|| PathBuf::from(id.name.base()));
+            client
+                .download_file_range(id, offset, length, &path)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// What the file ID itself encodes (H.2, H.8), decoded locally.
+fn name_report(id: &FileId) -> Result<Vec<(&'static str, String)>, ClientError> {
+    let logical = id.name.to_string();
+    let fields = NameFields::from_logical_name(&logical)
+        .map_err(|err| ClientError::invalid_file_id(&id.to_string(), &err))?;
+    let kind = classify(&logical, &fields);
+    let mut lines = vec![
+        ("file id", id.to_string()),
+        ("group", id.group.clone()),
+        ("kind", kind.as_str().to_string()),
+    ];
+    match fields.source {
+        Source::Id(storage_id) => lines.push(("source storage id", storage_id.to_string())),
+        Source::Ip(ip) => lines.push(("source ip", ip.to_string())),
+    }
+    // a slave's name carries its master's record (H.9); an appender's its creation state
+    let note = match kind {
+        FileKind::Slave => " (of the master file)",
+        FileKind::Appender => " (at creation)",
+        FileKind::Normal | FileKind::Trunk => "",
+    };
+    lines.push((
+        "create timestamp",
+        format!("{}{note}", format_time(u64::from(fields.timestamp))),
+    ));
+    let size = match kind {
+        FileKind::Normal | FileKind::Trunk => fields.file_size().to_string(),
+        FileKind::Slave => format!("{}{note}", fields.file_size()),
+        FileKind::Appender => "not in the name (appender file)".to_string(),
+    };
+    lines.push(("size", size));
+    lines.push(("crc32", format!("{:#010x}{note}", fields.crc32)));
+    Ok(lines)
+}
+
+/// What the storage answered to QUERY_FILE_INFO.
+fn server_report(info: &fdfs_client::FileInfo) -> Vec<(&'static str, String)> {
+    vec![
+        ("server size", info.size.to_string()),
+        ("server mtime", format_time(info.create_timestamp)),
+        ("server crc32", format!("{:#010x}", info.crc32)),
+        ("server source ip", info.source_ip.clone()),
+    ]
+}
+
+fn print_report(lines: &[(&'static str, String)]) {
+    let width = lines
+        .iter()
+        .map(|(label, _)| label.len())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    for (label, value) in lines {
+        println!("{:<width$} {value}", format!("{label}:"), width = width);
+    }
+}
+
+/// `2026-11-22 22:34:09 UTC (1795386849)`.
+fn format_time(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC ({unix})",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fdfs").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn meta_arguments() {
+        assert_eq!(parse_meta("a=b").unwrap(), ("a".into(), "b".into()));
+        assert_eq!(parse_meta("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(
+            parse_meta("empty=").unwrap(),
+            ("empty".into(), String::new())
+        );
+        assert!(parse_meta("novalue").is_err());
+        assert!(parse_meta("=v").is_err());
+
+        let cli = parse(&[
+            "--tracker",
+            "127.0.0.1:22122",
+            "upload",
+            "a.txt",
+            "--meta",
+            "w=160",
+            "--meta",
+            "h=80",
+            "--group",
+            "group1",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Upload {
+                file,
+                group,
+                meta,
+                ext,
+            } => {
+                assert_eq!(file, PathBuf::from("a.txt"));
+                assert_eq!(group.as_deref(), Some("group1"));
+                assert_eq!(ext, None);
+                assert_eq!(
+                    meta,
+                    [("w".into(), "160".into()), ("h".into(), "80".into())]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let err = parse(&["upload", "a.txt", "--meta", "oops"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn commands_and_options() {
+        let cli = parse(&[
+            "-c", "c.toml", "download", "g/x", "-", "--offset", "5", "--length", "7",
+        ])
+        .unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("c.toml")));
+        assert!(matches!(
+            cli.command,
+            Command::Download { ref out, offset: 5, length: 7, .. } if out.as_deref() == Some(Path::new("-"))
+        ));
+        let cli = parse(&[
+            "meta",
+            "set",
+            "g/x",
+            "a=1",
+            "b=2",
+            "--merge",
+            "--tracker",
+            "h:1",
+            "--tracker",
+            "h:2",
+        ])
+        .unwrap();
+        assert_eq!(cli.trackers, ["h:1", "h:2"]);
+        assert!(matches!(
+            cli.command,
+            Command::Meta { command: MetaCommand::Set { merge: true, ref pairs, .. } } if pairs.len() == 2
+        ));
+        let cli = parse(&["storages"]).unwrap();
+        assert!(matches!(cli.command, Command::Storages { group: None }));
+        assert!(parse(&["frobnicate"]).is_err());
+        assert!(parse(&["download"]).is_err());
+        assert!(parse(&["download", "id", "--offset", "-1"]).is_err());
+    }
+
+    #[test]
+    fn config_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("client.toml");
+        let err = load_config(None, &[], &missing).unwrap_err();
+        assert!(err.to_string().contains("--tracker"), "{err}");
+
+        let config = load_config(None, &["h:1".into()], &missing).unwrap();
+        assert_eq!(config.tracker_servers, ["h:1"]);
+
+        std::fs::write(
+            &missing,
+            "tracker_servers = [\"f:1\"]\nnetwork_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let config = load_config(None, &[], &missing).unwrap();
+        assert_eq!(config.tracker_servers, ["f:1"]);
+        let explicit = dir.path().join("other.toml");
+        std::fs::write(
+            &explicit,
+            "tracker_servers = [\"o:1\"]\nnetwork_timeout = \"4s\"\n",
+        )
+        .unwrap();
+        let config = load_config(Some(&explicit), &["t:1".into()], &missing).unwrap();
+        assert_eq!(config.tracker_servers, ["t:1"]);
+        assert_eq!(config.network_timeout, std::time::Duration::from_secs(4));
+        assert!(load_config(None, &["bad".into()], &missing).is_err());
+    }
+
+    fn report(id: &str) -> Vec<(&'static str, String)> {
+        name_report(&FileId::parse(id).unwrap()).unwrap()
+    }
+
+    fn value<'a>(lines: &'a [(&'static str, String)], label: &str) -> &'a str {
+        &lines.iter().find(|(l, _)| *l == label).unwrap().1
+    }
+
+    /// H.12 vectors, as `fdfs_file_info` prints them.
+    #[test]
+    fn local_name_decoding() {
+        let lines = report("group1/M00/00/00/fwAAH2sDbeGAVWzkAAAABjY6MCA275.txt");
+        assert_eq!(value(&lines, "group"), "group1");
+        assert_eq!(value(&lines, "kind"), "normal");
+        assert_eq!(value(&lines, "source ip"), "127.0.0.31");
+        assert_eq!(
+            value(&lines, "create timestamp"),
+            "2026-11-22 22:34:09 UTC (1795386849)"
+        );
+        assert_eq!(value(&lines, "size"), "6");
+        assert_eq!(value(&lines, "crc32"), "0x363a3020");
+
+        let lines = report("group1/M00/00/00/fwAAH2sDbeuEAzFAAAAAADY6MCA790.txt");
+        assert_eq!(value(&lines, "kind"), "appender");
+        assert!(value(&lines, "size").contains("appender"));
+
+        let lines = report("group1/M00/00/00/fwAAH2sDbfeAf-LuAAAABjY6MCA7161024x1024.txt");
+        assert_eq!(value(&lines, "kind"), "slave");
+        assert!(value(&lines, "size").starts_with("6 "));
+
+        let lines = report("group2/M00/1F/98/oYYBAGsDbvqAM2mPAAAABjY6MCA581.txt");
+        assert_eq!(value(&lines, "source storage id"), "100001");
+
+        let lines = report("group1/M00/00/00/fwAAH2sDbiiAPSwfAAAAFoA2zqM266.txt");
+        assert_eq!(value(&lines, "crc32"), "0x8036cea3");
+        assert_eq!(value(&lines, "size"), "22");
+
+        let short = FileId::parse("group1/M00/00/00/abcdefgh").unwrap();
+        let err = name_report(&short).unwrap_err();
+        assert!(err.to_string().contains("GROUP/Mxx/XX/YY/NAME"), "{err}");
+    }
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC (0)");
+        assert_eq!(
+            format_time(951_782_400),
+            "2000-02-29 00:00:00 UTC (951782400)"
+        );
+        assert_eq!(
+            format_time(1_795_387_130),
+            "2026-11-22 22:38:50 UTC (1795387130)"
+        );
+        assert_eq!(
+            format_time(4_102_444_799),
+            "2099-12-31 23:59:59 UTC (4102444799)"
+        );
+    }
+
+    #[test]
+    fn errors_render_on_one_line_without_repeating_causes() {
+        let err = anyhow::Error::new(ClientError::Connect {
+            addr: "127.0.0.1:1".into(),
+            source: std::io::Error::from_raw_os_error(111),
+        })
+        .context("delete g/x");
+        let line = render_error(&err);
+        assert!(
+            line.starts_with("delete g/x: cannot connect to 127.0.0.1:1: "),
+            "{line}"
+        );
+        assert_eq!(line.matches("os error 111").count(), 1, "{line}");
+        assert!(!line.contains('\n'));
+        let bad = parse_file_id("nonsense").map_err(anyhow::Error::new);
+        let line = render_error(&bad.unwrap_err().context("download nonsense"));
+        assert!(line.contains("GROUP/Mxx/XX/YY/NAME"), "{line}");
+    }
+}
