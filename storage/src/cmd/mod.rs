@@ -5,12 +5,17 @@
 //! of sync); other errors keep it open when the request body was fully consumed, and close it
 //! otherwise.
 
+mod append;
 mod delete;
 mod download;
 mod get_metadata;
+mod modify;
 mod query_file_info;
+mod regenerate;
 mod set_metadata;
+mod truncate;
 mod upload;
+mod upload_slave;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,6 +62,7 @@ pub fn status_of(err: &CmdError) -> u8 {
             StoreError::Invalid(_) => status::EINVAL,
             StoreError::NoSpace => status::ENOSPC,
             StoreError::Exists | StoreError::NameCollision => status::EEXIST,
+            StoreError::NameBusy => status::EBUSY,
             StoreError::ShortBody { .. } | StoreError::Body(_) => status::EIO,
             StoreError::Io { source, .. } => status::from_io(source),
         },
@@ -108,6 +114,13 @@ async fn dispatch(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<Fl
                 query_file_info::handle(ctx, body, flags)
             })
             .await
+        }
+        Command::UploadSlaveFile => upload_slave::handle(ctx, conn, header).await,
+        Command::AppendFile => append::handle(ctx, conn, header).await,
+        Command::ModifyFile => modify::handle(ctx, conn, header).await,
+        Command::TruncateFile => small(ctx, conn, header, |body| truncate::handle(ctx, body)).await,
+        Command::RegenerateAppenderFilename => {
+            small(ctx, conn, header, |body| regenerate::handle(ctx, body)).await
         }
         _ => {
             debug!(cmd = header.cmd, "command not served by a storage");
@@ -195,6 +208,18 @@ fn check_group(ctx: &Ctx, group: &str) -> Result<(), CmdError> {
     Ok(())
 }
 
+/// Reads a `len`-byte logical name that precedes a streamed body (`len` was bounded by the
+/// prefix decoder). A bad name is an error for the caller to answer.
+async fn read_name(
+    conn: &mut ServerConn,
+    len: u64,
+) -> Result<Result<LogicalName, CmdError>, ProtoError> {
+    let raw = conn.read_body(len, fdfs_proto::MAX_NAME_LEN as u64).await?;
+    Ok(std::str::from_utf8(&raw)
+        .map_err(|_| CmdError::from(ProtoError::invalid("file name", "not valid text")))
+        .and_then(parse_name))
+}
+
 /// Validates a logical name (H.11); the store checks its store path index.
 fn parse_name(text: &str) -> Result<LogicalName, CmdError> {
     Ok(LogicalName::parse(text)?)
@@ -213,6 +238,7 @@ mod tests {
             (StoreError::NoSpace.into(), 28),
             (StoreError::Exists.into(), 17),
             (StoreError::NameCollision.into(), 17),
+            (StoreError::NameBusy.into(), 16),
             (
                 CmdError::WrongGroup {
                     got: "a".into(),

@@ -6,6 +6,7 @@
 //! New files are written under `<store>/data/.tmp/` and only linked under their final name once
 //! complete (and fsynced), so a partial file is never visible under a valid name.
 
+mod appender;
 mod distribute;
 mod layout;
 mod locks;
@@ -53,6 +54,9 @@ pub enum StoreError {
     Exists,
     #[error("could not generate a unique file name")]
     NameCollision,
+    /// Like NameCollision, for slave uploads and regenerated names (H.7: EBUSY there).
+    #[error("could not generate a unique file name, busy")]
+    NameBusy,
     #[error("request body ended after {got} of {expected} bytes")]
     ShortBody { expected: u64, got: u64 },
     #[error("reading request body: {0}")]

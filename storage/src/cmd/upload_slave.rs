@@ -1,0 +1,49 @@
+//! UPLOAD_SLAVE_FILE (21, F.2): a 38-byte prefix, the master name, then the content
+//! (streamed). No group.
+
+use fdfs_proto::server::{reject, Flow, ServerConn};
+use fdfs_proto::storage_msg::{SlavePrefix, UploadReply};
+use fdfs_proto::{Header, ProtoError};
+
+use super::{read_name, respond, CmdError, Ctx};
+
+pub(super) async fn handle(
+    ctx: &Ctx,
+    conn: &mut ServerConn,
+    header: Header,
+) -> Result<Flow, ProtoError> {
+    let len = header.body_len()?;
+    if len < SlavePrefix::LEN as u64 {
+        return reject(conn).await;
+    }
+    let mut raw = [0u8; SlavePrefix::LEN];
+    conn.read_exact(&mut raw).await?;
+    let Ok(prefix) = SlavePrefix::decode(&raw, len) else {
+        return reject(conn).await;
+    };
+    let master = match read_name(conn, prefix.master_name_len).await? {
+        Ok(name) => name,
+        Err(err) => return respond(conn, Err(err), false).await,
+    };
+    let mut body = conn.body_reader(prefix.file_size);
+    let result = ctx
+        .store
+        .write_slave(
+            &master,
+            &prefix.prefix,
+            &prefix.ext,
+            prefix.file_size,
+            &mut body,
+        )
+        .await;
+    let consumed = body.limit() == 0;
+    let result = result.map_err(CmdError::from).map(|slave| {
+        tracing::debug!(%master, %slave, "slave stored");
+        UploadReply {
+            group: ctx.group.clone(),
+            name: slave.to_string(),
+        }
+        .encode()
+    });
+    respond(conn, result, consumed).await
+}

@@ -1,0 +1,512 @@
+//! Changing appender files (F.8–F.11) and storing slave files (F.2, H.9).
+//!
+//! Every change holds the file's lock, so appends, modifies, truncates and renames of one file
+//! never interleave. An append that fails (short body, disk error, or a request dropped at
+//! shutdown) truncates the file back to its old size, so it is left as before.
+
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use fdfs_proto::file_id::LogicalName;
+use fdfs_proto::name::{self, classify, FileKind, NameFields, Source};
+use rand::Rng;
+use tokio::fs::File;
+use tokio::io::{AsyncRead, AsyncSeekExt};
+
+use super::metadata::sidecar_path;
+use super::write::{blocking_store, link_unique, stream_to, unix_now, TempFile};
+use super::{Store, StoreError};
+
+/// Puts a file back to its old length unless disarmed: covers requests dropped mid-write.
+struct Rollback {
+    path: PathBuf,
+    old_len: u64,
+    armed: bool,
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // only reached when the request future is dropped mid-write (shutdown deadline); a
+        // single ftruncate, done here so it happens before the file lock is released
+        let result = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|file| file.set_len(self.old_len));
+        if let Err(err) = result {
+            tracing::error!(path = %self.path.display(), error = %err, "cannot roll back cancelled write");
+        }
+    }
+}
+
+impl Store {
+    /// InvalidArgument unless the name carries the appender flag (H.4).
+    fn require_appender(name: &LogicalName) -> Result<(), StoreError> {
+        if !Store::name_fields(name)?.is_appender() {
+            return Err(StoreError::Invalid(format!(
+                "{name} is not an appender file"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Opens an existing appender file for writing; returns it with its current size.
+    async fn open_appender(&self, name: &LogicalName) -> Result<(File, PathBuf, u64), StoreError> {
+        Store::require_appender(name)?;
+        let path = self.resolve(name)?;
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(StoreError::file("opening file"))?;
+        let meta = file
+            .metadata()
+            .await
+            .map_err(StoreError::file("reading file status"))?;
+        if !meta.is_file() {
+            return Err(StoreError::Invalid(format!("{name} is not a regular file")));
+        }
+        Ok((file, path, meta.len()))
+    }
+
+    /// APPEND_FILE (F.8): adds `size` bytes from `reader` at the end of an appender file.
+    pub async fn append<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        name: &LogicalName,
+        size: u64,
+        reader: &mut R,
+    ) -> Result<(), StoreError> {
+        let _guard = self.locks.lock(&name.to_string()).await;
+        let (file, path, old_len) = self.open_appender(name).await?;
+        if size > 0 && !self.has_room(name.store_path(), size).await? {
+            return Err(StoreError::NoSpace);
+        }
+        self.write_at(file, path, old_len, old_len, size, reader)
+            .await
+    }
+
+    /// MODIFY_FILE (F.9): overwrites `size` bytes at `offset` (at most the current size) of an
+    /// appender file. A failure truncates away anything written past the old end; bytes
+    /// overwritten inside the old length stay overwritten.
+    pub async fn modify<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        name: &LogicalName,
+        offset: u64,
+        size: u64,
+        reader: &mut R,
+    ) -> Result<(), StoreError> {
+        let _guard = self.locks.lock(&name.to_string()).await;
+        let (file, path, old_len) = self.open_appender(name).await?;
+        if offset > old_len {
+            return Err(StoreError::Invalid(format!(
+                "offset {offset} beyond file size {old_len}"
+            )));
+        }
+        let growth = (offset + size).saturating_sub(old_len);
+        if growth > 0 && !self.has_room(name.store_path(), growth).await? {
+            return Err(StoreError::NoSpace);
+        }
+        self.write_at(file, path, old_len, offset, size, reader)
+            .await
+    }
+
+    async fn write_at<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        mut file: File,
+        path: PathBuf,
+        old_len: u64,
+        offset: u64,
+        size: u64,
+        reader: &mut R,
+    ) -> Result<(), StoreError> {
+        if size == 0 {
+            return Ok(());
+        }
+        let mut rollback = Rollback {
+            path,
+            old_len,
+            armed: true,
+        };
+        let result = async {
+            file.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(StoreError::io("seeking in file"))?;
+            stream_to(reader, &mut file, size).await?;
+            if self.options.fsync {
+                file.sync_all()
+                    .await
+                    .map_err(StoreError::io("syncing file"))?;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            if let Err(err) = file.set_len(old_len).await {
+                tracing::error!(path = %rollback.path.display(), error = %err, "cannot roll back failed write");
+            }
+        }
+        rollback.armed = false;
+        result
+    }
+
+    /// TRUNCATE_FILE (F.10): sets the length of an appender file (growing fills with zeros).
+    pub async fn truncate(&self, name: &LogicalName, new_size: u64) -> Result<(), StoreError> {
+        let _guard = self.locks.lock(&name.to_string()).await;
+        let (file, _, old_len) = self.open_appender(name).await?;
+        if new_size == old_len {
+            return Ok(());
+        }
+        if new_size > old_len && !self.has_room(name.store_path(), new_size - old_len).await? {
+            return Err(StoreError::NoSpace);
+        }
+        file.set_len(new_size)
+            .await
+            .map_err(StoreError::io("truncating file"))?;
+        if self.options.fsync {
+            file.sync_all()
+                .await
+                .map_err(StoreError::io("syncing file"))?;
+        }
+        Ok(())
+    }
+
+    /// REGENERATE_APPENDER_FILENAME (F.11): renames an appender file to a normal name with
+    /// its current size and CRC, the current time, the same directory and the same 7-character
+    /// suffix. The metadata sidecar follows the file.
+    pub async fn regenerate(&self, name: &LogicalName) -> Result<LogicalName, StoreError> {
+        Store::require_appender(name)?;
+        let base = name.base();
+        if base.len() != name::ENCODED_LEN + name::SUFFIX_LEN {
+            return Err(StoreError::Invalid(format!(
+                "{name} is not a normal-length name"
+            )));
+        }
+        let suffix = base[name::ENCODED_LEN..].to_string();
+        let _guard = self.locks.lock(&name.to_string()).await;
+        let path = self.resolve(name)?;
+        let meta = self.require_regular(&path).await?;
+        let crc32 = self.content_crc(name).await?;
+        let size = meta.len();
+        let source = Source::Id(self.options.server_id);
+        let timestamp = unix_now();
+        let old = name.clone();
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let fsync = self.options.fsync;
+        blocking_store("renaming appender file", move || {
+            let renamed = link_unique(&path, || {
+                let fields = NameFields {
+                    source,
+                    timestamp,
+                    size_field: name::size_field(size, false, rand::thread_rng().gen()),
+                    crc32,
+                };
+                let logical = old
+                    .with_base(&name::base_name(&fields, &suffix))
+                    .map_err(|err| StoreError::Invalid(err.to_string()))?;
+                let target = dir.join(logical.base());
+                Ok((logical, target))
+            })
+            .map_err(|err| match err {
+                StoreError::NameCollision => StoreError::NameBusy,
+                other => other,
+            })?;
+            std::fs::remove_file(&path).map_err(StoreError::io("removing old appender name"))?;
+            let old_meta = sidecar_path(&path);
+            match std::fs::rename(&old_meta, sidecar_path(&dir.join(renamed.base()))) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                    return Err(StoreError::io("moving metadata")(err))
+                }
+                _ => {}
+            }
+            if fsync {
+                crate::persist::sync_dir(&dir).map_err(StoreError::io("syncing directory"))?;
+            }
+            Ok(renamed)
+        })
+        .await
+    }
+
+    /// UPLOAD_SLAVE_FILE (F.2, H.9): stores `size` bytes from `reader` under the slave name
+    /// of `master`, in the master's directory. The master must exist (2), must not itself be
+    /// a slave (22), and the slave must not exist yet (17).
+    pub async fn write_slave<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        master: &LogicalName,
+        prefix: &str,
+        ext: &str,
+        size: u64,
+        reader: &mut R,
+    ) -> Result<LogicalName, StoreError> {
+        let master_text = master.to_string();
+        let fields = Store::name_fields(master)?;
+        if classify(&master_text, &fields) == FileKind::Slave {
+            return Err(StoreError::Invalid(format!("{master} is a slave file")));
+        }
+        let slave_text = name::slave_name(&master_text, prefix, ext)
+            .map_err(|err| StoreError::Invalid(err.to_string()))?;
+        let slave =
+            LogicalName::parse(&slave_text).map_err(|err| StoreError::Invalid(err.to_string()))?;
+        let master_path = self.resolve(master)?;
+        self.require_regular(&master_path).await?;
+        let slave_path = self.resolve(&slave)?;
+        match tokio::fs::symlink_metadata(&slave_path).await {
+            Ok(_) => return Err(StoreError::Exists),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(StoreError::io("checking slave file")(err)),
+        }
+        let index = self
+            .choose_store_path(Some(master.store_path()), size)
+            .await?;
+        let (tmp, mut file) = TempFile::create(self.tmp_dir(index)?, "slave").await?;
+        let result = async {
+            stream_to(reader, &mut file, size).await?;
+            self.finish_file(file).await?;
+            let tmp_path = tmp.path().to_path_buf();
+            let fsync = self.options.fsync;
+            let target = slave_path.clone();
+            let linked = slave.clone();
+            blocking_store("storing slave file", move || {
+                let mut taken = false;
+                link_unique(&tmp_path, || {
+                    // one name only: a second attempt means it was taken
+                    if std::mem::replace(&mut taken, true) {
+                        return Err(StoreError::Exists);
+                    }
+                    Ok((linked.clone(), target.clone()))
+                })
+                .map_err(|err| match err {
+                    StoreError::NameCollision => StoreError::Exists,
+                    other => other,
+                })?;
+                if fsync {
+                    if let Some(dir) = target.parent() {
+                        crate::persist::sync_dir(dir)
+                            .map_err(StoreError::io("syncing directory"))?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        tmp.remove().await;
+        result.map(|()| slave)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::store_in;
+    use super::super::NewFile;
+    use super::*;
+
+    async fn appender(store: &Store, content: &[u8]) -> LogicalName {
+        let req = NewFile {
+            store_path: None,
+            size: content.len() as u64,
+            ext: "txt",
+            appender: true,
+        };
+        store.write_new_file(&req, &mut &content[..]).await.unwrap()
+    }
+
+    fn read(store: &Store, name: &LogicalName) -> Vec<u8> {
+        std::fs::read(store.resolve(name).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn append_modify_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 1).await;
+        let name = appender(&store, b"hello\n").await;
+        store.append(&name, 6, &mut &b"world\n"[..]).await.unwrap();
+        assert_eq!(read(&store, &name), b"hello\nworld\n");
+        store.append(&name, 0, &mut &b""[..]).await.unwrap();
+        store.modify(&name, 0, 5, &mut &b"HELLO"[..]).await.unwrap();
+        assert_eq!(read(&store, &name), b"HELLO\nworld\n");
+        // offset == size acts as an append
+        store.modify(&name, 12, 1, &mut &b"!"[..]).await.unwrap();
+        assert_eq!(read(&store, &name), b"HELLO\nworld\n!");
+        assert!(matches!(
+            store.modify(&name, 14, 1, &mut &b"x"[..]).await,
+            Err(StoreError::Invalid(_))
+        ));
+        store.truncate(&name, 5).await.unwrap();
+        assert_eq!(read(&store, &name), b"HELLO");
+        store.truncate(&name, 7).await.unwrap();
+        assert_eq!(read(&store, &name), b"HELLO\0\0");
+        store.truncate(&name, 7).await.unwrap();
+        assert_eq!(read(&store, &name), b"HELLO\0\0");
+    }
+
+    #[tokio::test]
+    async fn failed_append_leaves_the_file_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 1).await;
+        let name = appender(&store, b"keep me").await;
+        let err = store
+            .append(&name, 100_000, &mut &[1u8; 70_000][..])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ShortBody { .. }), "{err}");
+        assert_eq!(read(&store, &name), b"keep me");
+        let err = store
+            .modify(&name, 4, 10, &mut &b"abc"[..])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ShortBody { .. }), "{err}");
+        assert_eq!(read(&store, &name).len(), 7);
+    }
+
+    #[tokio::test]
+    async fn cancelled_append_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 1).await;
+        let name = appender(&store, b"base").await;
+        let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
+        tokio::io::AsyncWriteExt::write_all(&mut tx, &[9u8; 300_000])
+            .await
+            .unwrap();
+        let append = store.append(&name, 1_000_000, &mut rx);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), append)
+                .await
+                .is_err()
+        );
+        assert_eq!(read(&store, &name), b"base");
+        assert!(store.locks().is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_appender_files_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 1).await;
+        let req = NewFile {
+            store_path: None,
+            size: 3,
+            ext: "",
+            appender: false,
+        };
+        let normal = store.write_new_file(&req, &mut &b"abc"[..]).await.unwrap();
+        assert!(matches!(
+            store.append(&normal, 1, &mut &b"x"[..]).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.truncate(&normal, 0).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.regenerate(&normal).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(read(&store, &normal), b"abc");
+        // a missing appender name
+        let name = appender(&store, b"x").await;
+        store.delete(&name).await.unwrap();
+        assert!(matches!(
+            store.append(&name, 1, &mut &b"x"[..]).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.regenerate(&name).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn regenerate_keeps_suffix_and_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 2).await;
+        let name = appender(&store, b"hello\n").await;
+        store.append(&name, 6, &mut &b"hello\n"[..]).await.unwrap();
+        store
+            .set_metadata(
+                &name,
+                fdfs_proto::storage_msg::MetadataOp::Overwrite,
+                b"a\x02b",
+            )
+            .await
+            .unwrap();
+        let renamed = store.regenerate(&name).await.unwrap();
+        let text = renamed.to_string();
+        assert_eq!(text.len(), 44);
+        assert_eq!(&text[37..], &name.to_string()[37..]);
+        assert_eq!(&text[..10], &name.to_string()[..10]);
+        let fields = NameFields::from_logical_name(&text).unwrap();
+        assert!(!fields.is_appender());
+        assert_eq!(fields.file_size(), 12);
+        assert_eq!(fields.crc32, 0x2FC7_0C77);
+        assert_eq!(fields.source, Source::Id(100_001));
+        assert_eq!(read(&store, &renamed), b"hello\nhello\n");
+        assert!(!store.resolve(&name).unwrap().exists());
+        assert_eq!(store.get_metadata(&renamed).await.unwrap(), b"a\x02b");
+    }
+
+    #[tokio::test]
+    async fn slaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 1).await;
+        let req = NewFile {
+            store_path: None,
+            size: 6,
+            ext: "txt",
+            appender: false,
+        };
+        let master = store
+            .write_new_file(&req, &mut &b"hello\n"[..])
+            .await
+            .unwrap();
+        let slave = store
+            .write_slave(&master, "_s", "png", 3, &mut &b"png"[..])
+            .await
+            .unwrap();
+        let expected = format!("{}_s.png", &master.to_string()[..40]);
+        assert_eq!(slave.to_string(), expected);
+        assert_eq!(read(&store, &slave), b"png");
+        assert!(matches!(
+            store
+                .write_slave(&master, "_s", "png", 1, &mut &b"x"[..])
+                .await,
+            Err(StoreError::Exists)
+        ));
+        assert!(matches!(
+            store.write_slave(&slave, "_t", "", 1, &mut &b"x"[..]).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store
+                .write_slave(&master, "-m", "", 1, &mut &b"x"[..])
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.write_slave(&master, "", "", 1, &mut &b"x"[..]).await,
+            Err(StoreError::Invalid(_))
+        ));
+        // short body: no slave appears
+        assert!(matches!(
+            store
+                .write_slave(&master, "_x", "", 10, &mut &b"abc"[..])
+                .await,
+            Err(StoreError::ShortBody { .. })
+        ));
+        let short = LogicalName::parse(&format!("{}_x", &master.to_string()[..40])).unwrap();
+        assert!(!store.resolve(&short).unwrap().exists());
+        store.delete(&master).await.unwrap();
+        assert!(matches!(
+            store
+                .write_slave(&master, "_y", "", 1, &mut &b"x"[..])
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("data/.tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+}
