@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use fdfs_proto::file_id::validate_group;
@@ -17,71 +17,6 @@ use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::pool::Pool;
 use crate::{storage, tracker, FileId, FileKind, Source};
-
-/// Runs `$body` (an expression using `$conn: &mut Conn`) on a connection to `$addr` taken from
-/// the pool, and hands the connection back. When `$idempotent` and a pooled connection turns
-/// out to have been closed by the server before it answered, the request is sent once more
-/// on a fresh connection. Evaluates to the body's `Result`.
-macro_rules! on_conn {
-    ($pool:expr, $addr:expr, $idempotent:expr, |$conn:ident| $body:expr) => {{
-        let mut fresh = false;
-        loop {
-            let got = if fresh {
-                $pool.connect($addr).await
-            } else {
-                $pool.get($addr).await
-            };
-            let mut conn = match got {
-                Ok(conn) => conn,
-                Err(err) => break Err(err),
-            };
-            let result = {
-                let $conn = &mut conn;
-                $body.await
-            };
-            let retry = $idempotent && !fresh && conn.died_before_reply(&result);
-            $pool.put(conn);
-            if retry {
-                tracing::debug!(addr = %$addr, "pooled connection was closed by the server, retrying on a new one");
-                fresh = true;
-                continue;
-            }
-            break result;
-        }
-    }};
-}
-
-/// Runs a tracker query (`$body` using `$conn`) on the configured trackers in turn, starting
-/// from a rotating index. Connection failures move on to the next tracker; any answer,
-/// error statuses included, ends the search.
-macro_rules! on_tracker {
-    ($inner:expr, |$conn:ident| $body:expr) => {{
-        let inner = &$inner;
-        let trackers = &inner.config.tracker_servers;
-        let start = inner.next_tracker.fetch_add(1, Ordering::Relaxed);
-        let mut tried = Vec::new();
-        let mut last = String::new();
-        let mut answer = None;
-        for step in 0..trackers.len() {
-            let addr = &trackers[(start + step) % trackers.len()];
-            match on_conn!(inner.pool, addr.as_str(), true, |$conn| $body) {
-                Err(err) if err.is_connection_failure() => {
-                    tracing::debug!(tracker = %addr, error = %err, "tracker unreachable, trying the next one");
-                    tried.push(addr.clone());
-                    last = short_cause(&err);
-                }
-                other => {
-                    answer = Some(other);
-                    break;
-                }
-            }
-        }
-        match answer {
-            Some(result) => result,
-            None => Err(ClientError::NoTracker { tried, last }),
-        }
-    }};
-}
 
 /// Options of an upload.
 ///
@@ -141,13 +76,13 @@ pub struct FileInfo {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: ClientConfig,
-    pool: Pool,
-    next_tracker: AtomicUsize,
+pub(crate) struct Inner {
+    pub(crate) config: ClientConfig,
+    pub(crate) pool: Pool,
+    pub(crate) next_tracker: AtomicUsize,
 }
 
 impl fmt::Debug for Client {
@@ -484,7 +419,7 @@ impl Client {
 
     /// Uploads a normal or appender file: tracker 101/104, then storage 11/23 with the store
     /// path the tracker chose, then SET_METADATA on the same connection if asked.
-    async fn upload<R: AsyncRead + Unpin + Send>(
+    pub(crate) async fn upload<R: AsyncRead + Unpin + Send>(
         &self,
         appender: bool,
         reader: &mut R,
@@ -542,7 +477,7 @@ impl Client {
     }
 
     /// The storage to send updates of `id` to (tracker 103).
-    async fn update_server(&self, id: &FileId) -> Result<String, ClientError> {
+    pub(crate) async fn update_server(&self, id: &FileId) -> Result<String, ClientError> {
         let server = on_tracker!(self.inner, |conn| tracker::query_update(conn, id))?;
         Ok(socket_addr(&server))
     }
@@ -554,6 +489,16 @@ async fn open_upload(
     path: &Path,
     options: &UploadOptions,
 ) -> Result<(tokio::fs::File, u64, UploadOptions), ClientError> {
+    let (file, size) = open_local(path).await?;
+    let mut options = options.clone();
+    if options.ext.is_empty() {
+        options.ext = ext_from_path(path).unwrap_or_default();
+    }
+    Ok((file, size, options))
+}
+
+/// Opens a regular local file for reading; returns it with its size.
+pub(crate) async fn open_local(path: &Path) -> Result<(tokio::fs::File, u64), ClientError> {
     let file_err = |source| ClientError::File {
         action: "open",
         path: path.to_path_buf(),
@@ -567,11 +512,7 @@ async fn open_upload(
             "not a regular file",
         )));
     }
-    let mut options = options.clone();
-    if options.ext.is_empty() {
-        options.ext = ext_from_path(path).unwrap_or_default();
-    }
-    Ok((file, meta.len(), options))
+    Ok((file, meta.len()))
 }
 
 /// The extension of a local file name, if FastDFS accepts it as an upload extension.
@@ -600,7 +541,7 @@ pub(crate) fn decode_name(id: &FileId) -> Result<(FileKind, NameFields), ClientE
 }
 
 /// `ip:port` to connect to, with brackets around IPv6 addresses.
-fn socket_addr(server: &StorageAddr) -> String {
+pub(crate) fn socket_addr(server: &StorageAddr) -> String {
     if server.ip.contains(':') {
         format!("[{}]:{}", server.ip, server.port)
     } else {
@@ -609,7 +550,7 @@ fn socket_addr(server: &StorageAddr) -> String {
 }
 
 /// The cause of a connection failure in a few words ("connection refused").
-fn short_cause(err: &ClientError) -> String {
+pub(crate) fn short_cause(err: &ClientError) -> String {
     match err {
         ClientError::Connect { source, .. } | ClientError::Io(source) => {
             if source.raw_os_error().is_some() {

@@ -25,6 +25,9 @@
 //! (`conn`, `pool`), the tracker and storage commands (`tracker`, `storage`) and the
 //! [`Client`] facade (`client`).
 
+#[macro_use]
+mod macros;
+mod appender;
 mod client;
 mod config;
 mod conn;

@@ -4,8 +4,8 @@
 use fdfs_proto::cmd::Command;
 use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::storage_msg::{
-    DownloadRequest, FileInfoReply, GroupAndName, MetadataOp, SetMetadataRequest, UploadPrefix,
-    UploadReply,
+    AppendPrefix, DownloadRequest, FileInfoReply, GroupAndName, MetadataOp, ModifyPrefix,
+    SetMetadataRequest, SlavePrefix, TruncateRequest, UploadPrefix, UploadReply,
 };
 use fdfs_proto::{ProtoError, GROUP_NAME_LEN, IP_WIDTH_LONG, MAX_NAME_LEN};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -42,6 +42,29 @@ pub(crate) async fn upload<R: AsyncRead + Unpin>(
         ext: ext.to_string(),
     };
     conn.send_streamed(cmd.code(), &prefix.encode(), size, reader)
+        .await?;
+    read_file_id(conn).await
+}
+
+/// UPLOAD_SLAVE_FILE (21): `size` bytes from `reader` stored as a slave of `master`.
+pub(crate) async fn upload_slave<R: AsyncRead + Unpin>(
+    conn: &mut Conn,
+    master: &FileId,
+    prefix: &str,
+    ext: &str,
+    size: u64,
+    reader: &mut R,
+) -> Result<FileId, ClientError> {
+    let master_name = master.name.to_string();
+    let mut head = SlavePrefix {
+        master_name_len: master_name.len() as u64,
+        file_size: size,
+        prefix: prefix.to_string(),
+        ext: ext.to_string(),
+    }
+    .encode();
+    head.extend_from_slice(master_name.as_bytes());
+    conn.send_streamed(Command::UploadSlaveFile.code(), &head, size, reader)
         .await?;
     read_file_id(conn).await
 }
@@ -115,6 +138,83 @@ pub(crate) async fn query_file_info(
         .await?;
     let body = conn.read_reply(MAX_FILE_INFO_REPLY).await?;
     FileInfoReply::decode(&body).map_err(ClientError::Protocol)
+}
+
+/// APPEND_FILE (24): `size` bytes from `reader` at the end of appender `id`.
+pub(crate) async fn append<R: AsyncRead + Unpin>(
+    conn: &mut Conn,
+    id: &FileId,
+    size: u64,
+    reader: &mut R,
+) -> Result<(), ClientError> {
+    let name = id.name.to_string();
+    let mut head = AppendPrefix {
+        name_len: name.len() as u64,
+        size,
+    }
+    .encode();
+    head.extend_from_slice(name.as_bytes());
+    conn.send_streamed(Command::AppendFile.code(), &head, size, reader)
+        .await?;
+    conn.read_empty_reply().await
+}
+
+/// MODIFY_FILE (34): overwrite `size` bytes at `offset` of appender `id`.
+pub(crate) async fn modify<R: AsyncRead + Unpin>(
+    conn: &mut Conn,
+    id: &FileId,
+    offset: u64,
+    size: u64,
+    reader: &mut R,
+) -> Result<(), ClientError> {
+    if i64::try_from(offset).is_err() {
+        return Err(ClientError::input(
+            "offset",
+            format!("{offset} is too large"),
+        ));
+    }
+    let name = id.name.to_string();
+    let mut head = ModifyPrefix {
+        name_len: name.len() as u64,
+        offset,
+        size,
+    }
+    .encode();
+    head.extend_from_slice(name.as_bytes());
+    conn.send_streamed(Command::ModifyFile.code(), &head, size, reader)
+        .await?;
+    conn.read_empty_reply().await
+}
+
+/// TRUNCATE_FILE (36): set the length of appender `id`.
+pub(crate) async fn truncate(
+    conn: &mut Conn,
+    id: &FileId,
+    new_size: u64,
+) -> Result<(), ClientError> {
+    if i64::try_from(new_size).is_err() {
+        return Err(ClientError::input(
+            "size",
+            format!("{new_size} is too large"),
+        ));
+    }
+    let request = TruncateRequest {
+        new_size,
+        name: id.name.to_string(),
+    };
+    conn.call_empty(Command::TruncateFile.code(), &request.encode())
+        .await
+}
+
+/// REGENERATE_APPENDER_FILENAME (38): turn appender `id` into a normal file; its new ID.
+pub(crate) async fn regenerate(conn: &mut Conn, id: &FileId) -> Result<FileId, ClientError> {
+    conn.send(
+        Command::RegenerateAppenderFilename.code(),
+        0,
+        id.name.to_string().as_bytes(),
+    )
+    .await?;
+    read_file_id(conn).await
 }
 
 fn group_and_name(id: &FileId) -> Vec<u8> {

@@ -47,6 +47,9 @@ enum Command {
         /// Metadata to set with the file; repeatable.
         #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
         meta: Vec<(String, String)>,
+        /// Upload as an appender file (can be appended to, modified and truncated).
+        #[arg(long)]
+        appender: bool,
     },
     /// Download a file (to OUT, default the file's base name here; "-" = standard output).
     Download {
@@ -80,6 +83,47 @@ enum Command {
     Storages {
         /// Only this group (default: the group the tracker would choose).
         group: Option<String>,
+    },
+    /// Append a file's content to an appender file.
+    Append {
+        /// Appender file ID.
+        id: String,
+        /// The data to append; "-" reads standard input.
+        file: PathBuf,
+    },
+    /// Overwrite part of an appender file with a file's content.
+    Modify {
+        /// Appender file ID.
+        id: String,
+        /// Where to write (at most the current size).
+        offset: u64,
+        /// The new data; "-" reads standard input.
+        file: PathBuf,
+    },
+    /// Set the length of an appender file (extending with zero bytes if larger).
+    Truncate {
+        /// Appender file ID.
+        id: String,
+        /// The new length.
+        #[arg(default_value_t = 0)]
+        size: u64,
+    },
+    /// Turn an appender file into a normal file and print its new file ID.
+    Regenerate {
+        /// Appender file ID.
+        id: String,
+    },
+    /// Upload a slave file of MASTER_ID (named after the master plus PREFIX) and print its ID.
+    UploadSlave {
+        /// The master's file ID.
+        master_id: String,
+        /// Added to the master's name: 1 to 16 characters of [A-Za-z0-9_.-].
+        prefix: String,
+        /// The file to upload; "-" reads standard input.
+        file: PathBuf,
+        /// Extension of the slave's name (default: the file's own, if valid).
+        #[arg(long)]
+        ext: Option<String>,
     },
 }
 
@@ -162,13 +206,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             group,
             ext,
             meta,
+            appender,
         } => {
             let options = UploadOptions {
                 ext: ext.unwrap_or_default(),
                 group,
                 metadata: meta,
             };
-            let id = upload(&client, &file, &options)
+            let id = upload(&client, &file, &options, appender)
                 .await
                 .with_context(|| format!("upload {}", file.display()))?;
             println!("{id}");
@@ -231,6 +276,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{server}");
             }
         }
+        Command::Append { id, file } => {
+            let context = || format!("append {id}");
+            let file_id = parse_file_id(&id).with_context(context)?;
+            let (reader, size) = open_input(&file).await.with_context(context)?;
+            client
+                .append_reader(&file_id, reader, size)
+                .await
+                .with_context(context)?;
+        }
+        Command::Modify { id, offset, file } => {
+            let context = || format!("modify {id}");
+            let file_id = parse_file_id(&id).with_context(context)?;
+            let (reader, size) = open_input(&file).await.with_context(context)?;
+            client
+                .modify_reader(&file_id, offset, reader, size)
+                .await
+                .with_context(context)?;
+        }
+        Command::Truncate { id, size } => {
+            let context = || format!("truncate {id}");
+            let file_id = parse_file_id(&id).with_context(context)?;
+            client
+                .truncate(&file_id, size)
+                .await
+                .with_context(context)?;
+        }
+        Command::Regenerate { id } => {
+            let context = || format!("regenerate {id}");
+            let file_id = parse_file_id(&id).with_context(context)?;
+            let new_id = client.regenerate(&file_id).await.with_context(context)?;
+            println!("{new_id}");
+        }
+        Command::UploadSlave {
+            master_id,
+            prefix,
+            file,
+            ext,
+        } => {
+            let context = || format!("upload-slave {master_id} {}", file.display());
+            let master = parse_file_id(&master_id).with_context(context)?;
+            let ext = ext.unwrap_or_default();
+            let id = if file == Path::new("-") {
+                let (reader, size) = open_input(&file).await.with_context(context)?;
+                client
+                    .upload_slave_reader(&master, &prefix, &ext, reader, size)
+                    .await
+            } else {
+                client
+                    .upload_slave_file(&master, &prefix, &ext, &file)
+                    .await
+            }
+            .with_context(context)?;
+            println!("{id}");
+        }
     }
     Ok(())
 }
@@ -270,11 +369,41 @@ async fn upload(
     client: &Client,
     file: &Path,
     options: &UploadOptions,
+    appender: bool,
 ) -> Result<FileId, ClientError> {
-    if file != Path::new("-") {
-        return client.upload_file(file, options).await;
+    match (file == Path::new("-"), appender) {
+        (false, false) => client.upload_file(file, options).await,
+        (false, true) => client.upload_appender_file(file, options).await,
+        (true, appender) => {
+            let (reader, size) = open_input(file).await?;
+            if appender {
+                client.upload_appender_reader(reader, size, options).await
+            } else {
+                client.upload_reader(reader, size, options).await
+            }
+        }
     }
-    // the upload header carries the size, so spool stdin to learn it
+}
+
+/// A command's input data and its size: the file, or for "-" standard input spooled to an
+/// anonymous temporary file (requests carry the size before the data).
+async fn open_input(file: &Path) -> Result<(tokio::fs::File, u64), ClientError> {
+    if file != Path::new("-") {
+        let file_err = |source| ClientError::File {
+            action: "open",
+            path: file.to_path_buf(),
+            source,
+        };
+        let opened = tokio::fs::File::open(file).await.map_err(file_err)?;
+        let meta = opened.metadata().await.map_err(file_err)?;
+        if !meta.is_file() {
+            return Err(file_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        return Ok((opened, meta.len()));
+    }
     let spool = tempfile::tempfile().map_err(|source| ClientError::File {
         action: "create a temporary file in",
         path: std::env::temp_dir(),
@@ -284,7 +413,7 @@ async fn upload(
     let size = tokio::io::copy(&mut tokio::io::stdin(), &mut spool).await?;
     spool.flush().await?;
     spool.seek(SeekFrom::Start(0)).await?;
-    client.upload_reader(spool, size, options).await
+    Ok((spool, size))
 }
 
 async fn download(
@@ -440,7 +569,9 @@ mod tests {
                 group,
                 meta,
                 ext,
+                appender,
             } => {
+                assert!(!appender);
                 assert_eq!(file, PathBuf::from("a.txt"));
                 assert_eq!(group.as_deref(), Some("group1"));
                 assert_eq!(ext, None);
@@ -484,6 +615,27 @@ mod tests {
             cli.command,
             Command::Meta { command: MetaCommand::Set { merge: true, ref pairs, .. } } if pairs.len() == 2
         ));
+        let cli = parse(&["upload", "-", "--appender", "--ext", "log"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Upload { appender: true, .. }
+        ));
+        let cli = parse(&["truncate", "g/x"]).unwrap();
+        assert!(matches!(cli.command, Command::Truncate { size: 0, .. }));
+        let cli = parse(&["truncate", "g/x", "42"]).unwrap();
+        assert!(matches!(cli.command, Command::Truncate { size: 42, .. }));
+        let cli = parse(&["modify", "g/x", "7", "patch.bin"]).unwrap();
+        assert!(matches!(cli.command, Command::Modify { offset: 7, .. }));
+        assert!(parse(&["modify", "g/x", "patch.bin"]).is_err());
+        let cli = parse(&["upload-slave", "g/m", "_s", "thumb.jpg", "--ext", "png"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::UploadSlave { ref prefix, ext: Some(ref ext), .. } if prefix == "_s" && ext == "png"
+        ));
+        let cli = parse(&["append", "g/x", "-"]).unwrap();
+        assert!(matches!(cli.command, Command::Append { .. }));
+        let cli = parse(&["regenerate", "g/x"]).unwrap();
+        assert!(matches!(cli.command, Command::Regenerate { .. }));
         let cli = parse(&["storages"]).unwrap();
         assert!(matches!(cli.command, Command::Storages { group: None }));
         assert!(parse(&["frobnicate"]).is_err());

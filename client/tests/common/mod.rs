@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 /// Largest request body the fake accepts.
 const MAX_BODY: u64 = 64 << 20;
 
+// each test file uses its own subset of this module
+#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub struct Request {
     /// Index of the connection (0 = first accepted).
