@@ -21,9 +21,9 @@
 //! # }
 //! ```
 //!
-//! Modules: [`ClientConfig`] (config), [`ClientError`] (error), the connection and its pool
-//! (`conn`, `pool`), the tracker and storage commands (`tracker`, `storage`) and the
-//! [`Client`] facade (`client`).
+//! Modules: [`ClientConfig`] (`config`), [`ClientError`] (`error`), the connection and its
+//! pool (`conn`, `pool`), the tracker and storage commands (`tracker`, `storage`), the
+//! [`Client`] facade (`client`, with appender and slave files in `appender`).
 
 #[macro_use]
 mod macros;
