@@ -1,5 +1,6 @@
 //! `fdfs-storaged -c storage.toml`: the storage server daemon.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -48,6 +49,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }
@@ -55,6 +57,8 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 async fn serve(config: StorageConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.base_path)
         .with_context(|| format!("creating base_path {}", config.base_path.display()))?;
+    // handlers go in before the address file announces us: an early SIGTERM is never fatal
+    let signal = fdfs_proto::server::shutdown_signal();
     let listener = TcpListener::bind((config.bind_addr.as_str(), config.port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind_addr, config.port))?;
@@ -65,7 +69,7 @@ async fn serve(config: StorageConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
-        fdfs_proto::server::shutdown_signal().await;
+        signal.await;
         trigger.cancel();
     });
     fdfs_storage::run(config, listener, shutdown)
