@@ -601,6 +601,23 @@ mod tests {
         assert!(encode_metadata(&[(long, "v".into())]).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever the pairs, encoding either refuses them or produces what the storage
+        /// decodes back to the same pairs.
+        #[test]
+        fn metadata_round_trips_or_is_refused(
+            pairs in proptest::collection::vec(("\\PC{0,70}", "\\PC{0,260}"), 0..6)
+        ) {
+            if let Ok(encoded) = encode_metadata(&pairs) {
+                let decoded: Vec<(String, String)> = metadata::decode(&encoded)
+                    .into_iter()
+                    .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+                    .collect();
+                proptest::prop_assert_eq!(decoded, pairs);
+            }
+        }
+    }
+
     #[test]
     fn names_decode_locally() {
         let id = FileId::parse("group2/M00/1F/98/oYYBAGsDbvqAM2mPAAAABjY6MCA581.txt").unwrap();

@@ -586,6 +586,14 @@ mod tests {
         assert_eq!(err.exit_code(), 2);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn meta_arguments_split_at_the_first_equals(key in "[^=]{1,20}", value in "\\PC{0,40}") {
+            let parsed = parse_meta(&format!("{key}={value}")).unwrap();
+            proptest::prop_assert_eq!(parsed, (key, value));
+        }
+    }
+
     #[test]
     fn commands_and_options() {
         let cli = parse(&[
