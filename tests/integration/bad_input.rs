@@ -20,7 +20,10 @@ async fn answer(stream: &mut TcpStream) -> Option<Header> {
     }
 }
 
-async fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> anyhow::Result<(TcpStream, Option<Header>)> {
+async fn send_raw(
+    addr: std::net::SocketAddr,
+    bytes: &[u8],
+) -> anyhow::Result<(TcpStream, Option<Header>)> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.write_all(bytes).await?;
     let reply = answer(&mut stream).await;
@@ -29,7 +32,10 @@ async fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> anyhow::Result<(T
 
 async fn closed(stream: &mut TcpStream) -> bool {
     let mut buf = [0u8; 16];
-    matches!(tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
 }
 
 #[tokio::test]
@@ -39,9 +45,27 @@ async fn hostile_packets_get_errors_or_closes_and_service_continues() -> anyhow:
     let storage = cluster.storages[0].addr;
 
     // negative and huge lengths: the tracker closes without replying
-    let (_, reply) = send_raw(tracker, &Header { pkg_len: -1, cmd: 101, status: 0 }.encode()).await?;
+    let (_, reply) = send_raw(
+        tracker,
+        &Header {
+            pkg_len: -1,
+            cmd: 101,
+            status: 0,
+        }
+        .encode(),
+    )
+    .await?;
     assert_eq!(reply, None);
-    let (_, reply) = send_raw(tracker, &Header { pkg_len: 1 << 40, cmd: 102, status: 0 }.encode()).await?;
+    let (_, reply) = send_raw(
+        tracker,
+        &Header {
+            pkg_len: 1 << 40,
+            cmd: 102,
+            status: 0,
+        }
+        .encode(),
+    )
+    .await?;
     assert_eq!(reply, None);
     // unknown command: 22
     let (_, reply) = send_raw(tracker, &Header::request(250, 0).encode()).await?;
@@ -52,12 +76,28 @@ async fn hostile_packets_get_errors_or_closes_and_service_continues() -> anyhow:
     assert_eq!(reply.map(|h| (h.cmd, h.status)), Some((100, 22)));
     assert!(closed(&mut stream).await);
     // storage: a metadata request announcing a 1 TiB body is refused without allocating it
-    let (mut stream, reply) = send_raw(storage, &Header { pkg_len: 1 << 40, cmd: 13, status: 0 }.encode()).await?;
+    let (mut stream, reply) = send_raw(
+        storage,
+        &Header {
+            pkg_len: 1 << 40,
+            cmd: 13,
+            status: 0,
+        }
+        .encode(),
+    )
+    .await?;
     assert!(reply.map(|h| h.status == 22).unwrap_or(true));
     assert!(closed(&mut stream).await);
     // upload whose pkg_len disagrees with the announced file size
     let mut packet = Header::request(11, 15 + 10).encode().to_vec();
-    packet.extend_from_slice(&UploadPrefix { store_path_index: Some(0), file_size: 999, ext: "txt".into() }.encode());
+    packet.extend_from_slice(
+        &UploadPrefix {
+            store_path_index: Some(0),
+            file_size: 999,
+            ext: "txt".into(),
+        }
+        .encode(),
+    );
     packet.extend_from_slice(&[0u8; 10]);
     let (mut stream, reply) = send_raw(storage, &packet).await?;
     assert_eq!(reply.map(|h| h.status), Some(22));
@@ -65,10 +105,21 @@ async fn hostile_packets_get_errors_or_closes_and_service_continues() -> anyhow:
     // bad extension and bad store path index
     for (index, ext) in [(Some(0u8), "t/t"), (Some(7), "txt")] {
         let mut packet = Header::request(11, 15 + 3).encode().to_vec();
-        packet.extend_from_slice(&UploadPrefix { store_path_index: index, file_size: 3, ext: ext.into() }.encode());
+        packet.extend_from_slice(
+            &UploadPrefix {
+                store_path_index: index,
+                file_size: 3,
+                ext: ext.into(),
+            }
+            .encode(),
+        );
         packet.extend_from_slice(b"abc");
         let (_, reply) = send_raw(storage, &packet).await?;
-        assert_eq!(reply.map(|h| h.status), Some(22), "index {index:?} ext {ext}");
+        assert_eq!(
+            reply.map(|h| h.status),
+            Some(22),
+            "index {index:?} ext {ext}"
+        );
     }
     // garbage bytes
     let (_, reply) = send_raw(storage, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
@@ -77,14 +128,23 @@ async fn hostile_packets_get_errors_or_closes_and_service_continues() -> anyhow:
     // a client that disconnects in the middle of a body
     let mut stream = TcpStream::connect(storage).await?;
     let mut packet = Header::request(11, 15 + 1000).encode().to_vec();
-    packet.extend_from_slice(&UploadPrefix { store_path_index: Some(0), file_size: 1000, ext: "".into() }.encode());
+    packet.extend_from_slice(
+        &UploadPrefix {
+            store_path_index: Some(0),
+            file_size: 1000,
+            ext: "".into(),
+        }
+        .encode(),
+    );
     packet.extend_from_slice(&[1u8; 10]);
     stream.write_all(&packet).await?;
     drop(stream);
 
     // everyone else is still served
     let client = cluster.client();
-    let id = client.upload_bytes(b"still here", &UploadOptions::default()).await?;
+    let id = client
+        .upload_bytes(b"still here", &UploadOptions::default())
+        .await?;
     assert_eq!(client.download_bytes(&id, 0, 0).await?, b"still here");
     Ok(())
 }
@@ -107,20 +167,51 @@ async fn file_names_cannot_reach_outside_the_store_path() -> anyhow::Result<()> 
     ];
     for name in names {
         let mut conn = Connection::new(TcpStream::connect(cluster.storages[0].addr).await?);
-        let request = DownloadRequest { offset: 0, length: 0, group: "group1".into(), name: name.into() }.encode();
+        let request = DownloadRequest {
+            offset: 0,
+            length: 0,
+            group: "group1".into(),
+            name: name.into(),
+        }
+        .encode();
         let result = conn.call(14, &request, 1 << 20).await;
-        assert!(matches!(result, Err(ProtoError::Status { status: 22 })), "{name:?} → {result:?}");
+        assert!(
+            matches!(result, Err(ProtoError::Status { status: 22 })),
+            "{name:?} → {result:?}"
+        );
         let mut conn = Connection::new(TcpStream::connect(cluster.storages[0].addr).await?);
-        let request = GroupAndName { group: "group1".into(), name: name.into() }.encode();
+        let request = GroupAndName {
+            group: "group1".into(),
+            name: name.into(),
+        }
+        .encode();
         let result = conn.call(12, &request, 1024).await;
-        assert!(matches!(result, Err(ProtoError::Status { status: 22 })), "delete {name:?} → {result:?}");
+        assert!(
+            matches!(result, Err(ProtoError::Status { status: 22 })),
+            "delete {name:?} → {result:?}"
+        );
     }
-    assert_eq!(std::fs::read(cluster.storage_base(0).join("secret.txt"))?, b"secret");
+    assert_eq!(
+        std::fs::read(cluster.storage_base(0).join("secret.txt"))?,
+        b"secret"
+    );
     // wrong group
-    let id = cluster.client().upload_bytes(b"mine", &UploadOptions::default()).await?;
+    let id = cluster
+        .client()
+        .upload_bytes(b"mine", &UploadOptions::default())
+        .await?;
     let mut conn = Connection::new(TcpStream::connect(cluster.storages[0].addr).await?);
-    let request = DownloadRequest { offset: 0, length: 0, group: "group9".into(), name: id.name.to_string() }.encode();
-    assert!(matches!(conn.call(14, &request, 1024).await, Err(ProtoError::Status { status: 22 })));
+    let request = DownloadRequest {
+        offset: 0,
+        length: 0,
+        group: "group9".into(),
+        name: id.name.to_string(),
+    }
+    .encode();
+    assert!(matches!(
+        conn.call(14, &request, 1024).await,
+        Err(ProtoError::Status { status: 22 })
+    ));
     Ok(())
 }
 
@@ -136,7 +227,9 @@ async fn many_idle_connections_do_not_block_real_clients() -> anyhow::Result<()>
     let mut slow = TcpStream::connect(cluster.storages[0].addr).await?;
     slow.write_all(&[0, 0, 0]).await?;
     let client = cluster.client();
-    let id = client.upload_bytes(b"not blocked", &UploadOptions::default()).await?;
+    let id = client
+        .upload_bytes(b"not blocked", &UploadOptions::default())
+        .await?;
     assert_eq!(client.download_bytes(&id, 0, 0).await?, b"not blocked");
     Ok(())
 }

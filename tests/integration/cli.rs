@@ -5,11 +5,20 @@ use std::process::{Command, Output};
 use fdfs_tests::{bin_path, Cluster};
 
 fn fdfs(cluster: &Cluster, args: &[&str]) -> Output {
-    Command::new(bin_path("fdfs")).arg("--tracker").arg(cluster.tracker_addr()).args(args).output().expect("run fdfs")
+    Command::new(bin_path("fdfs"))
+        .arg("--tracker")
+        .arg(cluster.tracker_addr())
+        .args(args)
+        .output()
+        .expect("run fdfs")
 }
 
 fn stdout(output: &Output) -> String {
-    assert!(output.status.success(), "fdfs failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "fdfs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout.clone()).expect("utf-8")
 }
 
@@ -20,10 +29,23 @@ async fn upload_download_info_meta_delete_from_the_command_line() -> anyhow::Res
     let source = dir.path().join("test.jpg");
     std::fs::write(&source, b"\xff\xd8\xff\xe0 not really a jpeg")?;
 
-    let out = stdout(&fdfs(&cluster, &["upload", source.to_str().unwrap(), "--meta", "width=160", "--meta", "author=me"]));
+    let out = stdout(&fdfs(
+        &cluster,
+        &[
+            "upload",
+            source.to_str().unwrap(),
+            "--meta",
+            "width=160",
+            "--meta",
+            "author=me",
+        ],
+    ));
     let id = out.trim();
     assert_eq!(out, format!("{id}\n"), "upload prints the file ID alone");
-    assert!(id.starts_with("group1/M00/") && id.ends_with(".jpg"), "{id}");
+    assert!(
+        id.starts_with("group1/M00/") && id.ends_with(".jpg"),
+        "{id}"
+    );
 
     let target = dir.path().join("back.jpg");
     stdout(&fdfs(&cluster, &["download", id, target.to_str().unwrap()]));
@@ -34,13 +56,25 @@ async fn upload_download_info_meta_delete_from_the_command_line() -> anyhow::Res
 
     let info = stdout(&fdfs(&cluster, &["info", id]));
     assert!(info.contains("100001"), "source id shown: {info}");
-    assert!(info.contains(&format!("{}", std::fs::metadata(&source)?.len())), "size shown: {info}");
+    assert!(
+        info.contains(&format!("{}", std::fs::metadata(&source)?.len())),
+        "size shown: {info}"
+    );
     let crc = format!("{:08x}", crc32fast::hash(&std::fs::read(&source)?));
     assert!(info.to_lowercase().contains(&crc), "crc shown: {info}");
 
-    assert_eq!(stdout(&fdfs(&cluster, &["meta", "get", id])), "author=me\nwidth=160\n");
-    stdout(&fdfs(&cluster, &["meta", "set", id, "width=999", "zeta=z", "--merge"]));
-    assert_eq!(stdout(&fdfs(&cluster, &["meta", "get", id])), "author=me\nwidth=999\nzeta=z\n");
+    assert_eq!(
+        stdout(&fdfs(&cluster, &["meta", "get", id])),
+        "author=me\nwidth=160\n"
+    );
+    stdout(&fdfs(
+        &cluster,
+        &["meta", "set", id, "width=999", "zeta=z", "--merge"],
+    ));
+    assert_eq!(
+        stdout(&fdfs(&cluster, &["meta", "get", id])),
+        "author=me\nwidth=999\nzeta=z\n"
+    );
 
     stdout(&fdfs(&cluster, &["delete", id]));
     let missing = fdfs(&cluster, &["download", id, "-"]);
@@ -57,12 +91,20 @@ async fn cli_errors_say_what_to_do() -> anyhow::Result<()> {
     let bad_id = fdfs(&cluster, &["download", "not-a-file-id", "-"]);
     assert_eq!(bad_id.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad_id.stderr);
-    assert!(err.contains("GROUP/M"), "explains the expected shape: {err}");
+    assert!(
+        err.contains("GROUP/M"),
+        "explains the expected shape: {err}"
+    );
 
-    let no_tracker = Command::new(bin_path("fdfs")).args(["--tracker", "127.0.0.1:1", "upload", "/etc/hostname"]).output()?;
+    let no_tracker = Command::new(bin_path("fdfs"))
+        .args(["--tracker", "127.0.0.1:1", "upload", "/etc/hostname"])
+        .output()?;
     assert_eq!(no_tracker.status.code(), Some(1));
     let err = String::from_utf8_lossy(&no_tracker.stderr);
-    assert!(err.contains("127.0.0.1:1"), "names the tracker it tried: {err}");
+    assert!(
+        err.contains("127.0.0.1:1"),
+        "names the tracker it tried: {err}"
+    );
 
     let listed = stdout(&fdfs(&cluster, &["storages", "group1"]));
     assert_eq!(listed.trim(), cluster.storages[0].addr.to_string());

@@ -36,7 +36,16 @@ async fn a_256_mib_upload_and_download_stream_with_bounded_storage_memory() -> a
     let stop = Arc::new(AtomicBool::new(false));
     let (peak, sampler) = rss_sampler(pid, stop.clone());
 
-    let id = client.upload_reader(PatternReader::new(42, BIG), BIG, &UploadOptions { ext: "bin".into(), ..Default::default() }).await?;
+    let id = client
+        .upload_reader(
+            PatternReader::new(42, BIG),
+            BIG,
+            &UploadOptions {
+                ext: "bin".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
     let mut sink = HashingWriter::default();
     let received = client.download_to_writer(&id, 0, 0, &mut sink).await?;
 
@@ -49,7 +58,10 @@ async fn a_256_mib_upload_and_download_stream_with_bounded_storage_memory() -> a
     let info = client.file_info(&id).await?;
     assert_eq!((info.size, info.crc32), (BIG, expected_crc));
     let grown_mib = peak.load(Ordering::Relaxed).saturating_sub(idle) / 1024;
-    assert!(grown_mib < 64, "storage RSS grew by {grown_mib} MiB (idle {idle} KiB) during a 256 MiB transfer");
+    assert!(
+        grown_mib < 64,
+        "storage RSS grew by {grown_mib} MiB (idle {idle} KiB) during a 256 MiB transfer"
+    );
     Ok(())
 }
 
@@ -60,27 +72,54 @@ async fn kill_9_during_an_upload_leaves_no_file_under_a_final_name() -> anyhow::
     // Announce 64 MiB, send 1 MiB, then kill the storage.
     let mut conn = Connection::new(TcpStream::connect(cluster.storages[0].addr).await?);
     let size = 64u64 << 20;
-    let prefix = UploadPrefix { store_path_index: Some(0), file_size: size, ext: "bin".into() };
-    let mut packet = fdfs_proto::Header::request(11, UploadPrefix::LEN as u64 + size).encode().to_vec();
+    let prefix = UploadPrefix {
+        store_path_index: Some(0),
+        file_size: size,
+        ext: "bin".into(),
+    };
+    let mut packet = fdfs_proto::Header::request(11, UploadPrefix::LEN as u64 + size)
+        .encode()
+        .to_vec();
     packet.extend_from_slice(&prefix.encode());
     conn.write_all(&packet).await?;
     conn.write_all(&vec![0xAB; 1 << 20]).await?;
     conn.flush().await?;
     // the temp file exists and is growing before we pull the plug
     let tmp = data.join(".tmp");
-    wait_for("partial temp file", Duration::from_secs(10), || async { files_under(&tmp).into_iter().any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)).then_some(()) }).await?;
+    wait_for("partial temp file", Duration::from_secs(10), || async {
+        files_under(&tmp)
+            .into_iter()
+            .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+            .then_some(())
+    })
+    .await?;
     cluster.storages[0].kill();
     drop(conn);
 
-    let stored = |data: &std::path::Path| -> Vec<std::path::PathBuf> { files_under(data).into_iter().filter(|p| !p.starts_with(data.join(".tmp"))).collect() };
-    assert!(stored(&data).is_empty(), "a partial upload is visible: {:?}", stored(&data));
+    let stored = |data: &std::path::Path| -> Vec<std::path::PathBuf> {
+        files_under(data)
+            .into_iter()
+            .filter(|p| !p.starts_with(data.join(".tmp")))
+            .collect()
+    };
+    assert!(
+        stored(&data).is_empty(),
+        "a partial upload is visible: {:?}",
+        stored(&data)
+    );
     cluster.restart_storage(0).await?;
-    assert!(files_under(&tmp).is_empty(), "start-up sweeps temp files: {:?}", files_under(&tmp));
+    assert!(
+        files_under(&tmp).is_empty(),
+        "start-up sweeps temp files: {:?}",
+        files_under(&tmp)
+    );
     assert!(stored(&data).is_empty());
     // and the restarted storage works
     cluster.wait_active("group1", 1).await?;
     let client = cluster.client();
-    let id = client.upload_bytes(b"after the crash", &UploadOptions::default()).await?;
+    let id = client
+        .upload_bytes(b"after the crash", &UploadOptions::default())
+        .await?;
     assert_eq!(client.download_bytes(&id, 0, 0).await?, b"after the crash");
     Ok(())
 }
@@ -89,7 +128,9 @@ async fn kill_9_during_an_upload_leaves_no_file_under_a_final_name() -> anyhow::
 async fn an_acknowledged_upload_survives_kill_9() -> anyhow::Result<()> {
     let mut cluster = Cluster::builder().start().await?;
     let client = cluster.client();
-    let id = client.upload_bytes(b"durable", &UploadOptions::default()).await?;
+    let id = client
+        .upload_bytes(b"durable", &UploadOptions::default())
+        .await?;
     cluster.storages[0].kill();
     cluster.restart_storage(0).await?;
     cluster.wait_active("group1", 1).await?;
@@ -102,7 +143,10 @@ async fn sigterm_stops_both_daemons_cleanly() -> anyhow::Result<()> {
     let mut cluster = Cluster::builder().start().await?;
     let client = cluster.client();
     client.upload_bytes(b"x", &UploadOptions::default()).await?;
-    assert_eq!(cluster.storages[0].terminate(Duration::from_secs(15))?, Some(0));
+    assert_eq!(
+        cluster.storages[0].terminate(Duration::from_secs(15))?,
+        Some(0)
+    );
     assert_eq!(cluster.tracker.terminate(Duration::from_secs(15))?, Some(0));
     Ok(())
 }

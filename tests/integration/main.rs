@@ -1,5 +1,6 @@
 //! End-to-end tests: real binaries on ephemeral loopback ports (see `fdfs_tests`).
 
+mod appender;
 mod bad_input;
 mod cli;
 mod durability;

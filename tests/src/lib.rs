@@ -61,17 +61,34 @@ impl Daemon {
         let addr_file = base.join(format!("{binary}.addr"));
         let _ = std::fs::remove_file(&addr_file);
         std::fs::create_dir_all(base)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(base.join(format!("{binary}.log")))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(base.join(format!("{binary}.log")))?;
         let child = Command::new(bin_path(binary))
             .arg("-c")
             .arg(config)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .env("RUST_LOG", std::env::var("FDFS_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("FDFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .spawn()
-            .with_context(|| format!("cannot start {} (build it first: cargo build --workspace --bins)", bin_path(binary).display()))?;
-        let mut daemon = Daemon { name: binary, config: config.to_path_buf(), base: base.to_path_buf(), child: Some(child), addr: "0.0.0.0:0".parse()? };
+            .with_context(|| {
+                format!(
+                    "cannot start {} (build it first: cargo build --workspace --bins)",
+                    bin_path(binary).display()
+                )
+            })?;
+        let mut daemon = Daemon {
+            name: binary,
+            config: config.to_path_buf(),
+            base: base.to_path_buf(),
+            child: Some(child),
+            addr: "0.0.0.0:0".parse()?,
+        };
         let addr = {
             let child = daemon.child.as_mut().expect("child");
             let started = Instant::now();
@@ -82,10 +99,17 @@ impl Daemon {
                     }
                 }
                 if let Some(status) = child.try_wait()? {
-                    bail!("{binary} exited with {status} before listening; log:\n{}", daemon.log());
+                    bail!(
+                        "{binary} exited with {status} before listening; log:\n{}",
+                        daemon.log()
+                    );
                 }
                 if started.elapsed() > Duration::from_secs(20) {
-                    bail!("{binary} did not write {} within 20 s; log:\n{}", addr_file.display(), daemon.log());
+                    bail!(
+                        "{binary} did not write {} within 20 s; log:\n{}",
+                        addr_file.display(),
+                        daemon.log()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -120,7 +144,9 @@ impl Daemon {
 
     /// SIGTERM, then waits for exit; returns the exit code.
     pub fn terminate(&mut self, timeout: Duration) -> Result<Option<i32>> {
-        let Some(mut child) = self.child.take() else { bail!("{} is not running", self.name) };
+        let Some(mut child) = self.child.take() else {
+            bail!("{} is not running", self.name)
+        };
         // SAFETY: plain kill(2) on a child we own.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let started = Instant::now();
@@ -131,7 +157,10 @@ impl Daemon {
             if started.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("{} did not exit within {timeout:?} after SIGTERM", self.name);
+                bail!(
+                    "{} did not exit within {timeout:?} after SIGTERM",
+                    self.name
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -183,7 +212,12 @@ pub struct ClusterBuilder {
 
 impl Default for ClusterBuilder {
     fn default() -> Self {
-        ClusterBuilder { groups: vec![("group1".into(), 1)], tracker_extra: String::new(), storage_extra: String::new(), store_path_count: 1 }
+        ClusterBuilder {
+            groups: vec![("group1".into(), 1)],
+            tracker_extra: String::new(),
+            storage_extra: String::new(),
+            store_path_count: 1,
+        }
     }
 }
 
@@ -224,13 +258,26 @@ impl ClusterBuilder {
         let tracker_base = root.path().join("tracker");
         std::fs::create_dir_all(&tracker_base)?;
         let tracker_conf = tracker_base.join("tracker.toml");
-        std::fs::write(&tracker_conf, tracker_toml(&tracker_base, &self.tracker_extra))?;
+        std::fs::write(
+            &tracker_conf,
+            tracker_toml(&tracker_base, &self.tracker_extra),
+        )?;
         let tracker = Daemon::start("fdfs-trackerd", &tracker_conf, &tracker_base).await?;
-        let mut cluster = Cluster { root, tracker, storages: Vec::new(), specs: Vec::new() };
+        let mut cluster = Cluster {
+            root,
+            tracker,
+            storages: Vec::new(),
+            specs: Vec::new(),
+        };
         let mut next_id = 100_001;
         for (group, count) in &self.groups {
             for _ in 0..*count {
-                let spec = StorageSpec { group: group.clone(), server_id: next_id, store_path_count: self.store_path_count, extra: self.storage_extra.clone() };
+                let spec = StorageSpec {
+                    group: group.clone(),
+                    server_id: next_id,
+                    store_path_count: self.store_path_count,
+                    extra: self.storage_extra.clone(),
+                };
                 next_id += 1;
                 cluster.add_storage(spec).await?;
             }
@@ -256,7 +303,9 @@ impl Cluster {
     }
 
     pub fn storage_base(&self, index: usize) -> PathBuf {
-        self.root.path().join(format!("storage{}", self.specs[index].server_id))
+        self.root
+            .path()
+            .join(format!("storage{}", self.specs[index].server_id))
     }
 
     /// Store path `path` of storage `index`.
@@ -266,7 +315,9 @@ impl Cluster {
 
     pub fn storage_toml(&self, spec: &StorageSpec) -> String {
         let base = self.root.path().join(format!("storage{}", spec.server_id));
-        let paths: Vec<String> = (0..spec.store_path_count).map(|i| format!("\"{}\"", base.join(format!("store{i}")).display())).collect();
+        let paths: Vec<String> = (0..spec.store_path_count)
+            .map(|i| format!("\"{}\"", base.join(format!("store{i}")).display()))
+            .collect();
         format!(
             "group_name = \"{}\"\nserver_id = {}\nbind_addr = \"127.0.0.1\"\nport = 0\nbase_path = \"{}\"\nstore_paths = [{}]\nsubdir_count_per_path = 4\ntracker_servers = [\"{}\"]\nheart_beat_interval = \"1s\"\n{}\n",
             spec.group,
@@ -306,12 +357,16 @@ impl Cluster {
     /// Waits until `count` storages of `group` take uploads (QUERY_STORE_WITH_GROUP_ALL).
     pub async fn wait_active(&self, group: &str, count: usize) -> Result<()> {
         let client = self.client();
-        wait_for(&format!("{count} active storages in {group}"), Duration::from_secs(20), || async {
-            match client.query_store_all(Some(group)).await {
-                Ok(reply) if reply.servers.len() == count => Some(()),
-                _ => None,
-            }
-        })
+        wait_for(
+            &format!("{count} active storages in {group}"),
+            Duration::from_secs(20),
+            || async {
+                match client.query_store_all(Some(group)).await {
+                    Ok(reply) if reply.servers.len() == count => Some(()),
+                    _ => None,
+                }
+            },
+        )
         .await
         .with_context(|| format!("tracker log:\n{}", self.tracker.log()))
     }
@@ -330,7 +385,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             match entry.file_type() {
@@ -351,7 +408,10 @@ pub struct PatternReader {
 
 impl PatternReader {
     pub fn new(seed: u64, len: u64) -> Self {
-        PatternReader { state: seed | 1, remaining: len }
+        PatternReader {
+            state: seed | 1,
+            remaining: len,
+        }
     }
 
     fn next_byte(&mut self) -> u8 {
@@ -379,7 +439,11 @@ impl PatternReader {
 }
 
 impl tokio::io::AsyncRead for PatternReader {
-    fn poll_read(mut self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         let n = (buf.remaining() as u64).min(self.remaining) as usize;
         let mut chunk = vec![0u8; n];
         for b in &mut chunk {
@@ -399,17 +463,27 @@ pub struct HashingWriter {
 }
 
 impl tokio::io::AsyncWrite for HashingWriter {
-    fn poll_write(mut self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         self.hasher.update(buf);
         self.len += buf.len() as u64;
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
