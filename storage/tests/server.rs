@@ -369,6 +369,31 @@ async fn joins_tracker_and_resolves_source_ip() {
 }
 
 #[tokio::test]
+async fn refused_join_is_retried() {
+    let mut tracker = FakeTracker::start_with(22, None).await;
+    let server = TestServer::start_with_tracker(&tracker.addr.to_string(), "").await;
+    let first = tracker.join().await;
+    let second = tracker.join().await;
+    assert_eq!(first, second);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lost_tracker_connection_rejoins() {
+    let mut tracker = FakeTracker::start_with(0, Some(1)).await;
+    let server =
+        TestServer::start_with_tracker(&tracker.addr.to_string(), "heart_beat_interval = \"50ms\"")
+            .await;
+    tracker.join().await;
+    tracker.beat().await;
+    // the tracker drops the connection at the second beat: the storage joins again
+    let again = tracker.join().await;
+    assert_eq!(again.storage_id, 100_001);
+    tracker.beat().await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn join_time_survives_restart() {
     let server = TestServer::start("").await;
     let dir = server.stop_keep_dir().await;

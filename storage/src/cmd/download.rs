@@ -109,6 +109,28 @@ async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ranges_stay_inside_the_file(size in 0u64..1 << 40, offset in 0u64..1 << 41, length in 0u64..1 << 41) {
+            match byte_count(size, offset, length) {
+                Ok(count) => {
+                    prop_assert!(offset + count <= size);
+                    if size > 0 {
+                        prop_assert!(count >= 1);
+                        prop_assert!(offset < size);
+                    }
+                    if length > 0 && length <= size - offset {
+                        prop_assert_eq!(count, length);
+                    } else {
+                        prop_assert_eq!(count, size - offset);
+                    }
+                }
+                Err(_) => prop_assert!(offset >= size && !(size == 0 && offset == 0)),
+            }
+        }
+    }
 
     #[test]
     fn ranges_follow_the_spec_table() {

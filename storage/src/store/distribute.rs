@@ -112,6 +112,29 @@ impl Distributor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn each_directory_gets_rotate_count_files_in_order(subdirs in 1u32..6, rotate in 1u32..5, files in 0usize..200) {
+            let dir = tempfile::tempdir().unwrap();
+            let dist = Distributor::load(
+                dir.path().join("s.toml"),
+                DistributeMode::RoundRobin { rotate_count: rotate },
+                subdirs,
+            )
+            .unwrap();
+            for i in 0..files {
+                let (high, low, moved) = dist.next("");
+                let slot = (i / rotate as usize) % (subdirs * subdirs) as usize;
+                prop_assert_eq!(
+                    (u32::from(high), u32::from(low)),
+                    (slot as u32 / subdirs, slot as u32 % subdirs)
+                );
+                prop_assert_eq!(moved, (i + 1) % rotate as usize == 0);
+            }
+        }
+    }
 
     #[test]
     fn round_robin_rotates_and_wraps() {

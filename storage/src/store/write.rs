@@ -571,6 +571,38 @@ mod tests {
         assert_eq!(std::fs::read(store.resolve(&name).unwrap()).unwrap(), b"hi");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        #[test]
+        fn any_content_round_trips_through_its_name(
+            content in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300_000),
+            ext in "[A-Za-z0-9]{0,6}",
+            appender in proptest::prelude::any::<bool>(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let store = store_in(dir.path(), 1, 1).await;
+                let req = NewFile { store_path: None, size: content.len() as u64, ext: &ext, appender };
+                let logical = store.write_new_file(&req, &mut &content[..]).await.unwrap();
+                let text = logical.to_string();
+                assert_eq!(text.len(), 44);
+                let fields = NameFields::from_logical_name(&text).unwrap();
+                assert_eq!(fields.crc32, crc32fast::hash(&content));
+                assert_eq!(fields.is_appender(), appender);
+                if !appender {
+                    assert_eq!(fields.file_size(), content.len() as u64);
+                }
+                if ext.is_empty() {
+                    assert!(text[37..].bytes().all(|b| b.is_ascii_digit()));
+                } else {
+                    assert!(text.ends_with(&format!(".{ext}")));
+                }
+                assert_eq!(std::fs::read(store.resolve(&logical).unwrap()).unwrap(), content);
+            });
+        }
+    }
+
     #[test]
     fn link_refuses_existing_names() {
         let dir = tempfile::tempdir().unwrap();

@@ -235,6 +235,12 @@ pub struct FakeTracker {
 
 impl FakeTracker {
     pub async fn start() -> Self {
+        Self::start_with(0, None).await
+    }
+
+    /// `join_status` != 0 refuses every JOIN with that status; `close_after_beats` drops the
+    /// connection after answering that many beats.
+    pub async fn start_with(join_status: u8, close_after_beats: Option<usize>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (join_tx, joins) = mpsc::unbounded_channel();
@@ -245,6 +251,7 @@ impl FakeTracker {
                 tokio::spawn(async move {
                     let mut conn = Connection::new(stream);
                     let mut port = 0;
+                    let mut beats = 0;
                     while let Ok(Some(header)) = conn.read_header().await {
                         let Ok(body) = conn.read_body(header.body_len().unwrap(), 1 << 20).await
                         else {
@@ -255,6 +262,10 @@ impl FakeTracker {
                                 let join = JoinRequest::decode(&body).unwrap();
                                 port = join.port;
                                 let _ = join_tx.send(join);
+                                if join_status != 0 {
+                                    let _ = conn.send_response(join_status, &[]).await;
+                                    continue;
+                                }
                                 JoinReply {
                                     status: 6,
                                     sync_source_id: String::new(),
@@ -262,6 +273,10 @@ impl FakeTracker {
                                 .encode()
                             }
                             83 => {
+                                if close_after_beats.is_some_and(|limit| beats >= limit) {
+                                    break;
+                                }
+                                beats += 1;
                                 let _ = beat_tx.send(BeatRequest::decode(&body).unwrap());
                                 BeatReply {
                                     members: Some(vec![StorageBrief {
