@@ -151,15 +151,19 @@ impl Store {
         result
     }
 
-    /// TRUNCATE_FILE (F.10): sets the length of an appender file (growing fills with zeros).
+    /// TRUNCATE_FILE (F.10): shortens an appender file. Unlike FastDFS 6.16, which fills with
+    /// zeros, a size above the current one is refused: truncating is for cutting a file, and a
+    /// typo in the size must not silently grow it (issue 3 asks for the refusal).
     pub async fn truncate(&self, name: &LogicalName, new_size: u64) -> Result<(), StoreError> {
         let _guard = self.locks.lock(&name.to_string()).await;
         let (file, _, old_len) = self.open_appender(name).await?;
         if new_size == old_len {
             return Ok(());
         }
-        if new_size > old_len && !self.has_room(name.store_path(), new_size - old_len).await? {
-            return Err(StoreError::NoSpace);
+        if new_size > old_len {
+            return Err(StoreError::Invalid(format!(
+                "truncate of {name} to {new_size} bytes is beyond its size {old_len}"
+            )));
         }
         file.set_len(new_size)
             .await
