@@ -21,6 +21,7 @@ pub mod server;
 pub mod stat;
 pub mod status;
 pub mod storage_msg;
+pub mod sync_msg;
 pub mod tracker_msg;
 pub mod units;
 

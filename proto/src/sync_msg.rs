@@ -1,0 +1,1 @@
+//! Storage ↔ storage replication bodies (L.4) and tracker sync messages.
