@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use fdfs_proto::stat::StatBlock;
 use fdfs_proto::status;
 use fdfs_proto::tracker_msg::{storage_status, JoinRequest, PathUsage, StorageAddr, StorageBrief};
 use tracing::{info, warn};
@@ -37,8 +38,12 @@ pub struct Storage {
     /// Source timestamp up to which this storage has received replicated files (J.4); fed by
     /// replication reports, 0 until then.
     pub last_synced_timestamp: u32,
+    /// Unix time of the last BEAT; 0 before the first one.
+    pub last_beat_unix: i64,
+    /// Counters the storage reported with its last BEAT (zero until it sends them).
+    pub stat: StatBlock,
     /// Peer address of the report connection the storage joined on, while it is open.
-    report_conn: Option<SocketAddr>,
+    pub(crate) report_conn: Option<SocketAddr>,
 }
 
 impl Storage {
@@ -79,7 +84,7 @@ pub struct Group {
     /// Fixed by the first storage that joined; later storages must agree.
     pub store_path_count: u32,
     pub subdir_count: u32,
-    storages: Vec<Storage>,
+    pub(crate) storages: Vec<Storage>,
     /// Round-robin cursor over `storages` for uploads (J.2).
     pub(crate) write_cursor: usize,
     /// Round-robin cursor over `storages` for downloads (J.4).
@@ -87,7 +92,7 @@ pub struct Group {
 }
 
 impl Group {
-    fn new(name: &str, store_path_count: u32, subdir_count: u32) -> Self {
+    pub(crate) fn new(name: &str, store_path_count: u32, subdir_count: u32) -> Self {
         Group {
             name: name.to_string(),
             store_path_count,
@@ -181,10 +186,39 @@ impl BeatError {
     }
 }
 
+/// Why DELETE_STORAGE (93) or DELETE_GROUP (108) was refused (D.5).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeleteError {
+    #[error("group {0} not found")]
+    UnknownGroup(String),
+    #[error("storage {id} of group {group} not found")]
+    UnknownStorage { group: String, id: String },
+    #[error("storage {id} of group {group} is {}, stop it first", storage_status::name(*.status))]
+    Busy {
+        group: String,
+        id: String,
+        status: u8,
+    },
+    #[error("storage {id} of group {group} is already deleted")]
+    AlreadyDeleted { group: String, id: String },
+    #[error("group {group} still has {count} storages")]
+    GroupNotEmpty { group: String, count: usize },
+}
+
+impl DeleteError {
+    pub fn status(&self) -> u8 {
+        match self {
+            DeleteError::UnknownGroup(_) | DeleteError::UnknownStorage { .. } => status::ENOENT,
+            DeleteError::Busy { .. } | DeleteError::GroupNotEmpty { .. } => status::EBUSY,
+            DeleteError::AlreadyDeleted { .. } => status::EALREADY,
+        }
+    }
+}
+
 /// All groups, sorted by name, and the report connections bound to storages.
 #[derive(Debug, Default)]
 pub struct Cluster {
-    groups: Vec<Group>,
+    pub(crate) groups: Vec<Group>,
     /// Round-robin cursor over `groups` for uploads without a group (J.3).
     pub(crate) write_group_cursor: usize,
     sessions: HashMap<SocketAddr, StorageKey>,
@@ -300,24 +334,32 @@ impl Cluster {
             last_beat: now,
             current_write_path: 0,
             last_synced_timestamp: 0,
+            last_beat_unix: 0,
+            stat: StatBlock::default(),
             report_conn: Some(peer),
         };
         match group.position(&id) {
             Ok(i) => {
                 let storage = &mut group.storages[i];
-                // Disk usage and the path cursor only stay meaningful with the same layout.
-                if storage.store_path_count == fresh.store_path_count {
+                // Counters and replication progress survive a rejoin (a DELETED storage that
+                // joins again is a member again); disk usage and the path cursor only stay
+                // meaningful with the same layout.
+                let kept = Storage {
+                    last_synced_timestamp: storage.last_synced_timestamp,
+                    last_beat_unix: storage.last_beat_unix,
+                    stat: storage.stat,
+                    ..fresh
+                };
+                if storage.store_path_count == kept.store_path_count {
                     let paths = std::mem::take(&mut storage.paths);
                     let cursor = storage.current_write_path;
-                    let lst = storage.last_synced_timestamp;
                     *storage = Storage {
                         paths,
                         current_write_path: cursor,
-                        last_synced_timestamp: lst,
-                        ..fresh
+                        ..kept
                     };
                 } else {
-                    *storage = fresh;
+                    *storage = kept;
                 }
             }
             Err(i) => group.storages.insert(i, fresh),
@@ -337,13 +379,27 @@ impl Cluster {
         Ok(storage_status::ONLINE)
     }
 
-    /// BEAT (83) on the connection from `peer`: stores disk usage, makes the storage ACTIVE
-    /// and returns the group's member list.
+    /// BEAT (83) without counters, at unix time 0; for tests of the status machine.
+    #[cfg(test)]
     pub fn beat(
         &mut self,
         peer: SocketAddr,
         paths: Vec<PathUsage>,
         now: Instant,
+    ) -> Result<Vec<StorageBrief>, BeatError> {
+        self.report_beat(peer, paths, None, now, 0)
+    }
+
+    /// BEAT (83) on the connection from `peer` at `now` (unix time `unix_now`): stores disk
+    /// usage and the storage's counters when it sent them, makes the storage ACTIVE and
+    /// returns the group's member list.
+    pub fn report_beat(
+        &mut self,
+        peer: SocketAddr,
+        paths: Vec<PathUsage>,
+        stat: Option<StatBlock>,
+        now: Instant,
+        unix_now: i64,
     ) -> Result<Vec<StorageBrief>, BeatError> {
         let key = self
             .sessions
@@ -366,6 +422,10 @@ impl Cluster {
         }
         storage.paths = paths;
         storage.last_beat = now;
+        storage.last_beat_unix = unix_now;
+        if let Some(stat) = stat {
+            storage.stat = stat;
+        }
         if matches!(
             storage.status,
             storage_status::ONLINE | storage_status::OFFLINE
@@ -377,6 +437,60 @@ impl Cluster {
             .group(&key.group)
             .expect("a storage's group exists while the storage does");
         Ok(group.members())
+    }
+
+    /// DELETE_STORAGE (93): marks a stopped storage DELETED. It stays listed (status 4) and
+    /// becomes a member again if it ever joins again.
+    pub fn delete_storage(&mut self, group: &str, id: &str) -> Result<(), DeleteError> {
+        let index = self
+            .group_position(group)
+            .map_err(|_| DeleteError::UnknownGroup(group.to_string()))?;
+        let unknown = || DeleteError::UnknownStorage {
+            group: group.to_string(),
+            id: id.to_string(),
+        };
+        let storage = self.groups[index].storage_mut(id).ok_or_else(unknown)?;
+        match storage.status {
+            // Superseded by the same storage under a new address: not this record's to delete.
+            storage_status::IP_CHANGED => Err(unknown()),
+            storage_status::DELETED => Err(DeleteError::AlreadyDeleted {
+                group: group.to_string(),
+                id: id.to_string(),
+            }),
+            status @ (storage_status::ONLINE
+            | storage_status::ACTIVE
+            | storage_status::RECOVERY) => Err(DeleteError::Busy {
+                group: group.to_string(),
+                id: id.to_string(),
+                status,
+            }),
+            _ => {
+                storage.status = storage_status::DELETED;
+                info!(group, id, "storage deleted");
+                Ok(())
+            }
+        }
+    }
+
+    /// DELETE_GROUP (108): removes a group that has no storages left (deleted ones count).
+    pub fn delete_group(&mut self, group: &str) -> Result<(), DeleteError> {
+        let index = self
+            .group_position(group)
+            .map_err(|_| DeleteError::UnknownGroup(group.to_string()))?;
+        let count = self.groups[index].storages.len();
+        if count > 0 {
+            return Err(DeleteError::GroupNotEmpty {
+                group: group.to_string(),
+                count,
+            });
+        }
+        self.groups.remove(index);
+        // Keep the upload cursor inside the shorter list.
+        if self.write_group_cursor >= self.groups.len() {
+            self.write_group_cursor = 0;
+        }
+        info!(group, "group deleted");
+        Ok(())
     }
 
     /// The connection from `peer` closed: the storage it joined as becomes OFFLINE at once.
@@ -677,6 +791,93 @@ pub(crate) mod tests {
             members.iter().map(|m| m.status).collect::<Vec<_>>(),
             [ACTIVE, OFFLINE]
         );
+    }
+
+    #[test]
+    fn delete_storage_codes_follow_the_status() {
+        use storage_status::{DELETED, IP_CHANGED, RECOVERY};
+        let mut cluster = Cluster::new();
+        let now = Instant::now();
+        cluster
+            .join(peer(1), &join_request("group1", 1, 23000, 1), now)
+            .unwrap();
+        let code = |cluster: &mut Cluster, group: &str, id: &str| {
+            cluster
+                .delete_storage(group, id)
+                .map_err(|err| err.status())
+        };
+        assert_eq!(code(&mut cluster, "group1", "1"), Err(status::EBUSY)); // ONLINE
+        cluster.beat(peer(1), vec![usage(10, 5)], now).unwrap();
+        assert_eq!(code(&mut cluster, "group1", "1"), Err(status::EBUSY)); // ACTIVE
+        assert_eq!(code(&mut cluster, "group1", "2"), Err(status::ENOENT));
+        assert_eq!(code(&mut cluster, "group2", "1"), Err(status::ENOENT));
+        cluster.groups[0].storages[0].status = RECOVERY;
+        assert_eq!(code(&mut cluster, "group1", "1"), Err(status::EBUSY));
+        cluster.groups[0].storages[0].status = IP_CHANGED;
+        assert_eq!(code(&mut cluster, "group1", "1"), Err(status::ENOENT));
+        cluster.groups[0].storages[0].status = OFFLINE;
+        assert_eq!(code(&mut cluster, "group1", "1"), Ok(()));
+        assert_eq!(status_of(&cluster, "group1", "1"), DELETED);
+        assert_eq!(code(&mut cluster, "group1", "1"), Err(status::EALREADY));
+        // A beat on a connection still bound to it does not revive it; a new join does.
+        cluster.beat(peer(1), vec![usage(10, 5)], now).unwrap();
+        assert_eq!(status_of(&cluster, "group1", "1"), DELETED);
+        cluster
+            .join(peer(2), &join_request("group1", 1, 23000, 1), now)
+            .unwrap();
+        assert_eq!(status_of(&cluster, "group1", "1"), ONLINE);
+    }
+
+    #[test]
+    fn only_empty_groups_can_be_deleted() {
+        let mut cluster = Cluster::new();
+        let now = Instant::now();
+        cluster
+            .join(peer(1), &join_request("group1", 1, 23000, 1), now)
+            .unwrap();
+        cluster.disconnect(peer(1));
+        cluster.delete_storage("group1", "1").unwrap();
+        let err = cluster.delete_group("group1").unwrap_err();
+        assert_eq!(err.status(), status::EBUSY);
+        assert_eq!(
+            cluster.delete_group("nope").unwrap_err().status(),
+            status::ENOENT
+        );
+        cluster.groups.push(Group::new("group2", 1, 256));
+        cluster.write_group_cursor = 1;
+        cluster.delete_group("group2").unwrap();
+        assert!(cluster.group("group2").is_none());
+        assert_eq!(cluster.write_group_cursor, 0);
+    }
+
+    #[test]
+    fn beats_carry_counters_and_time_which_survive_a_rejoin() {
+        let mut cluster = Cluster::new();
+        let now = Instant::now();
+        cluster
+            .join(peer(1), &join_request("group1", 1, 23000, 1), now)
+            .unwrap();
+        let stat = StatBlock {
+            success_upload_count: 3,
+            ..StatBlock::default()
+        };
+        cluster
+            .report_beat(peer(1), vec![usage(10, 5)], Some(stat), now, 1_234)
+            .unwrap();
+        // A beat without counters keeps the previous ones.
+        cluster
+            .report_beat(peer(1), vec![usage(10, 4)], None, now, 1_240)
+            .unwrap();
+        let storage = cluster.group("group1").unwrap().storage("1").unwrap();
+        assert_eq!(storage.stat.success_upload_count, 3);
+        assert_eq!(storage.last_beat_unix, 1_240);
+        cluster.disconnect(peer(1));
+        cluster
+            .join(peer(2), &join_request("group1", 1, 23000, 1), now)
+            .unwrap();
+        let storage = cluster.group("group1").unwrap().storage("1").unwrap();
+        assert_eq!(storage.stat.success_upload_count, 3);
+        assert_eq!(storage.last_beat_unix, 1_240);
     }
 
     #[test]

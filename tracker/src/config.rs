@@ -148,6 +148,8 @@ pub struct TrackerConfig {
     #[serde(with = "serde_duration")]
     pub storage_sync_file_max_time: Duration,
     pub log_level: String,
+    /// Port of the HTTP endpoint (`/metrics`, `/healthz`) on `bind_addr`; 0 disables it.
+    pub http_port: u16,
 }
 
 impl Default for TrackerConfig {
@@ -170,6 +172,7 @@ impl Default for TrackerConfig {
             storage_sync_file_max_delay: Duration::from_secs(86400),
             storage_sync_file_max_time: Duration::from_secs(300),
             log_level: "info".to_string(),
+            http_port: 0,
         }
     }
 }
@@ -216,6 +219,9 @@ impl TrackerConfig {
             fdfs_proto::file_id::validate_group(&self.store_group)
                 .map_err(|err| invalid("store_group", err.to_string()))?;
         }
+        if self.http_port != 0 && self.http_port == self.port {
+            return Err(invalid("http_port", "must differ from port"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid(
                 "log_level",
@@ -259,6 +265,7 @@ mod tests {
         );
         assert_eq!(config.storage_sync_file_max_time, Duration::from_secs(300));
         assert_eq!(config.log_level, "info");
+        assert_eq!(config.http_port, 0);
         // An empty file is the defaults too.
         assert_eq!(parse("").unwrap().port, 22122);
     }
@@ -299,6 +306,12 @@ mod tests {
         );
         assert_eq!(config.check_active_interval, Duration::from_secs(2));
         assert_eq!(config.port, 0);
+        assert_eq!(parse("http_port = 9181").unwrap().http_port, 9181);
+        assert!(parse("http_port = -1").is_err());
+        let err = parse("port = 9000\nhttp_port = 9000")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http_port"), "{err}");
         assert!(parse("check_active_interval = \"0s\"").is_err());
         assert!(parse("max_connections = 0").is_err());
         assert!(parse("reserved_storage_space = \"200%\"").is_err());

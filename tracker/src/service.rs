@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 use crate::cluster::Cluster;
 use crate::cmd;
 use crate::config::TrackerConfig;
+use crate::metrics::Metrics;
 use crate::select::Policy;
 
 /// The tracker's maximum package size (A.5): a longer request closes the connection unanswered.
@@ -24,6 +25,14 @@ pub struct Tracker {
     policy: Policy,
     parameters: String,
     check_active_interval: Duration,
+    metrics: Metrics,
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Tracker {
@@ -33,7 +42,13 @@ impl Tracker {
             policy: Policy::from(config),
             parameters: cmd::parameter_text(config),
             check_active_interval: config.check_active_interval,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Replaces the registry, e.g. with the state restored at start.
+    pub fn restore(&self, cluster: Cluster) {
+        *self.cluster() = cluster;
     }
 
     /// The registry. Held only for the synchronous part of a command, never across `.await`.
@@ -51,16 +66,63 @@ impl Tracker {
         &self.parameters
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The `/metrics` page: per-storage gauges refreshed from the registry, then everything
+    /// rendered in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.observe(&self.cluster(), unix_now());
+        self.metrics.render()
+    }
+
     /// Marks storages without a recent heartbeat OFFLINE.
     pub fn expire(&self, now: Instant) {
         self.cluster().expire(now, self.check_active_interval);
     }
 
     /// Skips a body we will not read and answers EINVAL; the tracker keeps the connection (A.4).
-    async fn refuse(conn: &mut ServerConn, len: u64) -> Result<Flow, ProtoError> {
+    async fn refuse(conn: &mut ServerConn, len: u64) -> Result<(Flow, u8), ProtoError> {
         conn.discard(len).await?;
         conn.send_response(status::EINVAL, &[]).await?;
-        Ok(Flow::Continue)
+        Ok((Flow::Continue, status::EINVAL))
+    }
+
+    /// Serves one request; returns what to do next and the status answered.
+    async fn serve_request(
+        &self,
+        conn: &mut ServerConn,
+        header: Header,
+        command: Command,
+        peer: std::net::SocketAddr,
+    ) -> Result<(Flow, u8), ProtoError> {
+        let len = header.body_len()?;
+        if len > MAX_PKG_SIZE {
+            warn!(len, ?command, "package larger than the maximum, closing");
+            return Ok((Flow::Close, status::EINVAL));
+        }
+        let Some(max) = cmd::max_body(command) else {
+            debug!(?command, "command not served by the tracker");
+            return Self::refuse(conn, len).await;
+        };
+        if len > max {
+            debug!(?command, len, max, "request body too long");
+            return Self::refuse(conn, len).await;
+        }
+        let body = conn.read_body(len, max).await?;
+        let status = match cmd::handle(self, command, &body, peer) {
+            Ok(reply) => {
+                conn.send_response(status::OK, &reply).await?;
+                status::OK
+            }
+            Err(err) => {
+                debug!(?command, status = err.status(), error = %err, "request failed");
+                conn.send_response(err.status(), &[]).await?;
+                err.status()
+            }
+        };
+        Ok((Flow::Continue, status))
     }
 }
 
@@ -71,38 +133,24 @@ impl Service for Tracker {
         header: Header,
         info: &ConnInfo,
     ) -> Result<Flow, ProtoError> {
-        let len = header.body_len()?;
-        if len > MAX_PKG_SIZE {
-            warn!(
-                len,
-                cmd = header.cmd,
-                "package larger than the maximum, closing"
-            );
+        let started = Instant::now();
+        self.metrics.connection_active(info.peer);
+        // serve() answers codes outside the Command enum before calling the service.
+        let Ok(command) = Command::try_from(header.cmd) else {
+            debug!(cmd = header.cmd, "unknown command, closing");
             return Ok(Flow::Close);
-        }
-        let Some((command, max)) = Command::try_from(header.cmd)
-            .ok()
-            .and_then(|command| Some((command, cmd::max_body(command)?)))
-        else {
-            debug!(cmd = header.cmd, "command not served by the tracker");
-            return Self::refuse(conn, len).await;
         };
-        if len > max {
-            debug!(?command, len, max, "request body too long");
-            return Self::refuse(conn, len).await;
-        }
-        let body = conn.read_body(len, max).await?;
-        match cmd::handle(self, command, &body, info.peer) {
-            Ok(reply) => conn.send_response(status::OK, &reply).await?,
-            Err(err) => {
-                debug!(?command, status = err.status(), error = %err, "request failed");
-                conn.send_response(err.status(), &[]).await?;
-            }
-        }
-        Ok(Flow::Continue)
+        let result = self.serve_request(conn, header, command, info.peer).await;
+        let status = match &result {
+            Ok((_, status)) => *status,
+            Err(err) => err.status(),
+        };
+        self.metrics.request(command, status, started.elapsed());
+        result.map(|(flow, _)| flow)
     }
 
     fn disconnected(&self, info: &ConnInfo) {
+        self.metrics.connection_closed(info.peer);
         self.cluster().disconnect(info.peer);
     }
 

@@ -111,3 +111,66 @@ fn bad_configs_are_reported_by_name() {
         "{stderr}"
     );
 }
+
+/// Reads an HTTP/1.1 reply to a GET with `Connection: close`.
+fn http_get(port: u16, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "no http endpoint: {err}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+#[test]
+fn http_endpoint_serves_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "bind_addr = \"127.0.0.1\"\nport = 0\nhttp_port = {http_port}\nbase_path = \"{}\"\n",
+            base.display()
+        ),
+    );
+    let child = spawn(&config);
+    wait_for_file(&base.join("fdfs-trackerd.addr"));
+    let health = http_get(http_port, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("\r\n\r\nok"), "{health}");
+    let metrics = http_get(http_port, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("fdfs_tracker_connections_open 0"),
+        "{metrics}"
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = wait_exit(child, Duration::from_secs(20));
+    assert!(output.status.success(), "{output:?}");
+    // The state was written on the way out.
+    assert!(base.join("data/cluster_state.toml").is_file());
+}

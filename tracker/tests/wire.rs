@@ -22,12 +22,15 @@ struct TestTracker {
     addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), TrackerError>>,
+    _base: tempfile::TempDir,
 }
 
 impl TestTracker {
     async fn start(extra_config: &str) -> Self {
+        let base = tempfile::tempdir().unwrap();
         let config = TrackerConfig::from_toml(&format!(
-            "bind_addr = \"127.0.0.1\"\nport = 0\n{extra_config}"
+            "bind_addr = \"127.0.0.1\"\nport = 0\nbase_path = \"{}\"\n{extra_config}",
+            base.path().display()
         ))
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -38,6 +41,7 @@ impl TestTracker {
             addr,
             shutdown,
             task,
+            _base: base,
         }
     }
 

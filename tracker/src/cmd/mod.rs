@@ -7,16 +7,19 @@ use std::net::SocketAddr;
 use fdfs_proto::cmd::Command;
 use fdfs_proto::ProtoError;
 
-use crate::cluster::{BeatError, JoinError};
+use crate::cluster::{BeatError, DeleteError, JoinError};
 use crate::select::SelectError;
 use crate::service::Tracker;
 
 mod beat;
+mod delete;
 mod join;
+mod list;
 mod parameter;
 mod query_fetch;
 mod query_store;
 
+pub use list::ListError;
 pub use parameter::parameter_text;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,10 @@ pub enum CmdError {
     Join(#[from] JoinError),
     #[error(transparent)]
     Beat(#[from] BeatError),
+    #[error(transparent)]
+    List(#[from] ListError),
+    #[error(transparent)]
+    Delete(#[from] DeleteError),
 }
 
 impl CmdError {
@@ -39,6 +46,8 @@ impl CmdError {
             CmdError::Select(err) => err.status(),
             CmdError::Join(err) => err.status(),
             CmdError::Beat(err) => err.status(),
+            CmdError::List(err) => err.status(),
+            CmdError::Delete(err) => err.status(),
         }
     }
 }
@@ -60,7 +69,9 @@ fn expect_len(body: &[u8], len: usize, what: &'static str) -> Result<(), CmdErro
 pub fn max_body(command: Command) -> Option<u64> {
     use Command::*;
     let max = match command {
-        QueryStoreWithoutGroupOne | QueryStoreWithoutGroupAll | ParameterReq => 0,
+        QueryStoreWithoutGroupOne | QueryStoreWithoutGroupAll | ParameterReq | ListAllGroups => 0,
+        ListOneGroup | DeleteGroup => list::GROUP_BODY_LEN,
+        ListStorage | DeleteStorage => list::LIST_STORAGE_MAX_BODY_LEN,
         QueryStoreWithGroupOne | QueryStoreWithGroupAll => query_store::GROUP_BODY_LEN,
         QueryFetchOne | QueryFetchAll | QueryUpdate => query_fetch::MAX_BODY_LEN,
         StorageJoin => join::BODY_LEN,
@@ -89,6 +100,11 @@ pub fn handle(
         ParameterReq => parameter::handle(tracker, body),
         StorageJoin => join::handle(tracker, body, peer),
         StorageBeat => beat::handle(tracker, body, peer),
+        ListOneGroup => list::list_one_group(tracker, body),
+        ListAllGroups => list::list_all_groups(tracker, body),
+        ListStorage => list::list_storage(tracker, body),
+        DeleteStorage => delete::delete_storage(tracker, body),
+        DeleteGroup => delete::delete_group(tracker, body),
         other => Err(ProtoError::invalid(
             "command",
             format!("{other:?} is not served by the tracker"),

@@ -6,7 +6,7 @@ use fdfs_proto::{ProtoError, GROUP_NAME_LEN, MAX_NAME_LEN};
 
 use super::CmdError;
 use crate::select::{choose_fetch, choose_update, Servers};
-use crate::service::Tracker;
+use crate::service::{unix_now, Tracker};
 
 /// Shortest file name a query may carry (A.5).
 const MIN_NAME_LEN: usize = 22;
@@ -34,12 +34,6 @@ fn reply(servers: Servers) -> Vec<u8> {
         servers: servers.servers,
     }
     .encode()
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 pub fn fetch(tracker: &Tracker, body: &[u8], all: bool) -> Result<Vec<u8>, CmdError> {
