@@ -39,6 +39,10 @@ pub struct StorageConfig {
     pub file_distribute_rotate_count: u32,
     #[serde(default = "default_true")]
     pub fsync: bool,
+    /// Store slave files as symbolic links to an ordinary file (FastDFS's
+    /// `store_slave_file_use_link`).
+    #[serde(default)]
+    pub store_slave_file_use_link: bool,
     #[serde(default = "default_upload_priority")]
     pub upload_priority: i64,
     #[serde(default = "default_max_connections")]

@@ -54,6 +54,7 @@ pub fn store_options(config: &StorageConfig) -> StoreOptions {
         subdir_count: config.subdir_count_per_path,
         server_id: config.server_id,
         fsync: config.fsync,
+        slave_use_link: config.store_slave_file_use_link,
         distribute: if config.file_distribute_path_mode == 1 {
             DistributeMode::Hash
         } else {

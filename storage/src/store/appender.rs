@@ -260,6 +260,11 @@ impl Store {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(StoreError::io("checking slave file")(err)),
         }
+        if self.options.slave_use_link {
+            return self
+                .write_slave_link(master, slave, slave_path, ext, size, reader)
+                .await;
+        }
         let index = self
             .choose_store_path(Some(master.store_path()), size)
             .await?;
@@ -297,6 +302,54 @@ impl Store {
         .await;
         tmp.remove().await;
         result.map(|()| slave)
+    }
+
+    /// The symlink variant (`store_slave_file_use_link`, I.4): the content is stored under a
+    /// freshly generated ordinary name in the master's store path, and the slave name becomes
+    /// a symbolic link to that file's absolute path. Deleting the slave deletes both.
+    async fn write_slave_link<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        master: &LogicalName,
+        slave: LogicalName,
+        slave_path: std::path::PathBuf,
+        ext: &str,
+        size: u64,
+        reader: &mut R,
+    ) -> Result<LogicalName, StoreError> {
+        let request = super::NewFile {
+            store_path: Some(master.store_path()),
+            size,
+            ext,
+            appender: false,
+        };
+        let target = self.write_new_file(&request, reader).await?;
+        let target_path = self.resolve(&target)?;
+        let absolute =
+            std::path::absolute(&target_path).map_err(StoreError::io("resolving slave target"))?;
+        let fsync = self.options.fsync;
+        let link_path = slave_path.clone();
+        let linked = blocking_store("linking slave file", move || {
+            match std::os::unix::fs::symlink(&absolute, &link_path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::Exists)
+                }
+                Err(err) => return Err(StoreError::io("creating slave link")(err)),
+            }
+            if fsync {
+                if let Some(dir) = link_path.parent() {
+                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(err) = linked {
+            // do not leave the content behind under a name nobody knows
+            let _ = tokio::fs::remove_file(&target_path).await;
+            return Err(err);
+        }
+        Ok(slave)
     }
 }
 
@@ -339,10 +392,46 @@ mod tests {
         ));
         store.truncate(&name, 5).await.unwrap();
         assert_eq!(read(&store, &name), b"HELLO");
-        store.truncate(&name, 7).await.unwrap();
-        assert_eq!(read(&store, &name), b"HELLO\0\0");
-        store.truncate(&name, 7).await.unwrap();
-        assert_eq!(read(&store, &name), b"HELLO\0\0");
+        assert!(matches!(
+            store.truncate(&name, 7).await,
+            Err(StoreError::Invalid(_))
+        ));
+        store.truncate(&name, 5).await.unwrap();
+        assert_eq!(read(&store, &name), b"HELLO");
+    }
+
+    #[tokio::test]
+    async fn slave_as_symlink_points_at_an_ordinary_file_and_deletes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_in(dir.path(), 1, 1).await;
+        store.set_slave_use_link(true);
+        let master = store
+            .write_new_file(
+                &NewFile {
+                    store_path: None,
+                    size: 6,
+                    ext: "jpg",
+                    appender: false,
+                },
+                &mut &b"master"[..],
+            )
+            .await
+            .unwrap();
+        let slave = store
+            .write_slave(&master, "_s", "jpg", 5, &mut &b"thumb"[..])
+            .await
+            .unwrap();
+        let slave_path = store.resolve(&slave).unwrap();
+        let target = std::fs::read_link(&slave_path).unwrap();
+        assert!(target.is_absolute(), "{}", target.display());
+        assert_eq!(std::fs::read(&slave_path).unwrap(), b"thumb");
+        assert_eq!(std::fs::read(&target).unwrap(), b"thumb");
+        store.delete(&slave).await.unwrap();
+        assert!(std::fs::symlink_metadata(&slave_path).is_err());
+        assert!(
+            !target.exists(),
+            "the link target is deleted with the slave"
+        );
     }
 
     #[tokio::test]

@@ -118,6 +118,8 @@ pub struct StoreOptions {
     pub fsync: bool,
     pub distribute: DistributeMode,
     pub reserved: ReservedSpace,
+    /// Slave files as symbolic links to an ordinary file (I.4).
+    pub slave_use_link: bool,
 }
 
 /// One data root `Mxx`.
@@ -249,6 +251,12 @@ impl Store {
     }
 
     /// The on-disk path of a logical name; the store path index must exist (else 22).
+    /// Test hook: switch the slave-as-symlink mode of an open store.
+    #[cfg(test)]
+    pub(crate) fn set_slave_use_link(&mut self, on: bool) {
+        self.options.slave_use_link = on;
+    }
+
     pub fn resolve(&self, name: &LogicalName) -> Result<PathBuf, StoreError> {
         let root = self.store_path(name.store_path())?;
         Ok(root.data.join(name.data_relative_path()))
@@ -456,6 +464,7 @@ pub(crate) mod test_support {
             fsync: true,
             distribute: DistributeMode::RoundRobin { rotate_count: 100 },
             reserved: ReservedSpace::Bytes(0),
+            slave_use_link: false,
         })
         .await
         .unwrap()

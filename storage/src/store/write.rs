@@ -510,6 +510,7 @@ mod tests {
             fsync: false,
             distribute: super::super::DistributeMode::Hash,
             reserved: fdfs_proto::units::ReservedSpace::Ratio(1.0),
+            slave_use_link: false,
         })
         .await
         .unwrap();
@@ -536,6 +537,7 @@ mod tests {
             fsync: false,
             distribute: super::super::DistributeMode::RoundRobin { rotate_count: 1 },
             reserved: fdfs_proto::units::ReservedSpace::Bytes(0),
+            slave_use_link: false,
         })
         .await
         .unwrap();
