@@ -9,7 +9,10 @@ use fdfs_tests::Cluster;
 use tokio::net::TcpStream;
 
 fn txt() -> UploadOptions {
-    UploadOptions { ext: "txt".into(), ..Default::default() }
+    UploadOptions {
+        ext: "txt".into(),
+        ..Default::default()
+    }
 }
 
 /// Server answer for a raw request (the client refuses some of these locally).
@@ -18,12 +21,24 @@ async fn raw(cluster: &Cluster, cmd: u8, body: &[u8]) -> Result<Vec<u8>, ProtoEr
     conn.call(cmd, body, 1024).await
 }
 
-async fn check_content(cluster: &Cluster, id: &fdfs_client::FileId, expected: &[u8]) -> anyhow::Result<()> {
+async fn check_content(
+    cluster: &Cluster,
+    id: &fdfs_client::FileId,
+    expected: &[u8],
+) -> anyhow::Result<()> {
     let client = cluster.client();
     assert_eq!(client.download_bytes(id, 0, 0).await?, expected);
     let info = client.file_info(id).await?;
-    assert_eq!(info.size, expected.len() as u64, "size from QUERY_FILE_INFO");
-    assert_eq!(info.crc32, crc32fast::hash(expected), "CRC computed over the current content");
+    assert_eq!(
+        info.size,
+        expected.len() as u64,
+        "size from QUERY_FILE_INFO"
+    );
+    assert_eq!(
+        info.crc32,
+        crc32fast::hash(expected),
+        "CRC computed over the current content"
+    );
     Ok(())
 }
 
@@ -51,14 +66,27 @@ async fn appender_life_cycle() -> anyhow::Result<()> {
 
     let normal = client.regenerate(&id).await?;
     assert_ne!(normal, id);
-    assert_eq!(normal.name.base()[27..], id.name.base()[27..], "the 7-character suffix is kept");
-    assert_eq!((normal.name.dir_high(), normal.name.dir_low()), (id.name.dir_high(), id.name.dir_low()));
+    assert_eq!(
+        normal.name.base()[27..],
+        id.name.base()[27..],
+        "the 7-character suffix is kept"
+    );
+    assert_eq!(
+        (normal.name.dir_high(), normal.name.dir_low()),
+        (id.name.dir_high(), id.name.dir_low())
+    );
     let fields = fdfs_proto::name::NameFields::from_logical_name(&normal.name.to_string())?;
     assert!(!fields.is_appender());
     assert_eq!(fields.file_size(), 5);
     assert_eq!(fields.crc32, crc32fast::hash(b"HEllo"));
     check_content(&cluster, &normal, b"HEllo").await?;
-    assert!(matches!(client.download_bytes(&id, 0, 0).await.unwrap_err(), ClientError::NotFound), "the old name is gone");
+    assert!(
+        matches!(
+            client.download_bytes(&id, 0, 0).await.unwrap_err(),
+            ClientError::NotFound
+        ),
+        "the old name is gone"
+    );
     Ok(())
 }
 
@@ -70,29 +98,67 @@ async fn appender_operations_are_refused_on_normal_files_and_out_of_range() -> a
     let name = normal.name.to_string();
 
     // append to a normal file → 22 from the server
-    let mut body = AppendPrefix { name_len: name.len() as u64, size: 3 }.encode();
+    let mut body = AppendPrefix {
+        name_len: name.len() as u64,
+        size: 3,
+    }
+    .encode();
     body.extend_from_slice(name.as_bytes());
     body.extend_from_slice(b"abc");
-    assert!(matches!(raw(&cluster, 24, &body).await, Err(ProtoError::Status { status: 22 })));
+    assert!(matches!(
+        raw(&cluster, 24, &body).await,
+        Err(ProtoError::Status { status: 22 })
+    ));
     // truncate / regenerate of a normal file → 22
-    let trunc = TruncateRequest { new_size: 1, name: name.clone() }.encode();
-    assert!(matches!(raw(&cluster, 36, &trunc).await, Err(ProtoError::Status { status: 22 })));
-    assert!(matches!(raw(&cluster, 38, name.as_bytes()).await, Err(ProtoError::Status { status: 22 })));
+    let trunc = TruncateRequest {
+        new_size: 1,
+        name: name.clone(),
+    }
+    .encode();
+    assert!(matches!(
+        raw(&cluster, 36, &trunc).await,
+        Err(ProtoError::Status { status: 22 })
+    ));
+    assert!(matches!(
+        raw(&cluster, 38, name.as_bytes()).await,
+        Err(ProtoError::Status { status: 22 })
+    ));
     check_content(&cluster, &normal, b"normal file").await?;
 
     let appender = client.upload_appender_bytes(b"0123456789", &txt()).await?;
     let app_name = appender.name.to_string();
     // modify past the end → 22
-    let mut body = ModifyPrefix { name_len: app_name.len() as u64, offset: 11, size: 2 }.encode();
+    let mut body = ModifyPrefix {
+        name_len: app_name.len() as u64,
+        offset: 11,
+        size: 2,
+    }
+    .encode();
     body.extend_from_slice(app_name.as_bytes());
     body.extend_from_slice(b"xy");
-    assert!(matches!(raw(&cluster, 34, &body).await, Err(ProtoError::Status { status: 22 })));
-    assert_eq!(client.modify_bytes(&appender, 11, b"xy").await.unwrap_err().status(), Some(22));
+    assert!(matches!(
+        raw(&cluster, 34, &body).await,
+        Err(ProtoError::Status { status: 22 })
+    ));
+    assert_eq!(
+        client
+            .modify_bytes(&appender, 11, b"xy")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(22)
+    );
     // truncate to more than the current size → 22
-    assert_eq!(client.truncate(&appender, 11).await.unwrap_err().status(), Some(22));
+    assert_eq!(
+        client.truncate(&appender, 11).await.unwrap_err().status(),
+        Some(22)
+    );
     // append to a missing appender → 2
     client.delete(&appender).await?;
-    assert!(matches!(client.append_bytes(&appender, b"x").await.unwrap_err(), ClientError::NotFound));
+    assert!(matches!(
+        client.append_bytes(&appender, b"x").await.unwrap_err(),
+        ClientError::NotFound
+    ));
     Ok(())
 }
 
@@ -100,38 +166,94 @@ async fn appender_operations_are_refused_on_normal_files_and_out_of_range() -> a
 async fn slave_files_live_beside_their_master() -> anyhow::Result<()> {
     let cluster = Cluster::builder().start().await?;
     let client = cluster.client();
-    let master = client.upload_bytes(b"master image", &UploadOptions { ext: "jpg".into(), ..Default::default() }).await?;
-    let slave = client.upload_slave_bytes(&master, "_150x150", "jpg", b"thumbnail").await?;
+    let master = client
+        .upload_bytes(
+            b"master image",
+            &UploadOptions {
+                ext: "jpg".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let slave = client
+        .upload_slave_bytes(&master, "_150x150", "jpg", b"thumbnail")
+        .await?;
     let master_base = master.name.base();
-    assert_eq!(slave.name.base(), format!("{}_150x150.jpg", &master_base[..master_base.len() - 4]));
-    assert_eq!((slave.name.dir_high(), slave.name.dir_low()), (master.name.dir_high(), master.name.dir_low()));
+    assert_eq!(
+        slave.name.base(),
+        format!("{}_150x150.jpg", &master_base[..master_base.len() - 4])
+    );
+    assert_eq!(
+        (slave.name.dir_high(), slave.name.dir_low()),
+        (master.name.dir_high(), master.name.dir_low())
+    );
     let info = client.file_info(&slave).await?;
     assert_eq!(info.kind, FileKind::Slave);
     check_content(&cluster, &slave, b"thumbnail").await?;
-    let on_disk = cluster.store_path(0, 0).join("data").join(slave.name.data_relative_path());
+    let on_disk = cluster
+        .store_path(0, 0)
+        .join("data")
+        .join(slave.name.data_relative_path());
     assert_eq!(std::fs::read(on_disk)?, b"thumbnail");
 
     // the same slave twice → 17
-    assert_eq!(client.upload_slave_bytes(&master, "_150x150", "jpg", b"again").await.unwrap_err().status(), Some(17));
+    assert_eq!(
+        client
+            .upload_slave_bytes(&master, "_150x150", "jpg", b"again")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(17)
+    );
     // slave of a slave → 22 (sent raw: the master name is too long to be a master)
     let slave_name = slave.name.to_string();
-    let mut body = SlavePrefix { master_name_len: slave_name.len() as u64, file_size: 1, prefix: "_x".into(), ext: "".into() }.encode();
+    let mut body = SlavePrefix {
+        master_name_len: slave_name.len() as u64,
+        file_size: 1,
+        prefix: "_x".into(),
+        ext: "".into(),
+    }
+    .encode();
     body.extend_from_slice(slave_name.as_bytes());
     body.push(b'z');
-    assert!(matches!(raw(&cluster, 21, &body).await, Err(ProtoError::Status { status: 22 })));
+    assert!(matches!(
+        raw(&cluster, 21, &body).await,
+        Err(ProtoError::Status { status: 22 })
+    ));
     // bad prefixes: empty, too long (cut to 16 on the wire is impossible, so send a bad char)
     let master_name = master.name.to_string();
     for prefix in ["", "a/b", "-m"] {
-        let mut body = SlavePrefix { master_name_len: master_name.len() as u64, file_size: 1, prefix: prefix.into(), ext: "".into() }.encode();
+        let mut body = SlavePrefix {
+            master_name_len: master_name.len() as u64,
+            file_size: 1,
+            prefix: prefix.into(),
+            ext: "".into(),
+        }
+        .encode();
         body.extend_from_slice(master_name.as_bytes());
         body.push(b'z');
-        assert!(matches!(raw(&cluster, 21, &body).await, Err(ProtoError::Status { status: 22 })), "prefix {prefix:?}");
+        assert!(
+            matches!(
+                raw(&cluster, 21, &body).await,
+                Err(ProtoError::Status { status: 22 })
+            ),
+            "prefix {prefix:?}"
+        );
     }
-    assert!(client.upload_slave_bytes(&master, "12345678901234567", "", b"x").await.is_err());
+    assert!(client
+        .upload_slave_bytes(&master, "12345678901234567", "", b"x")
+        .await
+        .is_err());
     // slave of a missing master → 2
     client.delete(&slave).await?;
     client.delete(&master).await?;
-    assert!(matches!(client.upload_slave_bytes(&master, "_s", "", b"x").await.unwrap_err(), ClientError::NotFound));
+    assert!(matches!(
+        client
+            .upload_slave_bytes(&master, "_s", "", b"x")
+            .await
+            .unwrap_err(),
+        ClientError::NotFound
+    ));
     Ok(())
 }
 
@@ -161,17 +283,31 @@ async fn concurrent_appenders_never_interleave_inside_a_block() -> anyhow::Resul
         handle.await??;
     }
     let content = client.download_bytes(&id, 0, 0).await?;
-    assert_eq!(content.len(), TASKS as usize * APPENDS * BLOCK, "final size is the sum of the appends");
+    assert_eq!(
+        content.len(),
+        TASKS as usize * APPENDS * BLOCK,
+        "final size is the sum of the appends"
+    );
     let mut next = vec![0u16; TASKS as usize];
     for block in content.chunks(BLOCK) {
         let task = block[0];
         assert!((b'A'..b'A' + TASKS).contains(&task));
-        assert!(block[..BLOCK - 2].iter().all(|&b| b == task), "bytes of two appends interleaved");
+        assert!(
+            block[..BLOCK - 2].iter().all(|&b| b == task),
+            "bytes of two appends interleaved"
+        );
         let seq = u16::from_be_bytes([block[BLOCK - 2], block[BLOCK - 1]]);
-        assert_eq!(seq, next[(task - b'A') as usize], "appends of one task arrive in order");
+        assert_eq!(
+            seq,
+            next[(task - b'A') as usize],
+            "appends of one task arrive in order"
+        );
         next[(task - b'A') as usize] += 1;
     }
-    assert_eq!(client.file_info(&id).await?.crc32, crc32fast::hash(&content));
+    assert_eq!(
+        client.file_info(&id).await?.crc32,
+        crc32fast::hash(&content)
+    );
     Ok(())
 }
 
@@ -190,14 +326,21 @@ async fn random_edits_match_an_in_memory_model() -> anyhow::Result<()> {
     }
     let edit = proptest::prop_oneof![
         proptest::collection::vec(proptest::num::u8::ANY, 0..300).prop_map(Edit::Append),
-        (proptest::num::u16::ANY, proptest::collection::vec(proptest::num::u8::ANY, 1..200)).prop_map(|(o, d)| Edit::Modify(o, d)),
+        (
+            proptest::num::u16::ANY,
+            proptest::collection::vec(proptest::num::u8::ANY, 1..200)
+        )
+            .prop_map(|(o, d)| Edit::Modify(o, d)),
         proptest::num::u16::ANY.prop_map(Edit::Truncate),
     ];
     let cluster = Cluster::builder().start().await?;
     let client = cluster.client();
     let mut runner = TestRunner::deterministic();
     for case in 0..8 {
-        let edits = proptest::collection::vec(edit.clone(), 1..25).new_tree(&mut runner).expect("strategy").current();
+        let edits = proptest::collection::vec(edit.clone(), 1..25)
+            .new_tree(&mut runner)
+            .expect("strategy")
+            .current();
         let mut model = format!("case {case}\n").into_bytes();
         let id = client.upload_appender_bytes(&model, &txt()).await?;
         for edit in edits {
@@ -221,7 +364,17 @@ async fn random_edits_match_an_in_memory_model() -> anyhow::Result<()> {
                     model.truncate(size);
                 }
             }
-            assert_eq!(client.download_bytes(&id, 0, 0).await.or_else(|e| if model.is_empty() { Ok(Vec::new()) } else { Err(e) })?, model);
+            assert_eq!(
+                client
+                    .download_bytes(&id, 0, 0)
+                    .await
+                    .or_else(|e| if model.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        Err(e)
+                    })?,
+                model
+            );
         }
         check_content(&cluster, &id, &model).await?;
     }
