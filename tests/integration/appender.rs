@@ -4,7 +4,7 @@
 use fdfs_client::{ClientError, FileKind, UploadOptions};
 use fdfs_proto::conn::Connection;
 use fdfs_proto::storage_msg::{AppendPrefix, ModifyPrefix, SlavePrefix, TruncateRequest};
-use fdfs_proto::{Header, ProtoError};
+use fdfs_proto::ProtoError;
 use fdfs_tests::Cluster;
 use tokio::net::TcpStream;
 
