@@ -148,8 +148,8 @@ impl Client {
         })
     }
 
-    /// Sets the length of appender file `id` (TRUNCATE_FILE, 36); a larger size extends it
-    /// with zero bytes.
+    /// Shortens appender file `id` to `size` bytes (TRUNCATE_FILE, 36). fdfs-rs storages refuse
+    /// a size above the current one with status 22 (FastDFS 6.16 would extend with zeros).
     ///
     /// ```no_run
     /// # async fn demo(client: fdfs_client::Client, id: fdfs_client::FileId) -> Result<(), fdfs_client::ClientError> {
