@@ -443,7 +443,7 @@ impl Client {
         let uploaded = storage::upload(
             &mut conn,
             appender,
-            store.store_path_index,
+            Some(store.store_path_index),
             &options.ext,
             size,
             reader,

@@ -23,14 +23,17 @@
 //!
 //! Modules: [`ClientConfig`] (`config`), [`ClientError`] (`error`), the connection and its
 //! pool (`conn`, `pool`), the tracker and storage commands (`tracker`, `storage`), the
-//! [`Client`] facade (`client`, with appender and slave files in `appender`).
+//! [`Client`] facade (`client`, with appender and slave files in `appender`, and operations
+//! on one given storage in `direct`), and the load generator behind `fdfs bench` ([`bench`]).
 
 #[macro_use]
 mod macros;
 mod appender;
+pub mod bench;
 mod client;
 mod config;
 mod conn;
+mod direct;
 mod error;
 mod pool;
 mod storage;
@@ -38,11 +41,12 @@ mod tracker;
 
 pub use client::{Client, FileInfo, UploadOptions};
 pub use config::ClientConfig;
+pub use direct::storage_addr;
 pub use error::ClientError;
 pub use fdfs_proto::file_id::FileId;
 pub use fdfs_proto::name::{FileKind, Source};
 pub use fdfs_proto::storage_msg::MetadataOp;
-pub use fdfs_proto::tracker_msg::{QueryStoreAllReply, StorageAddr};
+pub use fdfs_proto::tracker_msg::{QueryStoreAllReply, QueryStoreReply, StorageAddr};
 
 /// Parses a file ID (`GROUP/Mxx/XX/YY/NAME`), with an error that shows the expected shape.
 ///

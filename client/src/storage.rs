@@ -22,11 +22,12 @@ const MAX_FILE_INFO_REPLY: u64 = (24 + IP_WIDTH_LONG) as u64;
 /// merges can grow it, so allow well beyond that while still bounding the allocation.
 const MAX_METADATA_REPLY: u64 = 4 << 20;
 
-/// UPLOAD_FILE (11) or UPLOAD_APPENDER_FILE (23) of `size` bytes from `reader`.
+/// UPLOAD_FILE (11) or UPLOAD_APPENDER_FILE (23) of `size` bytes from `reader`; a store path
+/// index of `None` (sent as 0xFF) lets the storage choose.
 pub(crate) async fn upload<R: AsyncRead + Unpin>(
     conn: &mut Conn,
     appender: bool,
-    store_path_index: u8,
+    store_path_index: Option<u8>,
     ext: &str,
     size: u64,
     reader: &mut R,
@@ -37,7 +38,7 @@ pub(crate) async fn upload<R: AsyncRead + Unpin>(
         Command::UploadFile
     };
     let prefix = UploadPrefix {
-        store_path_index: Some(store_path_index),
+        store_path_index,
         file_size: size,
         ext: ext.to_string(),
     };

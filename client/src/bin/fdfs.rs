@@ -1,15 +1,17 @@
 //! `fdfs`: the command-line FastDFS client.
 //!
 //! Output is meant for scripts: `upload` prints the file ID alone, `storages` one `ip:port`
-//! per line. Errors are one line on stderr, `fdfs: <what failed>: <why> — <what to do>`, with
+//! per line, `bench --json` one JSON object. Errors are one line on stderr, `fdfs: <what failed>: <why> — <what to do>`, with
 //! exit code 1 (2 for usage errors, from clap).
 
 use std::io::{IsTerminal, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use fdfs_client::bench::{self, BenchConfig, Mode, Ratio, SizeSpec};
 use fdfs_client::{
     parse_file_id, Client, ClientConfig, ClientError, FileId, FileKind, MetadataOp, Source,
     UploadOptions,
@@ -125,6 +127,121 @@ enum Command {
         #[arg(long)]
         ext: Option<String>,
     },
+    /// Load test: throughput and latency of uploads/downloads, or replication lag.
+    ///
+    /// Each operation asks a tracker, then the storage, as FastDFS clients do (unless
+    /// --storage pins one). Prints ops/s, MB/s, latency percentiles and errors by status; a
+    /// progress line goes to stderr once a second. Deletes what it uploaded unless --keep.
+    Bench(BenchArgs),
+}
+
+/// What `fdfs bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BenchMode {
+    /// Upload new files.
+    Upload,
+    /// Upload --files files first, then download them at random.
+    Download,
+    /// Uploads, downloads and deletes in the proportions of --ratio.
+    Mixed,
+    /// Upload, then poll every other storage of the group until it serves the file.
+    Lag,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    mode: BenchMode,
+    /// File size, fixed (4KiB) or a range drawn uniformly (4KiB..100KiB); K/M/G are powers
+    /// of 1024.
+    #[arg(long, default_value = "4KiB", value_parser = parse_size_spec)]
+    size: SizeSpec,
+    /// Tasks running operations at once, each with its own connections.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Measured operations in all (lag: samples). With --duration, whichever ends first.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Measured time (default 10s when --count is not given), e.g. 30s, 2m.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Run the same load this long before measuring (not for lag).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Upload:download:delete weights for `mixed`.
+    #[arg(long, default_value = "1:8:1", value_parser = parse_ratio)]
+    ratio: Ratio,
+    /// Send every operation to this storage instead of asking a tracker (needs --group;
+    /// lag mode still asks the tracker for the group's storages).
+    #[arg(long, value_name = "HOST:PORT", requires = "group")]
+    storage: Option<String>,
+    /// Upload to this group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Leave the uploaded files in place.
+    #[arg(long)]
+    keep: bool,
+    /// Files to prepare for download/mixed (default 100, fewer for large sizes: at most
+    /// 256 MiB in all, at least 4 files).
+    #[arg(long)]
+    files: Option<u64>,
+    /// Lag mode: how long to poll a peer before reporting "not replicated".
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    lag_timeout: Duration,
+    /// Lag mode: pause between two polls of a peer.
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    lag_poll: Duration,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// No progress line on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Worker threads of the client (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl BenchArgs {
+    fn config(&self) -> BenchConfig {
+        let mode = match self.mode {
+            BenchMode::Upload => Mode::Upload,
+            BenchMode::Download => Mode::Download,
+            BenchMode::Mixed => Mode::Mixed(self.ratio),
+            BenchMode::Lag => Mode::Lag,
+        };
+        BenchConfig {
+            mode,
+            size: self.size,
+            concurrency: self.concurrency,
+            count: self.count,
+            duration: match (self.count, self.duration) {
+                (None, None) => Some(Duration::from_secs(10)),
+                (_, duration) => duration,
+            },
+            warmup: self.warmup,
+            storage: self.storage.clone(),
+            group: self.group.clone(),
+            keep: self.keep,
+            files: self.files,
+            lag_timeout: self.lag_timeout,
+            lag_poll: self.lag_poll,
+            progress: !self.quiet,
+        }
+    }
+}
+
+fn parse_size_spec(text: &str) -> Result<SizeSpec, String> {
+    text.parse()
+}
+
+fn parse_ratio(text: &str) -> Result<Ratio, String> {
+    text.parse()
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    fdfs_proto::units::parse_duration(text)
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,10 +267,20 @@ enum MetaCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match &cli.command {
+        // the load generator wants every core; the other commands one thread
+        Command::Bench(args) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = args.threads.filter(|threads| *threads > 0) {
+                builder.worker_threads(threads);
+            }
+            builder.enable_all().build()
+        }
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("fdfs: cannot start the async runtime: {err}");
@@ -185,7 +312,12 @@ fn render_error(err: &anyhow::Error) -> String {
     let mut parts = Vec::new();
     for cause in err.chain() {
         parts.push(cause.to_string());
-        if cause.downcast_ref::<ClientError>().is_some() {
+        let client_error = cause.downcast_ref::<ClientError>().is_some()
+            || matches!(
+                cause.downcast_ref::<bench::BenchError>(),
+                Some(bench::BenchError::Client(_))
+            );
+        if client_error {
             break;
         }
     }
@@ -329,6 +461,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             .with_context(context)?;
             println!("{id}");
+        }
+        Command::Bench(args) => {
+            let config = args.config();
+            let report = bench::run(client.config().clone(), &config)
+                .await
+                .with_context(|| format!("bench {}", config.mode.name()))?;
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                println!("{report}");
+            }
         }
     }
     Ok(())

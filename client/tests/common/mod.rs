@@ -23,6 +23,7 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+#[allow(dead_code)]
 impl Request {
     /// Header and body as they were on the wire.
     pub fn raw(&self) -> Vec<u8> {
