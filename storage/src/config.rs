@@ -57,6 +57,31 @@ pub struct StorageConfig {
     pub buff_size: u64,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    // Built-in HTTP server: see crate::http::settings for the meaning and checks of these.
+    #[serde(default = "default_true")]
+    pub http_enabled: bool,
+    #[serde(default)]
+    pub http_bind_addr: String,
+    #[serde(default = "crate::http::settings::default_port")]
+    pub http_port: u16,
+    #[serde(default = "default_true")]
+    pub http_url_have_group_name: bool,
+    #[serde(default)]
+    pub http_mime_types: std::collections::BTreeMap<String, String>,
+    #[serde(default = "crate::http::settings::default_cache_control")]
+    pub http_cache_control: String,
+    #[serde(default)]
+    pub http_anti_steal: crate::http::settings::AntiStealConfig,
+    #[serde(default)]
+    pub http_referer_allow: Vec<String>,
+    #[serde(default)]
+    pub http_not_local: crate::http::settings::NotLocalMode,
+    #[serde(default)]
+    pub http_default_image: PathBuf,
+    #[serde(default = "crate::http::settings::default_max_path")]
+    pub http_max_path: usize,
+    #[serde(default)]
+    pub http_peers: std::collections::BTreeMap<String, String>,
 }
 
 fn default_bind_addr() -> String {
@@ -220,6 +245,7 @@ impl StorageConfig {
                 format!("{} bytes, at least {MIN_BUFF_SIZE}", self.buff_size),
             ));
         }
+        crate::http::settings::validate(self)?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod http;
 pub mod persist;
 pub mod store;
 pub mod tracker_link;
@@ -32,6 +33,8 @@ pub enum StorageError {
     Config(#[from] ConfigError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("http: {0}")]
+    Http(#[from] http::HttpError),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -102,6 +105,7 @@ pub async fn run(
         "store paths ready"
     );
     let members = Arc::new(Members::default());
+    let http = http::start(&config, store.clone(), members.clone(), shutdown.clone()).await?;
     // creating 65,536 directories takes seconds on a fresh disk: do it while serving
     let background = TaskTracker::new();
     {
@@ -167,6 +171,10 @@ pub async fn run(
     .await;
 
     link_shutdown.cancel();
+    if let Some(http) = http {
+        // it drains on its own within shutdown_timeout
+        let _ = http.await;
+    }
     background.close();
     let grace = config.network_timeout.min(Duration::from_secs(5));
     let stopped = async {

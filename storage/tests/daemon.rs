@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("storage.toml");
     let text = format!(
-        "group_name = \"group1\"\nserver_id = 100001\nbind_addr = \"127.0.0.1\"\nport = 0\n\
+        "group_name = \"group1\"\nserver_id = 100001\nbind_addr = \"127.0.0.1\"\nport = 0\nhttp_port = 0\n\
          base_path = {:?}\ntracker_servers = [\"127.0.0.1:1\"]\nsubdir_count_per_path = 2\n{extra}\n",
         dir.join("base").display().to_string()
     );

@@ -60,6 +60,7 @@ impl Daemon {
     pub async fn start(binary: &'static str, config: &Path, base: &Path) -> Result<Daemon> {
         let addr_file = base.join(format!("{binary}.addr"));
         let _ = std::fs::remove_file(&addr_file);
+        let _ = std::fs::remove_file(base.join(format!("{binary}.http.addr")));
         std::fs::create_dir_all(base)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -116,6 +117,21 @@ impl Daemon {
         };
         daemon.addr = addr;
         Ok(daemon)
+    }
+
+    /// The built-in HTTP server's address (`<base>/<binary>.http.addr`), waiting for it.
+    pub async fn http_addr(&self) -> Result<SocketAddr> {
+        let file = self.base.join(format!("{}.http.addr", self.name));
+        wait_for(
+            &format!("{}", file.display()),
+            Duration::from_secs(20),
+            || async {
+                let text = std::fs::read_to_string(&file).ok()?;
+                text.trim().parse::<SocketAddr>().ok()
+            },
+        )
+        .await
+        .with_context(|| format!("{} log:\n{}", self.name, self.log()))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -318,8 +334,14 @@ impl Cluster {
         let paths: Vec<String> = (0..spec.store_path_count)
             .map(|i| format!("\"{}\"", base.join(format!("store{i}")).display()))
             .collect();
+        // several storages share 127.0.0.1: built-in HTTP on a free port unless the test says
+        let http = if spec.extra.contains("http_port") {
+            ""
+        } else {
+            "http_port = 0\n"
+        };
         format!(
-            "group_name = \"{}\"\nserver_id = {}\nbind_addr = \"127.0.0.1\"\nport = 0\nbase_path = \"{}\"\nstore_paths = [{}]\nsubdir_count_per_path = 4\ntracker_servers = [\"{}\"]\nheart_beat_interval = \"1s\"\n{}\n",
+            "group_name = \"{}\"\nserver_id = {}\nbind_addr = \"127.0.0.1\"\nport = 0\nbase_path = \"{}\"\nstore_paths = [{}]\nsubdir_count_per_path = 4\ntracker_servers = [\"{}\"]\nheart_beat_interval = \"1s\"\n{http}{}\n",
             spec.group,
             spec.server_id,
             base.display(),

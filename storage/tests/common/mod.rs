@@ -44,7 +44,7 @@ impl TestServer {
         let text = format!(
             "group_name = \"group1\"\nserver_id = 100001\nbase_path = {:?}\n\
              tracker_servers = [\"{tracker}\"]\nsubdir_count_per_path = 4\n\
-             bind_addr = \"127.0.0.1\"\nport = 0\n{extra}\n",
+             bind_addr = \"127.0.0.1\"\nport = 0\nhttp_port = 0\n{extra}\n",
             dir.path().display().to_string()
         );
         let config = StorageConfig::from_toml(&text).unwrap();
