@@ -138,7 +138,9 @@ impl Conn {
     }
 
     /// Sends a request whose body is `prefix` followed by `size` bytes from `reader`: the
-    /// header and the prefix go in one write, then the content in bounded chunks.
+    /// header, the prefix and the first chunk of content go in one write (a small file is a
+    /// single write, so one segment and one wake-up of the server), the rest in bounded
+    /// chunks.
     pub(crate) async fn send_streamed<R: AsyncRead + Unpin>(
         &mut self,
         cmd: u8,
@@ -151,25 +153,38 @@ impl Conn {
             .checked_add(size)
             .filter(|len| i64::try_from(*len).is_ok())
             .ok_or_else(|| ClientError::input("size", format!("{size} bytes is too large")))?;
-        let mut first = Vec::with_capacity(HEADER_LEN + prefix.len());
-        first.extend_from_slice(&Header::request(cmd, body_len).encode());
-        first.extend_from_slice(prefix);
-        self.inner.write_all(&first).await?;
-        let mut buf = vec![0u8; STREAM_CHUNK.min(size.max(1) as usize)];
+        let head_len = HEADER_LEN + prefix.len();
+        let chunk = usize::try_from(size).map_or(STREAM_CHUNK, |size| size.min(STREAM_CHUNK));
+        let mut buf = vec![0u8; head_len + chunk];
+        buf[..HEADER_LEN].copy_from_slice(&Header::request(cmd, body_len).encode());
+        buf[HEADER_LEN..head_len].copy_from_slice(prefix);
+        let mut start = head_len;
         let mut sent = 0u64;
-        while sent < size {
-            let want = buf.len().min((size - sent) as usize);
-            let n = reader.read(&mut buf[..want]).await?;
-            if n == 0 {
-                return Err(ClientError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("the data to upload ended after {sent} of {size} bytes"),
-                )));
+        loop {
+            // fill the buffer (after the header on the first round) as far as the reader allows
+            let want = (buf.len() - start).min(usize::try_from(size - sent).unwrap_or(usize::MAX));
+            let mut filled = 0;
+            while filled < want {
+                let n = reader.read(&mut buf[start + filled..start + want]).await?;
+                if n == 0 {
+                    return Err(ClientError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the data to upload ended after {} of {size} bytes",
+                            sent + filled as u64
+                        ),
+                    )));
+                }
+                filled += n;
             }
-            if let Err(err) = self.inner.write_all(&buf[..n]).await {
+            if let Err(err) = self.inner.write_all(&buf[..start + filled]).await {
                 return Err(self.status_after_write_error(err.into()).await);
             }
-            sent += n as u64;
+            sent += filled as u64;
+            start = 0;
+            if sent == size {
+                break;
+            }
         }
         self.inner.flush().await?;
         Ok(())
