@@ -125,23 +125,48 @@ async fn appender_and_slave_commands_from_the_command_line() -> anyhow::Result<(
     let patch = write("patch.bin", b"HE");
     let thumb = write("thumb.jpg", b"small");
 
-    let id = stdout(&fdfs(&cluster, &["upload", "--appender", &first])).trim().to_string();
+    let id = stdout(&fdfs(&cluster, &["upload", "--appender", &first]))
+        .trim()
+        .to_string();
     stdout(&fdfs(&cluster, &["append", &id, &more]));
     stdout(&fdfs(&cluster, &["modify", &id, "0", &patch]));
-    assert_eq!(fdfs(&cluster, &["download", &id, "-"]).stdout, b"HEllo\nworld\n");
+    assert_eq!(
+        fdfs(&cluster, &["download", &id, "-"]).stdout,
+        b"HEllo\nworld\n"
+    );
     stdout(&fdfs(&cluster, &["truncate", &id, "5"]));
     assert_eq!(fdfs(&cluster, &["download", &id, "-"]).stdout, b"HEllo");
     let grow = fdfs(&cluster, &["truncate", &id, "50"]);
-    assert_eq!(grow.status.code(), Some(1), "growing by truncate is refused");
-    let normal = stdout(&fdfs(&cluster, &["regenerate", &id])).trim().to_string();
+    assert_eq!(
+        grow.status.code(),
+        Some(1),
+        "growing by truncate is refused"
+    );
+    let normal = stdout(&fdfs(&cluster, &["regenerate", &id]))
+        .trim()
+        .to_string();
     assert_ne!(normal, id);
     assert_eq!(fdfs(&cluster, &["download", &normal, "-"]).stdout, b"HEllo");
 
-    let slave = stdout(&fdfs(&cluster, &["upload-slave", &normal, "_t", &thumb])).trim().to_string();
+    let slave = stdout(&fdfs(&cluster, &["upload-slave", &normal, "_t", &thumb]))
+        .trim()
+        .to_string();
     assert_eq!(slave, format!("{}_t.jpg", &normal[..normal.len() - 4]));
     assert_eq!(fdfs(&cluster, &["download", &slave, "-"]).stdout, b"small");
     let on_normal = fdfs(&cluster, &["append", &normal, &more]);
-    assert_eq!(on_normal.status.code(), Some(1), "append to a normal file is refused");
-    stdout(&fdfs(&cluster, &["truncate", &stdout(&fdfs(&cluster, &["upload", "--appender", &first])).trim().to_string()]));
+    assert_eq!(
+        on_normal.status.code(),
+        Some(1),
+        "append to a normal file is refused"
+    );
+    stdout(&fdfs(
+        &cluster,
+        &[
+            "truncate",
+            &stdout(&fdfs(&cluster, &["upload", "--appender", &first]))
+                .trim()
+                .to_string(),
+        ],
+    ));
     Ok(())
 }
