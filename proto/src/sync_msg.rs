@@ -484,6 +484,9 @@ pub fn decode_status(body: &[u8]) -> Result<u8, ProtoError> {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct PeerProgress {
     pub peer_id: String,
+    /// The peer's data generation the figures refer to (0 = not known yet). Figures about an
+    /// older generation (the peer lost its data since) are ignored by the tracker.
+    pub peer_generation: u64,
     /// Every change the reporter accepted from clients with a timestamp below this is on the
     /// peer (0 = unknown). The tracker routes reads of the reporter's files with it (J.4).
     pub synced_timestamp: i64,
@@ -495,31 +498,37 @@ pub struct PeerProgress {
     pub seconds_behind: i64,
 }
 
-/// SYNC_REPORT (89), fdfs-rs body: the reporter's clock, then one entry per peer:
+/// SYNC_REPORT (89), fdfs-rs body: the reporter's clock and data generation, then one entry
+/// per peer:
 ///
 /// ```text
 /// offset  size  field
 /// 0       8     int64 the reporter's unix time (the tracker warns about clock skew)
-/// 8       48×N  char[16] peer id, int64 synced_timestamp, int64 acked_seq,
-///               int64 records_behind, int64 seconds_behind
+/// 8       8     int64 the reporter's data generation (see `encode_generation`)
+/// 16      56×N  char[16] peer id, int64 peer generation, int64 synced_timestamp,
+///               int64 acked_seq, int64 records_behind, int64 seconds_behind
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SyncReport {
     pub unix_time: i64,
+    pub generation: u64,
     pub peers: Vec<PeerProgress>,
 }
 
 impl SyncReport {
-    pub const ENTRY_LEN: usize = STORAGE_ID_LEN + 4 * 8;
+    pub const HEAD_LEN: usize = 16;
+    pub const ENTRY_LEN: usize = STORAGE_ID_LEN + 5 * 8;
     /// Most peers one report may carry.
     pub const MAX_PEERS: usize = 1024;
-    pub const MAX_LEN: usize = 8 + Self::ENTRY_LEN * Self::MAX_PEERS;
+    pub const MAX_LEN: usize = Self::HEAD_LEN + Self::ENTRY_LEN * Self::MAX_PEERS;
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + Self::ENTRY_LEN * self.peers.len());
+        let mut out = Vec::with_capacity(Self::HEAD_LEN + Self::ENTRY_LEN * self.peers.len());
         put_i64(&mut out, self.unix_time);
+        put_i64(&mut out, self.generation as i64);
         for peer in &self.peers {
             put_fixed(&mut out, peer.peer_id.as_bytes(), STORAGE_ID_LEN);
+            put_i64(&mut out, peer.peer_generation as i64);
             put_i64(&mut out, peer.synced_timestamp);
             put_i64(&mut out, peer.acked_seq);
             put_i64(&mut out, peer.records_behind);
@@ -529,8 +538,8 @@ impl SyncReport {
     }
 
     pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
-        if body.len() < 8
-            || !(body.len() - 8).is_multiple_of(Self::ENTRY_LEN)
+        if body.len() < Self::HEAD_LEN
+            || !(body.len() - Self::HEAD_LEN).is_multiple_of(Self::ENTRY_LEN)
             || body.len() > Self::MAX_LEN
         {
             return Err(ProtoError::BadLength {
@@ -540,18 +549,24 @@ impl SyncReport {
         }
         let mut reader = FieldReader::new(body);
         let unix_time = reader.i64()?;
+        let generation = reader.i64()? as u64;
         let count = reader.remaining() / Self::ENTRY_LEN;
         let mut peers = Vec::with_capacity(count);
         for _ in 0..count {
             peers.push(PeerProgress {
                 peer_id: reader.fixed_str(STORAGE_ID_LEN, "storage id")?.to_string(),
+                peer_generation: reader.i64()? as u64,
                 synced_timestamp: reader.i64()?,
                 acked_seq: reader.i64()?,
                 records_behind: reader.i64()?,
                 seconds_behind: reader.i64()?,
             });
         }
-        Ok(SyncReport { unix_time, peers })
+        Ok(SyncReport {
+            unix_time,
+            generation,
+            peers,
+        })
     }
 }
 
@@ -719,8 +734,10 @@ mod tests {
 
         let report = SyncReport {
             unix_time: 1_700_000_000,
+            generation: 77,
             peers: vec![PeerProgress {
                 peer_id: "100002".into(),
+                peer_generation: 5,
                 synced_timestamp: 1_699_999_999,
                 acked_seq: 42,
                 records_behind: 3,
@@ -728,7 +745,7 @@ mod tests {
             }],
         };
         let body = report.encode();
-        assert_eq!(body.len(), 8 + 48);
+        assert_eq!(body.len(), 16 + 56);
         assert_eq!(SyncReport::decode(&body).unwrap(), report);
         assert!(SyncReport::decode(&body[..50]).is_err());
         assert!(SyncReport::decode(&[]).is_err());

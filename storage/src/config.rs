@@ -57,6 +57,11 @@ pub struct StorageConfig {
     pub buff_size: u64,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    // Replication: see crate::replication.
+    #[serde(default)]
+    pub write_ack: crate::replication::WriteAck,
+    #[serde(default = "default_write_ack_timeout", with = "serde_duration")]
+    pub write_ack_timeout: Duration,
     // Built-in HTTP server: see crate::http::settings for the meaning and checks of these.
     #[serde(default = "default_true")]
     pub http_enabled: bool,
@@ -122,6 +127,9 @@ fn default_shutdown_timeout() -> Duration {
 }
 fn default_buff_size() -> u64 {
     256 * 1024
+}
+fn default_write_ack_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_log_level() -> String {
     "info".to_string()
@@ -234,6 +242,7 @@ impl StorageConfig {
         for (key, value) in [
             ("network_timeout", self.network_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("write_ack_timeout", self.write_ack_timeout),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be above zero"));

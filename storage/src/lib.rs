@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod config;
 pub mod http;
 pub mod persist;
+pub mod replication;
 pub mod store;
 pub mod tracker_link;
 
@@ -69,6 +70,22 @@ pub fn store_options(config: &StorageConfig) -> StoreOptions {
     }
 }
 
+/// Builds replication's settings from the config.
+pub fn replication_config(config: &StorageConfig) -> replication::ReplicationConfig {
+    replication::ReplicationConfig {
+        group: config.group_name.clone(),
+        self_id: config.server_id.to_string(),
+        sync_dir: config.base_path.join("data").join("sync"),
+        store_paths: config.effective_store_paths(),
+        fsync: config.fsync,
+        write_ack: config.write_ack,
+        write_ack_timeout: config.write_ack_timeout,
+        network_timeout: config.network_timeout,
+        keepalive: config.heart_beat_interval,
+        binlog_rotate_size: replication::binlog::DEFAULT_ROTATE_SIZE,
+    }
+}
+
 /// Runs a storage on `listener` until `shutdown` is cancelled: prepares the store paths,
 /// starts one tracker link per tracker, serves requests, then drains and saves state.
 pub async fn run(
@@ -105,6 +122,14 @@ pub async fn run(
         "store paths ready"
     );
     let members = Arc::new(Members::default());
+    let repl = Arc::new(
+        replication::Replication::open(replication_config(&config), store.clone(), members.clone())
+            .await
+            .map_err(|source| StorageError::Io {
+                context: "opening the binlog",
+                source,
+            })?,
+    );
     let http = http::start(&config, store.clone(), members.clone(), shutdown.clone()).await?;
     // creating 65,536 directories takes seconds on a fresh disk: do it while serving
     let background = TaskTracker::new();
@@ -120,6 +145,10 @@ pub async fn run(
             }
         });
     }
+
+    // not a child of `shutdown`: requests still being drained need the binlog
+    let repl_stop = CancellationToken::new();
+    background.spawn(repl.clone().run(repl_stop.clone()));
 
     let settings = Arc::new(LinkSettings {
         join: JoinRequest {
@@ -142,8 +171,7 @@ pub async fn run(
         links.spawn(tracker_link::run(
             tracker.clone(),
             settings.clone(),
-            store.clone(),
-            members.clone(),
+            repl.clone(),
             link_shutdown.clone(),
         ));
     }
@@ -154,6 +182,7 @@ pub async fn run(
         buff_size: config.buff_size,
         store: store.clone(),
         members,
+        repl,
     });
     let options = ServerOptions {
         max_connections: config.max_connections,
@@ -171,6 +200,7 @@ pub async fn run(
     .await;
 
     link_shutdown.cancel();
+    repl_stop.cancel();
     if let Some(http) = http {
         // it drains on its own within shutdown_timeout
         let _ = http.await;

@@ -1,8 +1,14 @@
 //! The long-lived report connection to each tracker: JOIN (81), then BEAT (83) with the disk
-//! usage of every store path every `heart_beat_interval`. The member list carried by each
-//! beat reply is kept in [`Members`] (QUERY_FILE_INFO maps storage ids in names to IPs with
-//! it). Any failure closes the connection; the link reconnects with a backoff of 1 s doubling
-//! to 10 s and joins again.
+//! usage of every store path every `heart_beat_interval`, each followed by SYNC_REPORT (89)
+//! with the replication progress of every peer. The member list carried by each beat reply
+//! is kept in [`Members`] (QUERY_FILE_INFO maps storage ids in names to IPs with it, the sync
+//! workers follow it). Any failure closes the connection; the link reconnects with a backoff
+//! of 1 s doubling to 10 s and joins again.
+//!
+//! While this storage must copy the group's files first (new, or a wiped store path), the
+//! link asks for a source with SYNC_DEST_REQ (87) and keeps the tracker's status for it at
+//! WAIT_SYNC / SYNCING / RECOVERY with CHANGE_STATUS (59); once the copy is done it sends
+//! CHANGE_STATUS ONLINE, and the next beat makes the storage ACTIVE.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,13 +17,15 @@ use std::time::Duration;
 use fdfs_proto::cmd::Command;
 use fdfs_proto::conn::Connection;
 use fdfs_proto::status;
+use fdfs_proto::sync_msg::SyncSource;
 use fdfs_proto::tracker_msg::{BeatReply, BeatRequest, JoinReply, JoinRequest, StorageBrief};
 use fdfs_proto::ProtoError;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::store::Store;
+use crate::replication::Replication;
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -25,16 +33,36 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BEAT_REPLY: u64 = 1 + StorageBrief::LEN as u64 * 1024;
 
 /// The storages of our group as the trackers last described them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Members {
     by_tracker: RwLock<HashMap<String, Vec<StorageBrief>>>,
+    /// Bumped whenever a list changes.
+    version: watch::Sender<u64>,
+}
+
+impl Default for Members {
+    fn default() -> Self {
+        Members {
+            by_tracker: RwLock::default(),
+            version: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Members {
     /// Replaces what `tracker` told us about the group.
     pub fn update(&self, tracker: &str, members: Vec<StorageBrief>) {
         let mut map = self.by_tracker.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(tracker.to_string(), members);
+        let previous = map.insert(tracker.to_string(), members.clone());
+        drop(map);
+        if previous.as_ref() != Some(&members) {
+            self.version.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Notified whenever a member list changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// The IP of the storage with this id, from any tracker's list.
@@ -84,22 +112,13 @@ enum LinkError {
 pub async fn run(
     tracker: String,
     settings: Arc<LinkSettings>,
-    store: Arc<Store>,
-    members: Arc<Members>,
+    repl: Arc<Replication>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut joined = false;
-        let result = session(
-            &tracker,
-            &settings,
-            &store,
-            &members,
-            &shutdown,
-            &mut joined,
-        )
-        .await;
+        let result = session(&tracker, &settings, &repl, &shutdown, &mut joined).await;
         if shutdown.is_cancelled() {
             break;
         }
@@ -140,8 +159,7 @@ async fn timed<T>(
 async fn session(
     tracker: &str,
     settings: &LinkSettings,
-    store: &Store,
-    members: &Members,
+    repl: &Replication,
     shutdown: &CancellationToken,
     joined: &mut bool,
 ) -> Result<(), LinkError> {
@@ -174,8 +192,13 @@ async fn session(
         status = fdfs_proto::tracker_msg::storage_status::name(reply.status),
         "joined tracker"
     );
+    let mut phases = repl.subscribe_phase();
+    // the status we asked this tracker to show while copying, if any
+    let mut announced: Option<u8> = None;
     loop {
-        let usage = store.usage().await;
+        phases.borrow_and_update();
+        copy_handshake(tracker, &mut conn, repl, limit, &mut announced).await?;
+        let usage = repl.store().usage().await;
         let body = BeatRequest { paths: usage }.encode();
         let reply = timed(
             limit,
@@ -185,7 +208,16 @@ async fn session(
         let beat = BeatReply::decode(&reply)?;
         if let Some(list) = beat.members {
             debug!(%tracker, members = list.len(), "member list updated");
-            members.update(tracker, list);
+            repl.members().update(tracker, list);
+        }
+        let report = repl.report().encode();
+        let reply = timed(
+            limit,
+            conn.call(Command::SyncReport.code(), &report, MAX_BEAT_REPLY),
+        )
+        .await?;
+        if let Some(list) = BeatReply::decode(&reply)?.members {
+            repl.members().update(tracker, list);
         }
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -194,8 +226,83 @@ async fn session(
                 return Ok(());
             }
             _ = tokio::time::sleep(settings.heart_beat_interval) => {}
+            // a change of the copy phase is told at once
+            _ = phases.changed() => {}
         }
     }
+}
+
+/// Tells the tracker where this storage stands with copying the group's files: asks for a
+/// source while one is needed, shows WAIT_SYNC / SYNCING / RECOVERY while copying, and ONLINE
+/// once done.
+async fn copy_handshake(
+    tracker: &str,
+    conn: &mut Connection<TcpStream>,
+    repl: &Replication,
+    limit: Duration,
+    announced: &mut Option<u8>,
+) -> Result<(), LinkError> {
+    use crate::replication::state::Phase;
+    use fdfs_proto::tracker_msg::storage_status::{INIT, ONLINE};
+    let phase = repl.phase();
+    match phase.phase {
+        Phase::Pending => {
+            let body = repl.sync_reason().encode();
+            match timed(limit, conn.call(Command::SyncDestReq.code(), &body, 64)).await {
+                Ok(reply) => {
+                    let source = SyncSource::decode(&reply)?;
+                    if let Some(source) = &source {
+                        info!(%tracker, source = %source.source_id, "tracker named a copy source");
+                    }
+                    *announced = if source.is_some() {
+                        phase.tracker_status()
+                    } else {
+                        None
+                    };
+                    if let Err(err) = repl.source_assigned(source).await {
+                        warn!(error = %err, "cannot save the copy state");
+                    }
+                }
+                Err(LinkError::Proto(ProtoError::Status { status: code }))
+                    if code == status::EAGAIN =>
+                {
+                    // no ACTIVE peer to copy from yet; asked again at the next beat
+                    debug!(%tracker, "no copy source available yet");
+                    *announced = Some(INIT);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Phase::Pulling => {
+            let wanted = phase.tracker_status();
+            if *announced != wanted {
+                if let Some(code) = wanted {
+                    change_status(conn, code, limit).await?;
+                    *announced = wanted;
+                }
+            }
+        }
+        Phase::Ready => {
+            if announced.is_some() {
+                change_status(conn, ONLINE, limit).await?;
+                *announced = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn change_status(
+    conn: &mut Connection<TcpStream>,
+    code: u8,
+    limit: Duration,
+) -> Result<(), LinkError> {
+    timed(
+        limit,
+        conn.call(Command::StorageChangeStatus.code(), &[code], 64),
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

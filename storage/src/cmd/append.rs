@@ -4,7 +4,8 @@ use fdfs_proto::server::{reject, Flow, ServerConn};
 use fdfs_proto::storage_msg::AppendPrefix;
 use fdfs_proto::{Header, ProtoError};
 
-use super::{read_name, respond, CmdError, Ctx};
+use super::{read_name, replicate, respond, Ctx};
+use crate::replication::record::Op;
 
 pub(super) async fn handle(
     ctx: &Ctx,
@@ -24,14 +25,22 @@ pub(super) async fn handle(
         Ok(name) => name,
         Err(err) => return respond(conn, Err(err), false).await,
     };
+    let ticket = ctx.repl.ticket();
     let mut body = conn.body_reader(prefix.size);
     let result = ctx.store.append(&name, prefix.size, &mut body).await;
     let consumed = body.limit() == 0;
+    let result = match result {
+        Ok(_) if prefix.size == 0 => Ok(()),
+        Ok(offset) => {
+            let op = Op::Append {
+                name: name.to_string(),
+                offset,
+                length: prefix.size,
+            };
+            replicate(ctx, ticket, vec![op]).await
+        }
+        Err(err) => Err(err.into()),
+    };
     // zero-length appends answer an empty body (not the reference server's echo, O.14)
-    respond(
-        conn,
-        result.map(|()| Vec::new()).map_err(CmdError::from),
-        consumed,
-    )
-    .await
+    respond(conn, result.map(|()| Vec::new()), consumed).await
 }

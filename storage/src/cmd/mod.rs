@@ -13,6 +13,7 @@ mod modify;
 mod query_file_info;
 mod regenerate;
 mod set_metadata;
+mod sync;
 mod truncate;
 mod upload;
 mod upload_slave;
@@ -27,6 +28,8 @@ use fdfs_proto::status;
 use fdfs_proto::{Header, ProtoError};
 use tracing::{debug, warn};
 
+use crate::replication::record::Op;
+use crate::replication::{binlog::Ticket, ReplError, Replication};
 use crate::store::{Store, StoreError};
 use crate::tracker_link::Members;
 
@@ -38,6 +41,7 @@ pub struct Ctx {
     pub buff_size: u64,
     pub store: Arc<Store>,
     pub members: Arc<Members>,
+    pub repl: Arc<Replication>,
 }
 
 /// Why a command failed.
@@ -49,6 +53,8 @@ pub enum CmdError {
     Store(#[from] StoreError),
     #[error("group {got:?} is not this storage's group {ours:?}")]
     WrongGroup { got: String, ours: String },
+    #[error("replication: {0}")]
+    Repl(#[from] ReplError),
 }
 
 /// The one place where errors become FastDFS status bytes (A.6).
@@ -56,6 +62,9 @@ pub fn status_of(err: &CmdError) -> u8 {
     match err {
         CmdError::Proto(err) => err.status(),
         CmdError::WrongGroup { .. } => status::EINVAL,
+        // the change is stored here, but not as the client asked: never a false success
+        CmdError::Repl(ReplError::Binlog(_)) => status::EIO,
+        CmdError::Repl(ReplError::NotConfirmed { .. }) => status::ETIMEDOUT,
         CmdError::Store(err) => match err {
             StoreError::NotFound => status::ENOENT,
             StoreError::NotRegularFile => status::EISDIR,
@@ -93,6 +102,9 @@ impl Service for StorageService {
 }
 
 async fn dispatch(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<Flow, ProtoError> {
+    if header.cmd == fdfs_proto::sync_msg::FETCH_FILE_LIST {
+        return sync::file_list(ctx, conn, header).await;
+    }
     let Ok(command) = Command::try_from(header.cmd) else {
         return reject(conn).await;
     };
@@ -122,6 +134,15 @@ async fn dispatch(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<Fl
         Command::RegenerateAppenderFilename => {
             small(ctx, conn, header, |body| regenerate::handle(ctx, body)).await
         }
+        Command::ReportServerId
+        | Command::SyncCreateFile
+        | Command::SyncUpdateFile
+        | Command::SyncDeleteFile
+        | Command::SyncCreateLink
+        | Command::SyncAppendFile
+        | Command::SyncModifyFile
+        | Command::SyncTruncateFile
+        | Command::SyncRenameFile => sync::handle(ctx, conn, header, command).await,
         _ => {
             debug!(cmd = header.cmd, "command not served by a storage");
             reject(conn).await
@@ -195,6 +216,13 @@ async fn respond(
             })
         }
     }
+}
+
+/// Records a client's change in the binlog (and, with `write_ack = all`, waits for the
+/// peers) before the client hears success.
+async fn replicate(ctx: &Ctx, ticket: Ticket, ops: Vec<Op>) -> Result<(), CmdError> {
+    ctx.repl.commit(ticket, ops).await?;
+    Ok(())
 }
 
 /// Refuses requests for another group (F).

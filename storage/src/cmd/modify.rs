@@ -4,7 +4,8 @@ use fdfs_proto::server::{reject, Flow, ServerConn};
 use fdfs_proto::storage_msg::ModifyPrefix;
 use fdfs_proto::{Header, ProtoError};
 
-use super::{read_name, respond, CmdError, Ctx};
+use super::{read_name, replicate, respond, Ctx};
+use crate::replication::record::Op;
 
 pub(super) async fn handle(
     ctx: &Ctx,
@@ -24,16 +25,24 @@ pub(super) async fn handle(
         Ok(name) => name,
         Err(err) => return respond(conn, Err(err), false).await,
     };
+    let ticket = ctx.repl.ticket();
     let mut body = conn.body_reader(prefix.size);
     let result = ctx
         .store
         .modify(&name, prefix.offset, prefix.size, &mut body)
         .await;
     let consumed = body.limit() == 0;
-    respond(
-        conn,
-        result.map(|()| Vec::new()).map_err(CmdError::from),
-        consumed,
-    )
-    .await
+    let result = match result {
+        Ok(()) if prefix.size == 0 => Ok(()),
+        Ok(()) => {
+            let op = Op::Modify {
+                name: name.to_string(),
+                offset: prefix.offset,
+                length: prefix.size,
+            };
+            replicate(ctx, ticket, vec![op]).await
+        }
+        Err(err) => Err(err.into()),
+    };
+    respond(conn, result.map(|()| Vec::new()), consumed).await
 }

@@ -6,7 +6,8 @@ use fdfs_proto::storage_msg::{UploadPrefix, UploadReply};
 use fdfs_proto::{Header, ProtoError};
 use tracing::debug;
 
-use super::{respond, CmdError, Ctx};
+use super::{replicate, respond, Ctx};
+use crate::replication::record::Op;
 use crate::store::NewFile;
 
 pub(super) async fn handle(
@@ -34,10 +35,23 @@ pub(super) async fn handle(
         ext: &prefix.ext,
         appender,
     };
+    let ticket = ctx.repl.ticket();
     let mut body = conn.body_reader(prefix.file_size);
     let result = ctx.store.write_new_file(&req, &mut body).await;
     let consumed = body.limit() == 0;
-    let result = result.map_err(CmdError::from).map(|name| {
+    let result = match result {
+        Ok(name) => replicate(
+            ctx,
+            ticket,
+            vec![Op::Create {
+                name: name.to_string(),
+            }],
+        )
+        .await
+        .map(|()| name),
+        Err(err) => Err(err.into()),
+    };
+    let result = result.map(|name| {
         debug!(file = %name, size = prefix.file_size, appender, "stored");
         UploadReply {
             group: ctx.group.clone(),

@@ -5,7 +5,9 @@ use fdfs_proto::server::{reject, Flow, ServerConn};
 use fdfs_proto::storage_msg::{SlavePrefix, UploadReply};
 use fdfs_proto::{Header, ProtoError};
 
-use super::{read_name, respond, CmdError, Ctx};
+use super::{read_name, replicate, respond, Ctx};
+use crate::replication::record::Op;
+use crate::store::LocalFile;
 
 pub(super) async fn handle(
     ctx: &Ctx,
@@ -25,6 +27,7 @@ pub(super) async fn handle(
         Ok(name) => name,
         Err(err) => return respond(conn, Err(err), false).await,
     };
+    let ticket = ctx.repl.ticket();
     let mut body = conn.body_reader(prefix.file_size);
     let result = ctx
         .store
@@ -37,7 +40,28 @@ pub(super) async fn handle(
         )
         .await;
     let consumed = body.limit() == 0;
-    let result = result.map_err(CmdError::from).map(|slave| {
+    let result = match result {
+        Ok(slave) => {
+            // a slave stored as a link replicates as its content file plus the link
+            let ops = match ctx.store.local_file(&slave).await {
+                Ok(LocalFile::Link { target }) => vec![
+                    Op::Create {
+                        name: target.clone(),
+                    },
+                    Op::Link {
+                        name: slave.to_string(),
+                        target,
+                    },
+                ],
+                _ => vec![Op::Create {
+                    name: slave.to_string(),
+                }],
+            };
+            replicate(ctx, ticket, ops).await.map(|()| slave)
+        }
+        Err(err) => Err(err.into()),
+    };
+    let result = result.map(|slave| {
         tracing::debug!(%master, %slave, "slave stored");
         UploadReply {
             group: ctx.group.clone(),

@@ -71,13 +71,14 @@ impl Store {
         Ok((file, path, meta.len()))
     }
 
-    /// APPEND_FILE (F.8): adds `size` bytes from `reader` at the end of an appender file.
+    /// APPEND_FILE (F.8): adds `size` bytes from `reader` at the end of an appender file;
+    /// returns the old size (where the bytes went).
     pub async fn append<R: AsyncRead + Unpin + ?Sized>(
         &self,
         name: &LogicalName,
         size: u64,
         reader: &mut R,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let _guard = self.locks.lock(&name.to_string()).await;
         let (file, path, old_len) = self.open_appender(name).await?;
         if size > 0 && !self.has_room(name.store_path(), size).await? {
@@ -85,6 +86,7 @@ impl Store {
         }
         self.write_at(file, path, old_len, old_len, size, reader)
             .await
+            .map(|()| old_len)
     }
 
     /// MODIFY_FILE (F.9): overwrites `size` bytes at `offset` (at most the current size) of an
@@ -154,11 +156,12 @@ impl Store {
     /// TRUNCATE_FILE (F.10): shortens an appender file. Unlike FastDFS 6.16, which fills with
     /// zeros, a size above the current one is refused: truncating is for cutting a file, and a
     /// typo in the size must not silently grow it (issue 3 asks for the refusal).
-    pub async fn truncate(&self, name: &LogicalName, new_size: u64) -> Result<(), StoreError> {
+    /// Returns the old size.
+    pub async fn truncate(&self, name: &LogicalName, new_size: u64) -> Result<u64, StoreError> {
         let _guard = self.locks.lock(&name.to_string()).await;
         let (file, _, old_len) = self.open_appender(name).await?;
         if new_size == old_len {
-            return Ok(());
+            return Ok(old_len);
         }
         if new_size > old_len {
             return Err(StoreError::Invalid(format!(
@@ -173,7 +176,7 @@ impl Store {
                 .await
                 .map_err(StoreError::io("syncing file"))?;
         }
-        Ok(())
+        Ok(old_len)
     }
 
     /// REGENERATE_APPENDER_FILENAME (F.11): renames an appender file to a normal name with

@@ -11,6 +11,7 @@ mod distribute;
 mod layout;
 mod locks;
 mod metadata;
+mod replica;
 mod space;
 mod write;
 
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use distribute::{DistState, DistributeMode, Distributor};
 pub use locks::{FileGuard, FileLocks};
+pub use replica::{Applied, LocalFile};
 pub use space::disk_usage;
 pub use write::NewFile;
 

@@ -226,7 +226,7 @@ pub fn stored_files(data: &Path) -> Vec<String> {
 }
 
 /// A tracker that accepts every JOIN and answers every BEAT with a one-member list
-/// (id 100001 at 10.1.2.3).
+/// (id 100001 at 10.1.2.3); SYNC_DEST_REQ says there is nothing to copy.
 pub struct FakeTracker {
     pub addr: SocketAddr,
     joins: mpsc::UnboundedReceiver<JoinRequest>,
@@ -288,6 +288,10 @@ impl FakeTracker {
                                 }
                                 .encode()
                             }
+                            // replication: no copy source needed, status changes and
+                            // progress reports accepted
+                            87 | 59 => Vec::new(),
+                            89 => BeatReply { members: None }.encode(),
                             _ => break,
                         };
                         if conn.send_response(0, &reply).await.is_err() {

@@ -1,0 +1,751 @@
+//! The binlog: an append-only sequence of [`Record`]s in `<base_path>/data/sync/binlog.NNN`
+//! (a new file every `rotate_size` bytes), written by one thread with group commit.
+//!
+//! A change is acknowledged to its client only once its record is durable: callers
+//! [`Binlog::append`] and wait; the writer thread takes every record queued meanwhile, writes
+//! them in one go and fsyncs once for all of them. On start the last file is scanned and a
+//! torn tail (a record cut short by a crash, or garbage after the last good record) is cut
+//! off, so readers never see a partial record.
+//!
+//! [`Ticket`]s make the records' watermarks honest: a change takes a ticket (stamped with the
+//! clock) before it touches the disk, so a record's watermark can be the oldest ticket still
+//! open, below which no later record's file can be.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::record::{Op, Record, RecordError, MAX_LINE};
+
+/// Size at which a new binlog file is started (L.1).
+pub const DEFAULT_ROTATE_SIZE: u64 = 1 << 30;
+
+/// A place in the binlog: file index and byte offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub index: u32,
+    pub offset: u64,
+}
+
+/// What is durable so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Just after the last durable record.
+    pub end: Position,
+    /// Sequence number of the last durable record (0 = none yet).
+    pub seq: u64,
+    /// Set once a write failed: nothing more is accepted until a restart.
+    pub failed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BinlogError {
+    #[error("binlog i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("binlog writes failed earlier; restart the storage")]
+    Failed,
+}
+
+pub fn file_path(dir: &Path, index: u32) -> PathBuf {
+    dir.join(format!("binlog.{index:03}"))
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
+
+/// Open tickets: (timestamp, id).
+#[derive(Debug, Default)]
+struct Tickets {
+    open: BTreeSet<(u32, u64)>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tickets: Tickets,
+    next_seq: u64,
+    queue: Option<mpsc::Sender<Vec<u8>>>,
+}
+
+/// The writing side, shared by every command handler.
+#[derive(Debug)]
+pub struct Binlog {
+    dir: PathBuf,
+    inner: Arc<Mutex<Inner>>,
+    committed: watch::Sender<Committed>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Taken before a change touches the disk; consumed by [`Binlog::append`]. Dropping it (the
+/// change failed) releases it.
+#[derive(Debug)]
+pub struct Ticket {
+    key: Option<(u32, u64)>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.tickets.open.remove(&key);
+        }
+    }
+}
+
+impl Binlog {
+    /// Opens (or creates) the binlog in `dir`, cutting off a torn tail, and starts the writer.
+    pub fn open(dir: &Path, fsync: bool, rotate_size: u64) -> io::Result<Binlog> {
+        std::fs::create_dir_all(dir)?;
+        let (index, offset, last_seq) = recover(dir)?;
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let committed = watch::Sender::new(Committed {
+            end: Position { index, offset },
+            seq: last_seq,
+            failed: false,
+        });
+        let inner = Arc::new(Mutex::new(Inner {
+            tickets: Tickets::default(),
+            next_seq: last_seq + 1,
+            queue: Some(tx),
+        }));
+        let writer = {
+            let committed = committed.clone();
+            let dir = dir.to_path_buf();
+            std::thread::Builder::new()
+                .name("binlog-writer".into())
+                .spawn(move || {
+                    write_loop(
+                        &dir,
+                        index,
+                        offset,
+                        last_seq,
+                        fsync,
+                        rotate_size,
+                        rx,
+                        &committed,
+                    )
+                })?
+        };
+        Ok(Binlog {
+            dir: dir.to_path_buf(),
+            inner,
+            committed,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes a ticket stamped now.
+    pub fn ticket(&self) -> Ticket {
+        let mut inner = self.lock();
+        let id = inner.tickets.next_id;
+        inner.tickets.next_id += 1;
+        let key = (unix_now(), id);
+        inner.tickets.open.insert(key);
+        Ticket {
+            key: Some(key),
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a record for `op` (at `timestamp`) and waits until it is durable; returns it.
+    pub async fn append(
+        &self,
+        mut ticket: Ticket,
+        timestamp: u32,
+        op: Op,
+    ) -> Result<Record, BinlogError> {
+        let mut durable = self.committed.subscribe();
+        let record = {
+            let mut inner = self.lock();
+            if let Some(key) = ticket.key.take() {
+                inner.tickets.open.remove(&key);
+            }
+            let now = unix_now();
+            let watermark = inner
+                .tickets
+                .open
+                .first()
+                .map_or(now, |(ts, _)| (*ts).min(now));
+            let record = Record {
+                seq: inner.next_seq,
+                timestamp,
+                watermark,
+                op,
+            };
+            let queue = inner.queue.as_ref().ok_or(BinlogError::Failed)?;
+            queue
+                .send(record.encode().into_bytes())
+                .map_err(|_| BinlogError::Failed)?;
+            inner.next_seq += 1;
+            record
+        };
+        let seq = record.seq;
+        let state = durable
+            .wait_for(|c| c.seq >= seq || c.failed)
+            .await
+            .map_err(|_| BinlogError::Failed)?;
+        if state.seq >= seq {
+            Ok(record)
+        } else {
+            Err(BinlogError::Failed)
+        }
+    }
+
+    /// What is durable now; subscribe to follow it.
+    pub fn committed(&self) -> Committed {
+        *self.committed.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Committed> {
+        self.committed.subscribe()
+    }
+
+    /// A watermark valid for everything written so far: every file created with an mtime
+    /// below it has a record with a sequence number at most the returned one.
+    pub fn watermark_now(&self) -> (u32, u64) {
+        let inner = self.lock();
+        let now = unix_now();
+        let watermark = inner
+            .tickets
+            .open
+            .first()
+            .map_or(now, |(ts, _)| (*ts).min(now));
+        (watermark, inner.next_seq - 1)
+    }
+
+    /// Stops the writer after it has written what was queued.
+    pub fn close(&self) {
+        self.lock().queue = None;
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Binlog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_loop(
+    dir: &Path,
+    mut index: u32,
+    mut offset: u64,
+    mut last_seq: u64,
+    fsync: bool,
+    rotate_size: u64,
+    queue: mpsc::Receiver<Vec<u8>>,
+    committed: &watch::Sender<Committed>,
+) {
+    let mut file: Option<File> = None;
+    // larger batches are split so one group commit stays bounded
+    const MAX_BATCH: usize = 1 << 20;
+    while let Ok(first) = queue.recv() {
+        let mut batch = first;
+        let mut count = 1u64;
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(more) => {
+                    batch.extend_from_slice(&more);
+                    count += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let result = (|| -> io::Result<()> {
+            if offset >= rotate_size && offset > 0 {
+                index += 1;
+                offset = 0;
+                file = None;
+                info!(index, "starting a new binlog file");
+            }
+            if file.is_none() {
+                let opened = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file_path(dir, index))?;
+                if fsync && offset == 0 {
+                    crate::persist::sync_dir(dir)?;
+                }
+                file = Some(opened);
+            }
+            let out = file.as_mut().expect("opened above");
+            out.write_all(&batch)?;
+            if fsync {
+                out.sync_data()?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                offset += batch.len() as u64;
+                last_seq += count;
+                committed.send_replace(Committed {
+                    end: Position { index, offset },
+                    seq: last_seq,
+                    failed: false,
+                });
+            }
+            Err(err) => {
+                error!(error = %err, "cannot write the binlog; changes are refused until a restart");
+                committed.send_modify(|c| c.failed = true);
+                // drain and refuse everything else
+                while queue.recv().is_ok() {}
+                return;
+            }
+        }
+    }
+}
+
+/// Finds the last binlog file, cuts a torn tail off it and returns (index, size, last seq).
+fn recover(dir: &Path) -> io::Result<(u32, u64, u64)> {
+    let mut indexes: Vec<u32> = std::fs::read_dir(dir)?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let digits = name.strip_prefix("binlog.")?;
+            (digits.len() >= 3 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse().ok())
+                .flatten()
+        })
+        .collect();
+    indexes.sort_unstable();
+    let Some(&last) = indexes.last() else {
+        return Ok((0, 0, 0));
+    };
+    let (valid_end, last_seq) = scan(&file_path(dir, last))?;
+    let path = file_path(dir, last);
+    let len = std::fs::metadata(&path)?.len();
+    if valid_end < len {
+        warn!(
+            file = %path.display(),
+            dropped_bytes = len - valid_end,
+            "binlog ends with a torn record, cutting it off"
+        );
+        let file = OpenOptions::new().write(true).open(&path)?;
+        file.set_len(valid_end)?;
+        file.sync_all()?;
+    }
+    let last_seq = match last_seq {
+        Some(seq) => seq,
+        // an empty newest file: the sequence goes on from the files before it
+        None => indexes
+            .iter()
+            .rev()
+            .skip(1)
+            .find_map(|&i| scan(&file_path(dir, i)).ok().and_then(|(_, seq)| seq))
+            .unwrap_or(0),
+    };
+    Ok((last, valid_end, last_seq))
+}
+
+/// Reads a whole binlog file; returns the end of its last valid record and that record's
+/// sequence number. Bad records followed by good ones are damage in the middle: reported and
+/// kept (readers skip them); bad bytes after the last good record are a torn tail.
+fn scan(path: &Path) -> io::Result<(u64, Option<u64>)> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut offset = 0u64;
+    let mut valid_end = 0u64;
+    let mut last_seq = None;
+    let mut damaged = 0usize;
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let n = read_line(&mut reader, &mut line)?;
+        if n == 0 {
+            break;
+        }
+        offset += n as u64;
+        match Record::decode(&line) {
+            Ok(record) => {
+                if valid_end < offset - n as u64 {
+                    damaged += 1;
+                }
+                valid_end = offset;
+                last_seq = Some(record.seq);
+            }
+            Err(RecordError::Unterminated) => break,
+            Err(_) => {}
+        }
+    }
+    if damaged > 0 {
+        error!(file = %path.display(), damaged, "binlog has damaged records in the middle; they are skipped");
+    }
+    Ok((valid_end, last_seq))
+}
+
+/// Reads one line (newline included) of at most [`MAX_LINE`] + 1 bytes, skipping the rest of
+/// a longer one; returns the bytes consumed.
+fn read_line<R: BufRead>(reader: &mut R, line: &mut Vec<u8>) -> io::Result<usize> {
+    let n = reader
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', line)?;
+    if n > MAX_LINE && !line.ends_with(b"\n") {
+        let mut skipped = 0;
+        let mut sink = Vec::new();
+        loop {
+            sink.clear();
+            let m = reader
+                .by_ref()
+                .take(64 * 1024)
+                .read_until(b'\n', &mut sink)?;
+            skipped += m;
+            if m == 0 || sink.ends_with(b"\n") {
+                break;
+            }
+        }
+        return Ok(n + skipped);
+    }
+    Ok(n)
+}
+
+/// Reads records in order from a position, never past what is durable.
+#[derive(Debug)]
+pub struct BinlogReader {
+    dir: PathBuf,
+    pos: Position,
+    file: Option<tokio::io::BufReader<tokio::fs::File>>,
+}
+
+impl BinlogReader {
+    pub fn new(dir: &Path, pos: Position) -> Self {
+        BinlogReader {
+            dir: dir.to_path_buf(),
+            pos,
+            file: None,
+        }
+    }
+
+    /// The position of the next record to read.
+    pub fn position(&self) -> Position {
+        self.pos
+    }
+
+    /// The next record before `end` and the position after it; `None` when `end` is reached.
+    /// Damaged records are logged and skipped.
+    pub async fn next(&mut self, end: Position) -> io::Result<Option<(Record, Position)>> {
+        let mut line = Vec::with_capacity(256);
+        loop {
+            if self.pos >= end {
+                return Ok(None);
+            }
+            if self.file.is_none() {
+                let path = file_path(&self.dir, self.pos.index);
+                let mut file = match tokio::fs::File::open(&path).await {
+                    Ok(file) => file,
+                    Err(err)
+                        if err.kind() == io::ErrorKind::NotFound && self.pos.index < end.index =>
+                    {
+                        // a gap in the numbering (files removed by hand): go on with the next
+                        warn!(file = %path.display(), "binlog file missing, skipping it");
+                        self.pos = Position {
+                            index: self.pos.index + 1,
+                            offset: 0,
+                        };
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
+                file.seek(SeekFrom::Start(self.pos.offset)).await?;
+                self.file = Some(tokio::io::BufReader::new(file));
+            }
+            let reader = self.file.as_mut().expect("opened above");
+            line.clear();
+            let n = reader
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .await?;
+            if n == 0 {
+                if self.pos.index < end.index {
+                    self.pos = Position {
+                        index: self.pos.index + 1,
+                        offset: 0,
+                    };
+                    self.file = None;
+                    continue;
+                }
+                // durable data missing from the file: it was cut behind our back
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("binlog ends before {:?}", end),
+                ));
+            }
+            let start = self.pos;
+            if n > MAX_LINE && !line.ends_with(b"\n") {
+                // skip the rest of an overlong line
+                let mut skipped = 0u64;
+                loop {
+                    let mut sink = Vec::new();
+                    let m = reader.take(64 * 1024).read_until(b'\n', &mut sink).await?;
+                    skipped += m as u64;
+                    if m == 0 || sink.ends_with(b"\n") {
+                        break;
+                    }
+                }
+                self.pos.offset += n as u64 + skipped;
+                warn!(
+                    index = start.index,
+                    offset = start.offset,
+                    "overlong binlog line skipped"
+                );
+                continue;
+            }
+            self.pos.offset += n as u64;
+            match Record::decode(&line) {
+                Ok(record) => return Ok(Some((record, self.pos))),
+                Err(err) => {
+                    warn!(index = start.index, offset = start.offset, error = %err, "damaged binlog record skipped");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str) -> Op {
+        Op::Create {
+            name: format!("M00/00/00/{name}"),
+        }
+    }
+
+    async fn read_all(dir: &Path, from: Position, end: Position) -> Vec<Record> {
+        let mut reader = BinlogReader::new(dir, from);
+        let mut out = Vec::new();
+        while let Some((record, _)) = reader.next(end).await.unwrap() {
+            out.push(record);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn appends_are_durable_in_order_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let binlog = Binlog::open(dir.path(), true, DEFAULT_ROTATE_SIZE).unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..5 {
+            let record = binlog
+                .append(binlog.ticket(), 100 + i, create(&format!("file{i}")))
+                .await
+                .unwrap();
+            seqs.push(record.seq);
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        let committed = binlog.committed();
+        assert_eq!(committed.seq, 5);
+        let records = read_all(dir.path(), Position::default(), committed.end).await;
+        assert_eq!(records.len(), 5);
+        assert_eq!(records[4].op, create("file4"));
+        assert_eq!(records[4].timestamp, 104);
+        drop(binlog);
+
+        let binlog = Binlog::open(dir.path(), true, DEFAULT_ROTATE_SIZE).unwrap();
+        assert_eq!(binlog.committed().seq, 5);
+        assert_eq!(binlog.committed().end, committed.end);
+        let next = binlog
+            .append(binlog.ticket(), 1, create("again"))
+            .await
+            .unwrap();
+        assert_eq!(next.seq, 6);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_are_grouped_and_all_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let binlog = Arc::new(Binlog::open(dir.path(), true, DEFAULT_ROTATE_SIZE).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let binlog = binlog.clone();
+            tasks.push(tokio::spawn(async move {
+                binlog
+                    .append(binlog.ticket(), 7, create(&format!("f{i}")))
+                    .await
+                    .unwrap()
+                    .seq
+            }));
+        }
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        let records = read_all(dir.path(), Position::default(), binlog.committed().end).await;
+        assert_eq!(
+            records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=200).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_cut_and_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+            for i in 0..3 {
+                binlog
+                    .append(binlog.ticket(), 1, create(&format!("f{i}")))
+                    .await
+                    .unwrap();
+            }
+        }
+        let path = file_path(dir.path(), 0);
+        let good_len = std::fs::metadata(&path).unwrap().len();
+        let full = Record {
+            seq: 4,
+            timestamp: 1,
+            watermark: 1,
+            op: create("torn"),
+        }
+        .encode();
+        // every possible cut of a fourth record
+        for cut in 1..full.len() {
+            let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+            file.write_all(&full.as_bytes()[..cut]).unwrap();
+            drop(file);
+            let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+            assert_eq!(binlog.committed().seq, 3, "cut at {cut}");
+            assert_eq!(binlog.committed().end.offset, good_len);
+            drop(binlog);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
+        }
+        // garbage bytes after the last record go too, and appending carries on
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"\0\0\xff garbage\n\0")
+            .unwrap();
+        let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+        let record = binlog
+            .append(binlog.ticket(), 1, create("next"))
+            .await
+            .unwrap();
+        assert_eq!(record.seq, 4);
+        let records = read_all(dir.path(), Position::default(), binlog.committed().end).await;
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[3].op, create("next"));
+    }
+
+    #[tokio::test]
+    async fn damage_in_the_middle_is_skipped_by_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+            for i in 0..3 {
+                binlog
+                    .append(binlog.ticket(), 1, create(&format!("f{i}")))
+                    .await
+                    .unwrap();
+            }
+        }
+        let path = file_path(dir.path(), 0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 12;
+        bytes[second] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+        assert_eq!(binlog.committed().seq, 3);
+        let records = read_all(dir.path(), Position::default(), binlog.committed().end).await;
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn rotation_and_reading_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let binlog = Binlog::open(dir.path(), false, 200).unwrap();
+        for i in 0..10 {
+            binlog
+                .append(binlog.ticket(), 1, create(&format!("file-number-{i}")))
+                .await
+                .unwrap();
+        }
+        let end = binlog.committed().end;
+        assert!(end.index >= 2, "{end:?}");
+        assert!(file_path(dir.path(), 1).exists());
+        let records = read_all(dir.path(), Position::default(), end).await;
+        assert_eq!(records.len(), 10);
+        // reading resumes from any position a reader reported
+        let mut reader = BinlogReader::new(dir.path(), Position::default());
+        let mut positions = Vec::new();
+        while let Some((_, pos)) = reader.next(end).await.unwrap() {
+            positions.push(pos);
+        }
+        let resumed = read_all(dir.path(), positions[4], end).await;
+        assert_eq!(resumed.first().unwrap().seq, 6);
+        drop(binlog);
+        // an empty newest file keeps the sequence going
+        std::fs::File::create(file_path(dir.path(), end.index + 1)).unwrap();
+        let binlog = Binlog::open(dir.path(), false, 200).unwrap();
+        assert_eq!(binlog.committed().seq, 10);
+    }
+
+    #[tokio::test]
+    async fn watermarks_stay_below_open_tickets() {
+        let dir = tempfile::tempdir().unwrap();
+        let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+        let early = binlog.ticket();
+        let early_ts = early.key.unwrap().0;
+        let record = binlog
+            .append(binlog.ticket(), 5, create("a"))
+            .await
+            .unwrap();
+        assert!(record.watermark <= early_ts);
+        let (watermark, seq) = binlog.watermark_now();
+        assert!(watermark <= early_ts);
+        assert_eq!(seq, 1);
+        drop(early);
+        let (after, _) = binlog.watermark_now();
+        assert!(after >= early_ts);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn any_tail_damage_keeps_every_whole_record(count in 1usize..20, tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                {
+                    let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+                    for i in 0..count {
+                        binlog.append(binlog.ticket(), i as u32, create(&format!("n{i}"))).await.unwrap();
+                    }
+                }
+                let path = file_path(dir.path(), 0);
+                let before = std::fs::read(&path).unwrap();
+                // a tail without a newline can never complete a record
+                let tail: Vec<u8> = tail.into_iter().filter(|&b| b != b'\n').collect();
+                std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&tail).unwrap();
+                let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+                assert_eq!(binlog.committed().seq, count as u64);
+                assert_eq!(std::fs::read(&path).unwrap(), before);
+                let records = read_all(dir.path(), Position::default(), binlog.committed().end).await;
+                assert_eq!(records.len(), count);
+            });
+        }
+    }
+}

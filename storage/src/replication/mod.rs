@@ -1,0 +1,511 @@
+//! Group replication (L): every storage of a group holds every file.
+//!
+//! * [`binlog`]: each change a client makes here is appended to the binlog (durably, before
+//!   the client hears success); [`record`] is its line format.
+//! * [`sender`]: one worker per peer of the group (from the trackers' member list) replays the
+//!   binlog to that peer over the storage port with the L.4 sync commands, from a cursor kept
+//!   in a [`mark`] file; [`plan`] is its I/O-free decision logic. The receiving side lives in
+//!   `cmd::sync` and `store::replica`.
+//! * [`state`] / [`pull`]: a new storage, or one whose store path was wiped, first copies the
+//!   files of a peer named by a tracker, and only then accepts pushes and becomes ACTIVE.
+//!
+//! Progress per peer (cursor, records and seconds behind, the watermark the tracker routes
+//! reads with) is logged and reported to the trackers in SYNC_REPORT.
+
+pub mod binlog;
+pub mod mark;
+pub mod plan;
+pub mod pull;
+pub mod record;
+pub mod sender;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fdfs_proto::sync_msg::{PeerProgress, SyncReason, SyncReport, SyncSource};
+use fdfs_proto::tracker_msg::storage_status;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::store::Store;
+use crate::tracker_link::Members;
+use binlog::{Binlog, Ticket};
+use record::Op;
+use state::{LocalState, Phase, Reason};
+
+/// When a change is acknowledged to the client (config key `write_ack`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteAck {
+    /// Once this storage has it (FastDFS behaviour).
+    #[default]
+    Local,
+    /// Once every ACTIVE storage of the group has it.
+    All,
+}
+
+/// What replication needs from the config.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    pub group: String,
+    pub self_id: String,
+    /// `<base_path>/data/sync`
+    pub sync_dir: PathBuf,
+    pub store_paths: Vec<PathBuf>,
+    pub fsync: bool,
+    pub write_ack: WriteAck,
+    pub write_ack_timeout: Duration,
+    pub network_timeout: Duration,
+    /// Idle sync connections send ACTIVE_TEST this often.
+    pub keepalive: Duration,
+    pub binlog_rotate_size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplError {
+    #[error(transparent)]
+    Binlog(#[from] binlog::BinlogError),
+    #[error("not confirmed by {peers:?} within {timeout:?} (write_ack = all)")]
+    NotConfirmed {
+        peers: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+/// A peer worker's progress, shared with reports and write acknowledgement.
+#[derive(Clone, Debug, Default)]
+pub struct PeerStatus {
+    pub connected: bool,
+    /// The peer's data generation our cursor is for (0 = not connected yet).
+    pub generation: u64,
+    pub acked_seq: u64,
+    /// Every change of ours with an mtime below this is on the peer.
+    pub synced_timestamp: u32,
+    /// Timestamp of the oldest record the peer has not confirmed, when known.
+    pub oldest_pending: Option<u32>,
+    pub synced_records: u64,
+    pub skipped_records: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Peer {
+    pub id: String,
+    status: Mutex<PeerStatus>,
+    stop: CancellationToken,
+}
+
+impl Peer {
+    pub fn status(&self) -> PeerStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut PeerStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// The phase as seen by the tracker links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhaseView {
+    pub phase: Phase,
+    pub reason: Reason,
+    pub source: String,
+}
+
+impl PhaseView {
+    /// The J.1 status this storage asks its trackers to show while it copies files.
+    pub fn tracker_status(&self) -> Option<u8> {
+        match (self.phase, self.reason) {
+            (Phase::Ready, _) => None,
+            (_, Reason::Recovery) => Some(storage_status::RECOVERY),
+            (Phase::Pending, Reason::New) => Some(storage_status::WAIT_SYNC),
+            (Phase::Pulling, Reason::New) => Some(storage_status::SYNCING),
+        }
+    }
+}
+
+/// Replication of one storage: its binlog, its peers' workers, its own copy state.
+#[derive(Debug)]
+pub struct Replication {
+    config: ReplicationConfig,
+    binlog: Binlog,
+    store: Arc<Store>,
+    members: Arc<Members>,
+    state: Mutex<LocalState>,
+    phase: watch::Sender<PhaseView>,
+    peers: Mutex<BTreeMap<String, Arc<Peer>>>,
+    /// Bumped on every confirmation by a peer and every membership change.
+    acks: watch::Sender<u64>,
+}
+
+fn view(state: &LocalState) -> PhaseView {
+    PhaseView {
+        phase: state.phase,
+        reason: state.reason,
+        source: state.source.clone(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())))
+}
+
+impl Replication {
+    /// Opens the binlog and the copy state.
+    pub async fn open(
+        config: ReplicationConfig,
+        store: Arc<Store>,
+        members: Arc<Members>,
+    ) -> std::io::Result<Replication> {
+        let (dir, paths, fsync, rotate) = (
+            config.sync_dir.clone(),
+            config.store_paths.clone(),
+            config.fsync,
+            config.binlog_rotate_size,
+        );
+        let (binlog, state) = blocking(move || {
+            let binlog = Binlog::open(&dir, fsync, rotate)?;
+            let state = state::open(&dir, &paths)?;
+            Ok((binlog, state))
+        })
+        .await?;
+        let committed = binlog.committed();
+        info!(
+            seq = committed.seq,
+            file = committed.end.index,
+            offset = committed.end.offset,
+            phase = ?state.phase,
+            generation = state.generation,
+            "binlog open"
+        );
+        Ok(Replication {
+            phase: watch::Sender::new(view(&state)),
+            config,
+            binlog,
+            store,
+            members,
+            state: Mutex::new(state),
+            peers: Mutex::new(BTreeMap::new()),
+            acks: watch::Sender::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &ReplicationConfig {
+        &self.config
+    }
+
+    pub fn binlog(&self) -> &Binlog {
+        &self.binlog
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn members(&self) -> &Arc<Members> {
+        &self.members
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, LocalState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.local().generation
+    }
+
+    /// Whether peers may push changes (the data is complete).
+    pub fn accepting(&self) -> bool {
+        self.local().phase == Phase::Ready
+    }
+
+    pub fn phase(&self) -> PhaseView {
+        self.phase.borrow().clone()
+    }
+
+    pub fn subscribe_phase(&self) -> watch::Receiver<PhaseView> {
+        self.phase.subscribe()
+    }
+
+    /// Applies `change` to the copy state, saves it and publishes the phase.
+    async fn change_state(&self, change: impl FnOnce(&mut LocalState)) -> std::io::Result<()> {
+        let state = {
+            let mut state = self.local();
+            change(&mut state);
+            state.clone()
+        };
+        let dir = self.config.sync_dir.clone();
+        let saved = state.clone();
+        blocking(move || state::save(&dir, &saved)).await?;
+        self.phase.send_if_modified(|current| {
+            let next = view(&state);
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+        Ok(())
+    }
+
+    pub(crate) fn local_state(&self) -> LocalState {
+        self.local().clone()
+    }
+
+    pub(crate) async fn save_pull_progress(
+        &self,
+        path: u32,
+        offset: u64,
+        listed: bool,
+    ) -> std::io::Result<()> {
+        self.change_state(|s| {
+            s.pull_path = path;
+            s.pull_offset = offset;
+            s.pull_listed = listed;
+        })
+        .await
+    }
+
+    /// A tracker answered SYNC_DEST_REQ: copy from `source`, or (none) nothing to copy.
+    pub async fn source_assigned(&self, source: Option<SyncSource>) -> std::io::Result<()> {
+        if self.local().phase != Phase::Pending {
+            return Ok(());
+        }
+        match source {
+            None => {
+                info!("no peer holds data to copy: ready");
+                self.change_state(|s| s.phase = Phase::Ready).await
+            }
+            Some(source) => {
+                info!(source = %source.source_id, "copying the group's files from a peer");
+                self.change_state(|s| {
+                    s.phase = Phase::Pulling;
+                    s.source = source.source_id;
+                    s.pull_path = 0;
+                    s.pull_offset = 0;
+                    s.pull_listed = false;
+                })
+                .await
+            }
+        }
+    }
+
+    /// The copy is complete.
+    pub(crate) async fn pull_finished(&self) -> std::io::Result<()> {
+        self.change_state(|s| {
+            s.phase = Phase::Ready;
+            s.pull_path = 0;
+            s.pull_offset = 0;
+            s.pull_listed = false;
+        })
+        .await
+    }
+
+    /// The source cannot be used: ask a tracker for another.
+    pub(crate) async fn pull_needs_new_source(&self) -> std::io::Result<()> {
+        self.change_state(|s| {
+            s.phase = Phase::Pending;
+            s.source.clear();
+        })
+        .await
+    }
+
+    /// The reason to give a tracker in SYNC_DEST_REQ.
+    pub fn sync_reason(&self) -> SyncReason {
+        match self.local().reason {
+            Reason::New => SyncReason::New,
+            Reason::Recovery => SyncReason::Recovery,
+        }
+    }
+
+    /// Takes a ticket before a change touches the disk (see [`binlog::Ticket`]).
+    pub fn ticket(&self) -> Ticket {
+        self.binlog.ticket()
+    }
+
+    /// Records client changes (in order) and, with `write_ack = all`, waits until every
+    /// ACTIVE peer has them.
+    pub async fn commit(&self, ticket: Ticket, ops: Vec<Op>) -> Result<(), ReplError> {
+        let now = binlog_now();
+        let mut last = 0;
+        let mut ticket = Some(ticket);
+        for op in ops {
+            let ticket = ticket.take().unwrap_or_else(|| self.binlog.ticket());
+            last = self.binlog.append(ticket, now, op).await?.seq;
+        }
+        if last > 0 {
+            self.confirm(last).await?;
+        }
+        Ok(())
+    }
+
+    /// With `write_ack = all`: waits until every ACTIVE peer confirmed record `seq`.
+    pub async fn confirm(&self, seq: u64) -> Result<(), ReplError> {
+        if self.config.write_ack == WriteAck::Local {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.config.write_ack_timeout;
+        let mut changes = self.acks.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let waiting = self.unconfirmed(seq);
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let peers = self.unconfirmed(seq);
+                    if peers.is_empty() {
+                        return Ok(());
+                    }
+                    warn!(seq, ?peers, timeout = ?self.config.write_ack_timeout, "peers did not confirm a change in time");
+                    return Err(ReplError::NotConfirmed {
+                        peers,
+                        timeout: self.config.write_ack_timeout,
+                    });
+                }
+            }
+        }
+    }
+
+    /// ACTIVE peers that have not confirmed `seq` yet.
+    fn unconfirmed(&self, seq: u64) -> Vec<String> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        self.members
+            .all()
+            .into_iter()
+            .filter(|m| m.id != self.config.self_id && m.status == storage_status::ACTIVE)
+            .filter(|m| peers.get(&m.id).is_none_or(|p| p.status().acked_seq < seq))
+            .map(|m| m.id)
+            .collect()
+    }
+
+    pub(crate) fn notify_acks(&self) {
+        self.acks.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Progress of every peer worker.
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The SYNC_REPORT body: our clock, our generation and every peer's progress.
+    pub fn report(&self) -> SyncReport {
+        let committed = self.binlog.committed();
+        let now = binlog_now();
+        SyncReport {
+            unix_time: i64::from(now),
+            generation: self.generation(),
+            peers: self
+                .peers()
+                .iter()
+                .map(|peer| {
+                    let status = peer.status();
+                    let behind = committed.seq.saturating_sub(status.acked_seq);
+                    PeerProgress {
+                        peer_id: peer.id.clone(),
+                        peer_generation: status.generation,
+                        synced_timestamp: i64::from(status.synced_timestamp),
+                        acked_seq: status.acked_seq as i64,
+                        records_behind: behind as i64,
+                        seconds_behind: match status.oldest_pending {
+                            Some(ts) if behind > 0 => i64::from(now.saturating_sub(ts)),
+                            _ => 0,
+                        },
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs the peer workers (following the member list) and the copy from a source while
+    /// one is needed, until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        {
+            let repl = self.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move { pull::run(repl, stop).await });
+        }
+        let mut members = self.members.subscribe();
+        loop {
+            self.reconcile(&tasks);
+            self.notify_acks();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = members.changed() => if changed.is_err() { break },
+                // a safety net in case a change slipped by
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+        for peer in self.peers() {
+            peer.stop.cancel();
+        }
+        tasks.close();
+        tasks.wait().await;
+        self.binlog.close();
+    }
+
+    /// Starts a worker for every peer that should get our binlog, stops the others.
+    fn reconcile(self: &Arc<Self>, tasks: &TaskTracker) {
+        let wanted: BTreeMap<String, u8> = self
+            .members
+            .all()
+            .into_iter()
+            .filter(|m| m.id != self.config.self_id)
+            .filter(|m| {
+                !matches!(
+                    m.status,
+                    storage_status::DELETED | storage_status::IP_CHANGED | storage_status::NONE
+                )
+            })
+            .map(|m| (m.id, m.status))
+            .collect();
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|id, peer| {
+            let keep = wanted.contains_key(id);
+            if !keep {
+                info!(peer = %id, "peer left the group or was deleted: stopping its sync worker");
+                peer.stop.cancel();
+            }
+            keep
+        });
+        for id in wanted.keys() {
+            if peers.contains_key(id) {
+                continue;
+            }
+            info!(peer = %id, "starting sync worker");
+            let peer = Arc::new(Peer {
+                id: id.clone(),
+                status: Mutex::new(PeerStatus::default()),
+                stop: CancellationToken::new(),
+            });
+            peers.insert(id.clone(), peer.clone());
+            tasks.spawn(sender::run(self.clone(), peer));
+        }
+    }
+}
+
+pub(crate) fn binlog_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}

@@ -1,0 +1,701 @@
+//! The disk side of replication: applying a peer's changes (L.4, idempotently: a change that
+//! is already there, or cannot start where the peer's copy is, says so instead of failing),
+//! describing local files for the sender, and listing a store path for a full copy.
+//!
+//! Replicated content lands like uploads do: in a temp file, fsynced, given the source's
+//! mtime, then renamed over the final name, so a reader sees the old file or the new one.
+
+use std::io::{self, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use fdfs_proto::file_id::LogicalName;
+use fdfs_proto::sync_msg::FileListEntry;
+use tokio::io::{AsyncRead, AsyncSeekExt};
+
+use super::metadata::sidecar_path;
+use super::write::{blocking_store, stream_to, TempFile};
+use super::{blocking, unix_seconds, Store, StoreError};
+
+/// How a replicated change ended on this storage (L.4 answers 0, 17, 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Done: answer 0.
+    Done,
+    /// Already there; any content was not needed: answer 17.
+    Have,
+    /// Cannot start here (file missing, or shorter than the change's start): answer 2, the
+    /// sender then sends the whole file.
+    Missing,
+}
+
+/// What this storage holds under a name, for the sync sender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalFile {
+    Missing,
+    File {
+        size: u64,
+        mtime: u32,
+    },
+    /// A symbolic link to another logical name of this storage.
+    Link {
+        target: String,
+    },
+}
+
+fn system_time(mtime: u32) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(mtime))
+}
+
+/// Renames, creating the target's directory when it does not exist yet (first start).
+fn rename_creating_dir(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound && from.exists() => {
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::rename(from, to)
+        }
+        other => other,
+    }
+}
+
+impl Store {
+    /// The logical name of a path inside one of our store paths' `data/` directories.
+    pub fn logical_of_path(&self, path: &Path) -> Option<String> {
+        self.paths.iter().enumerate().find_map(|(index, root)| {
+            let rel = path.strip_prefix(&root.data).ok()?.to_str()?;
+            let text = format!("M{index:02X}/{rel}");
+            LogicalName::parse(&text).ok().map(|_| text)
+        })
+    }
+
+    /// What is stored under `name` now (links are not followed).
+    pub async fn local_file(&self, name: &LogicalName) -> Result<LocalFile, StoreError> {
+        let path = self.resolve(name)?;
+        let meta = match tokio::fs::symlink_metadata(&path).await {
+            Ok(meta) => meta,
+            Err(err)
+                if err.kind() == io::ErrorKind::NotFound
+                    || err.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(LocalFile::Missing)
+            }
+            Err(err) => return Err(StoreError::io("reading file status")(err)),
+        };
+        if meta.file_type().is_symlink() {
+            let target = tokio::fs::read_link(&path)
+                .await
+                .map_err(StoreError::io("reading link"))?;
+            return Ok(match self.logical_of_path(&target) {
+                Some(target) => LocalFile::Link { target },
+                None => {
+                    tracing::warn!(link = %path.display(), target = %target.display(), "link points outside the store paths, not replicated");
+                    LocalFile::Missing
+                }
+            });
+        }
+        if !meta.is_file() {
+            return Ok(LocalFile::Missing);
+        }
+        Ok(LocalFile::File {
+            size: meta.len(),
+            mtime: unix_seconds(&meta) as u32,
+        })
+    }
+
+    /// SYNC_CREATE_FILE without content: whether we hold `name` with this size and mtime.
+    pub async fn replica_probe(
+        &self,
+        name: &LogicalName,
+        size: u64,
+        mtime: u32,
+    ) -> Result<Applied, StoreError> {
+        Ok(match self.local_file(name).await? {
+            LocalFile::File { size: s, mtime: m } if s == size && m == mtime => Applied::Have,
+            _ => Applied::Missing,
+        })
+    }
+
+    /// SYNC_CREATE_FILE (`create`) / SYNC_UPDATE_FILE: stores `size` bytes from `reader` as
+    /// `name` with mtime `mtime`, replacing what is there. A create of a file we already hold
+    /// with the same size and mtime reads nothing and answers [`Applied::Have`].
+    pub async fn replica_write<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        name: &LogicalName,
+        size: u64,
+        mtime: u32,
+        reader: &mut R,
+        create: bool,
+    ) -> Result<Applied, StoreError> {
+        let path = self.resolve(name)?;
+        let _guard = self.locks.lock(&name.to_string()).await;
+        if create && self.replica_probe(name, size, mtime).await? == Applied::Have {
+            return Ok(Applied::Have);
+        }
+        let (tmp, mut file) = TempFile::create(self.tmp_dir(name.store_path())?, "sync").await?;
+        let result = async {
+            stream_to(reader, &mut file, size).await?;
+            let file = file.into_std().await;
+            let fsync = self.options.fsync;
+            let tmp_path = tmp.path().to_path_buf();
+            let target = path.clone();
+            blocking_store("storing replicated file", move || {
+                file.set_modified(system_time(mtime))
+                    .map_err(StoreError::io("setting mtime"))?;
+                if fsync {
+                    file.sync_all().map_err(StoreError::io("syncing file"))?;
+                }
+                drop(file);
+                rename_creating_dir(&tmp_path, &target)
+                    .map_err(StoreError::io("renaming replicated file"))?;
+                if fsync {
+                    if let Some(dir) = target.parent() {
+                        crate::persist::sync_dir(dir)
+                            .map_err(StoreError::io("syncing directory"))?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        tmp.remove().await;
+        result.map(|()| Applied::Done)
+    }
+
+    /// SYNC_DELETE_FILE: deletes like a client delete (a data file takes its sidecar, a link
+    /// its target); [`Applied::Missing`] when there is nothing.
+    pub async fn replica_delete(&self, name: &LogicalName) -> Result<Applied, StoreError> {
+        match self.delete(name).await {
+            Ok(()) => Ok(Applied::Done),
+            Err(StoreError::NotFound) => Ok(Applied::Missing),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// SYNC_APPEND_FILE (`append`) / SYNC_MODIFY_FILE: writes `length` bytes at `offset` when
+    /// our copy is where the change starts (append: size == offset; modify: size >= offset).
+    /// Otherwise nothing is read: [`Applied::Have`] if we already hold that range, else
+    /// [`Applied::Missing`].
+    pub async fn replica_range<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        name: &LogicalName,
+        offset: u64,
+        length: u64,
+        mtime: u32,
+        reader: &mut R,
+        append: bool,
+    ) -> Result<Applied, StoreError> {
+        let path = self.resolve(name)?;
+        let _guard = self.locks.lock(&name.to_string()).await;
+        let mut file = match tokio::fs::OpenOptions::new().write(true).open(&path).await {
+            Ok(file) => file,
+            Err(err)
+                if err.kind() == io::ErrorKind::NotFound
+                    || err.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(Applied::Missing)
+            }
+            Err(err) => return Err(StoreError::io("opening file")(err)),
+        };
+        let size = file
+            .metadata()
+            .await
+            .map_err(StoreError::io("reading file status"))?
+            .len();
+        let end = offset.saturating_add(length);
+        let fits = if append {
+            size == offset
+        } else {
+            size >= offset
+        };
+        if !fits {
+            return Ok(if size >= end {
+                Applied::Have
+            } else {
+                Applied::Missing
+            });
+        }
+        let written = async {
+            file.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(StoreError::io("seeking in file"))?;
+            stream_to(reader, &mut file, length).await?;
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        let file = file.into_std().await;
+        let fsync = self.options.fsync;
+        blocking_store("finishing replicated change", move || {
+            if let Err(err) = written {
+                // leave the file as it was (as far as its length goes)
+                if let Err(undo) = file.set_len(size) {
+                    tracing::error!(error = %undo, "cannot roll back failed replicated write");
+                }
+                return Err(err);
+            }
+            file.set_modified(system_time(mtime))
+                .map_err(StoreError::io("setting mtime"))?;
+            if fsync {
+                file.sync_all().map_err(StoreError::io("syncing file"))?;
+            }
+            Ok(Applied::Done)
+        })
+        .await
+    }
+
+    /// SYNC_TRUNCATE_FILE: cuts the file to `new_size` when it is `old_size` long now;
+    /// otherwise [`Applied::Have`] (L.4: skip). A missing file is [`Applied::Missing`].
+    pub async fn replica_truncate(
+        &self,
+        name: &LogicalName,
+        old_size: u64,
+        new_size: u64,
+        mtime: u32,
+    ) -> Result<Applied, StoreError> {
+        let path = self.resolve(name)?;
+        let _guard = self.locks.lock(&name.to_string()).await;
+        let fsync = self.options.fsync;
+        blocking_store("truncating replicated file", move || {
+            let file = match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(file) => file,
+                Err(err)
+                    if err.kind() == io::ErrorKind::NotFound
+                        || err.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    return Ok(Applied::Missing)
+                }
+                Err(err) => return Err(StoreError::io("opening file")(err)),
+            };
+            let size = file
+                .metadata()
+                .map_err(StoreError::io("reading file status"))?
+                .len();
+            if size != old_size {
+                return Ok(Applied::Have);
+            }
+            file.set_len(new_size)
+                .map_err(StoreError::io("truncating file"))?;
+            file.set_modified(system_time(mtime))
+                .map_err(StoreError::io("setting mtime"))?;
+            if fsync {
+                file.sync_all().map_err(StoreError::io("syncing file"))?;
+            }
+            Ok(Applied::Done)
+        })
+        .await
+    }
+
+    /// SYNC_RENAME_FILE: renames `old` (and its sidecar) to `name`. [`Applied::Have`] when
+    /// `name` exists already, [`Applied::Missing`] when `old` does not.
+    pub async fn replica_rename(
+        &self,
+        name: &LogicalName,
+        old: &LogicalName,
+    ) -> Result<Applied, StoreError> {
+        let new_path = self.resolve(name)?;
+        let old_path = self.resolve(old)?;
+        // two locks, always taken in name order
+        let (first, second) = if name.to_string() <= old.to_string() {
+            (name, old)
+        } else {
+            (old, name)
+        };
+        let _first = self.locks.lock(&first.to_string()).await;
+        let _second = if first != second {
+            Some(self.locks.lock(&second.to_string()).await)
+        } else {
+            None
+        };
+        let fsync = self.options.fsync;
+        blocking_store("renaming replicated file", move || {
+            if std::fs::symlink_metadata(&new_path).is_ok() {
+                return Ok(Applied::Have);
+            }
+            if std::fs::symlink_metadata(&old_path).is_err() {
+                return Ok(Applied::Missing);
+            }
+            rename_creating_dir(&old_path, &new_path).map_err(StoreError::io("renaming file"))?;
+            match std::fs::rename(sidecar_path(&old_path), sidecar_path(&new_path)) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                    return Err(StoreError::io("moving metadata")(err))
+                }
+                _ => {}
+            }
+            if fsync {
+                for dir in [new_path.parent(), old_path.parent()].into_iter().flatten() {
+                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
+                }
+            }
+            Ok(Applied::Done)
+        })
+        .await
+    }
+
+    /// SYNC_CREATE_LINK: makes `name` a symbolic link to our copy of `target`.
+    /// [`Applied::Have`] when `name` exists, [`Applied::Missing`] when `target` does not.
+    pub async fn replica_link(
+        &self,
+        name: &LogicalName,
+        target: &LogicalName,
+    ) -> Result<Applied, StoreError> {
+        let link_path = self.resolve(name)?;
+        let target_path = self.resolve(target)?;
+        let _guard = self.locks.lock(&name.to_string()).await;
+        let fsync = self.options.fsync;
+        blocking_store("linking replicated file", move || {
+            if std::fs::symlink_metadata(&link_path).is_ok() {
+                return Ok(Applied::Have);
+            }
+            if !target_path.is_file() {
+                return Ok(Applied::Missing);
+            }
+            let absolute = std::path::absolute(&target_path)
+                .map_err(StoreError::io("resolving link target"))?;
+            let mut linked = std::os::unix::fs::symlink(&absolute, &link_path);
+            if matches!(&linked, Err(err) if err.kind() == io::ErrorKind::NotFound) {
+                if let Some(dir) = link_path.parent() {
+                    std::fs::create_dir_all(dir).map_err(StoreError::io("creating directory"))?;
+                }
+                linked = std::os::unix::fs::symlink(&absolute, &link_path);
+            }
+            linked.map_err(StoreError::io("creating link"))?;
+            if fsync {
+                if let Some(dir) = link_path.parent() {
+                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
+                }
+            }
+            Ok(Applied::Done)
+        })
+        .await
+    }
+
+    /// Writes the list of every file and link of store path `index` (the reply of
+    /// FETCH_FILE_LIST) to a temp file; returns it and its length. The caller removes it.
+    pub(crate) async fn write_file_list(&self, index: u8) -> Result<(TempFile, u64), StoreError> {
+        let data = self.store_path(index)?.data.clone();
+        let (tmp, file) = TempFile::create(self.tmp_dir(index)?, "list").await?;
+        let file = file.into_std().await;
+        let subdirs = self.options.subdir_count;
+        let roots: Vec<(usize, PathBuf)> = self
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.data.clone()))
+            .collect();
+        let len = blocking("listing files", move || {
+            let mut out = io::BufWriter::new(file);
+            let mut len = 0u64;
+            for high in 0..subdirs {
+                for low in 0..subdirs {
+                    let rel = format!("{high:02X}/{low:02X}");
+                    let entries = match std::fs::read_dir(data.join(&rel)) {
+                        Ok(entries) => entries,
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                        Err(err) => return Err(err),
+                    };
+                    let mut names: Vec<(String, std::fs::Metadata)> = Vec::new();
+                    for entry in entries {
+                        let entry = entry?;
+                        let Ok(base) = entry.file_name().into_string() else {
+                            continue;
+                        };
+                        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                            continue;
+                        };
+                        names.push((base, meta));
+                    }
+                    names.sort_by(|a, b| a.0.cmp(&b.0));
+                    for (base, meta) in names {
+                        let name = format!("M{index:02X}/{rel}/{base}");
+                        if LogicalName::parse(&name).is_err() {
+                            continue;
+                        }
+                        let target = if meta.file_type().is_symlink() {
+                            let target = std::fs::read_link(data.join(&rel).join(&base))?;
+                            let logical = roots.iter().find_map(|(i, root)| {
+                                let rel = target.strip_prefix(root).ok()?.to_str()?;
+                                let text = format!("M{i:02X}/{rel}");
+                                LogicalName::parse(&text).ok().map(|_| text)
+                            });
+                            match logical {
+                                Some(logical) => Some(logical),
+                                None => continue,
+                            }
+                        } else if meta.is_file() {
+                            None
+                        } else {
+                            continue;
+                        };
+                        let line = FileListEntry {
+                            size: if target.is_some() { 0 } else { meta.len() },
+                            mtime: unix_seconds(&meta) as u32,
+                            name,
+                            target,
+                        }
+                        .encode_line();
+                        out.write_all(line.as_bytes())?;
+                        len += line.len() as u64;
+                    }
+                }
+            }
+            let file = out.into_inner().map_err(|err| err.into_error())?;
+            file.sync_all().ok();
+            Ok(len)
+        })
+        .await?;
+        Ok((tmp, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::store_in;
+    use super::super::NewFile;
+    use super::*;
+
+    fn name(text: &str) -> LogicalName {
+        LogicalName::parse(text).unwrap()
+    }
+
+    fn mtime_of(path: &Path) -> u32 {
+        unix_seconds(&std::fs::metadata(path).unwrap()) as u32
+    }
+
+    #[tokio::test]
+    async fn replicated_files_land_whole_with_the_source_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 2).await;
+        let file = name("M00/01/00/replicated.txt");
+        assert_eq!(
+            store.replica_probe(&file, 5, 1000).await.unwrap(),
+            Applied::Missing
+        );
+        let applied = store
+            .replica_write(&file, 5, 1000, &mut &b"hello"[..], true)
+            .await
+            .unwrap();
+        assert_eq!(applied, Applied::Done);
+        let path = store.resolve(&file).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+        assert_eq!(mtime_of(&path), 1000);
+        assert_eq!(
+            store.replica_probe(&file, 5, 1000).await.unwrap(),
+            Applied::Have
+        );
+        assert_eq!(
+            store.replica_probe(&file, 5, 1001).await.unwrap(),
+            Applied::Missing
+        );
+        // a second create of the same file reads nothing
+        let mut unread = &b"world"[..];
+        assert_eq!(
+            store
+                .replica_write(&file, 5, 1000, &mut unread, true)
+                .await
+                .unwrap(),
+            Applied::Have
+        );
+        assert_eq!(unread.len(), 5);
+        // an update replaces it
+        store
+            .replica_write(&file, 6, 2000, &mut &b"world!"[..], false)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"world!");
+        assert_eq!(mtime_of(&path), 2000);
+        // a short stream leaves the old file alone
+        let err = store
+            .replica_write(&file, 10, 3000, &mut &b"abc"[..], false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ShortBody { .. }));
+        assert_eq!(std::fs::read(&path).unwrap(), b"world!");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("data/.tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(store.replica_delete(&file).await.unwrap(), Applied::Done);
+        assert_eq!(store.replica_delete(&file).await.unwrap(), Applied::Missing);
+    }
+
+    #[tokio::test]
+    async fn ranges_apply_only_where_the_copy_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 1).await;
+        let file = name("M00/00/00/appender");
+        store
+            .replica_write(&file, 6, 10, &mut &b"hello\n"[..], true)
+            .await
+            .unwrap();
+        let path = store.resolve(&file).unwrap();
+        // append at the end
+        assert_eq!(
+            store
+                .replica_range(&file, 6, 6, 20, &mut &b"world\n"[..], true)
+                .await
+                .unwrap(),
+            Applied::Done
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello\nworld\n");
+        assert_eq!(mtime_of(&path), 20);
+        // replayed: already there, nothing read
+        let mut unread = &b"world\n"[..];
+        assert_eq!(
+            store
+                .replica_range(&file, 6, 6, 20, &mut unread, true)
+                .await
+                .unwrap(),
+            Applied::Have
+        );
+        assert_eq!(unread.len(), 6);
+        // beyond our end: the sender must send the whole file
+        assert_eq!(
+            store
+                .replica_range(&file, 20, 2, 30, &mut &b"xx"[..], true)
+                .await
+                .unwrap(),
+            Applied::Missing
+        );
+        // modify inside
+        assert_eq!(
+            store
+                .replica_range(&file, 0, 5, 40, &mut &b"HELLO"[..], false)
+                .await
+                .unwrap(),
+            Applied::Done
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"HELLO\nworld\n");
+        // truncate only from the expected size
+        assert_eq!(
+            store.replica_truncate(&file, 99, 5, 50).await.unwrap(),
+            Applied::Have
+        );
+        assert_eq!(
+            store.replica_truncate(&file, 12, 5, 50).await.unwrap(),
+            Applied::Done
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"HELLO");
+        assert_eq!(mtime_of(&path), 50);
+        let absent = name("M00/00/00/absent");
+        assert_eq!(
+            store.replica_truncate(&absent, 1, 0, 1).await.unwrap(),
+            Applied::Missing
+        );
+        assert_eq!(
+            store
+                .replica_range(&absent, 0, 1, 1, &mut &b"x"[..], true)
+                .await
+                .unwrap(),
+            Applied::Missing
+        );
+    }
+
+    #[tokio::test]
+    async fn renames_links_and_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 2).await;
+        let old = name("M00/00/01/oldname");
+        let new = name("M00/00/01/newname");
+        store
+            .replica_write(&old, 3, 7, &mut &b"abc"[..], true)
+            .await
+            .unwrap();
+        let meta = name("M00/00/01/oldname-m");
+        store
+            .replica_write(&meta, 3, 7, &mut &b"k\x02v"[..], false)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.replica_rename(&new, &old).await.unwrap(),
+            Applied::Done
+        );
+        assert_eq!(store.local_file(&old).await.unwrap(), LocalFile::Missing);
+        assert_eq!(
+            store.local_file(&new).await.unwrap(),
+            LocalFile::File { size: 3, mtime: 7 }
+        );
+        assert_eq!(store.get_metadata(&new).await.unwrap(), b"k\x02v");
+        assert_eq!(
+            store.replica_rename(&new, &old).await.unwrap(),
+            Applied::Have
+        );
+        let other = name("M00/00/01/other");
+        assert_eq!(
+            store.replica_rename(&other, &old).await.unwrap(),
+            Applied::Missing
+        );
+
+        let link = name("M00/01/01/link_s");
+        assert_eq!(
+            store.replica_link(&link, &old).await.unwrap(),
+            Applied::Missing
+        );
+        assert_eq!(
+            store.replica_link(&link, &new).await.unwrap(),
+            Applied::Done
+        );
+        assert_eq!(
+            store.replica_link(&link, &new).await.unwrap(),
+            Applied::Have
+        );
+        assert_eq!(
+            store.local_file(&link).await.unwrap(),
+            LocalFile::Link {
+                target: new.to_string()
+            }
+        );
+
+        let (list, len) = store.write_file_list(0).await.unwrap();
+        let text = std::fs::read_to_string(list.path()).unwrap();
+        assert_eq!(text.len() as u64, len);
+        let entries: Vec<FileListEntry> = text
+            .lines()
+            .map(|l| FileListEntry::parse_line(l).unwrap())
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                FileListEntry {
+                    size: 3,
+                    mtime: 7,
+                    name: new.to_string(),
+                    target: None
+                },
+                FileListEntry {
+                    size: 3,
+                    mtime: 7,
+                    name: "M00/00/01/newname-m".into(),
+                    target: None
+                },
+                FileListEntry {
+                    size: 0,
+                    mtime: entries[2].mtime,
+                    name: link.to_string(),
+                    target: Some(new.to_string())
+                },
+            ]
+        );
+        list.remove().await;
+        // uploads show up as well
+        let uploaded = store
+            .write_new_file(
+                &NewFile {
+                    store_path: None,
+                    size: 1,
+                    ext: "",
+                    appender: false,
+                },
+                &mut &b"x"[..],
+            )
+            .await
+            .unwrap();
+        let (list, _) = store.write_file_list(0).await.unwrap();
+        let text = std::fs::read_to_string(list.path()).unwrap();
+        assert!(text.contains(&uploaded.to_string()));
+        list.remove().await;
+    }
+}
