@@ -44,6 +44,9 @@ pub struct Storage {
     pub stat: StatBlock,
     /// Peer address of the report connection the storage joined on, while it is open.
     pub(crate) report_conn: Option<SocketAddr>,
+    /// Replication: its data generation, copy source and how far each peer's changes reached
+    /// it (see [`crate::sync`]).
+    pub sync: crate::sync::SyncInfo,
 }
 
 impl Storage {
@@ -337,6 +340,7 @@ impl Cluster {
             last_beat_unix: 0,
             stat: StatBlock::default(),
             report_conn: Some(peer),
+            sync: crate::sync::SyncInfo::default(),
         };
         match group.position(&id) {
             Ok(i) => {
@@ -348,6 +352,7 @@ impl Cluster {
                     last_synced_timestamp: storage.last_synced_timestamp,
                     last_beat_unix: storage.last_beat_unix,
                     stat: storage.stat,
+                    sync: std::mem::take(&mut storage.sync),
                     ..fresh
                 };
                 if storage.store_path_count == kept.store_path_count {

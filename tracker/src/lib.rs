@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod persist;
 pub mod select;
 pub mod service;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -339,6 +339,7 @@ impl StorageState {
                 .stat_block()
                 .map_err(|err| invalid(format!("storage {}: {err}", self.id)))?,
             report_conn: None,
+            sync: crate::sync::SyncInfo::default(),
         })
     }
 }

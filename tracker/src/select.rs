@@ -284,18 +284,21 @@ pub fn choose_upload(
 /// What the tracker reads from a file name for routing (J.4).
 struct FileFacts {
     source: Source,
+    /// The source's storage id, when the group knows it.
+    source_id: Option<String>,
     timestamp: i64,
     /// Neither slave nor appender.
     normal: bool,
 }
 
-fn file_facts(name: &str) -> Result<FileFacts, SelectError> {
+fn file_facts(group: &Group, name: &str) -> Result<FileFacts, SelectError> {
     LogicalName::parse(name).map_err(|err| SelectError::BadName(err.to_string()))?;
     let fields =
         NameFields::from_logical_name(name).map_err(|err| SelectError::BadName(err.to_string()))?;
     let kind = classify(name, &fields);
     Ok(FileFacts {
         source: fields.source,
+        source_id: source_id(group, fields.source),
         timestamp: i64::from(fields.timestamp),
         normal: !matches!(kind, FileKind::Slave | FileKind::Appender),
     })
@@ -308,14 +311,52 @@ fn is_source(storage: &Storage, source: Source) -> bool {
     }
 }
 
-/// Whether `storage` can be assumed to hold the file now (J.4 rules 1–4).
-fn may_serve(policy: &Policy, storage: &Storage, file: &FileFacts, now: i64) -> bool {
+/// The id of the file's source storage in the group (by id, or the first by id with its IP).
+fn source_id(group: &Group, source: Source) -> Option<String> {
+    match source {
+        Source::Id(id) => Some(id.to_string()),
+        Source::Ip(_) => group
+            .storages()
+            .iter()
+            .find(|s| is_source(s, source))
+            .map(|s| s.id.clone()),
+    }
+}
+
+/// How sure the tracker is that a storage holds a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holds {
+    /// J.4 rules 1–3: the source, an old file, or replication has reached past it.
+    Surely,
+    /// J.4 rule 4 only (about one second behind, but the file is older than the max sync
+    /// time): worth asking first.
+    Probably,
+    Unknown,
+}
+
+/// J.4 rules 1–4. Rule 3 uses the synced timestamp the file's source reported for this
+/// storage: `W` means every change with a timestamp below `W` arrived, so
+/// `last_synced_timestamp = W - 1`.
+fn holds(policy: &Policy, storage: &Storage, file: &FileFacts, now: i64) -> Holds {
     let ts = file.timestamp;
-    let synced = i64::from(storage.last_synced_timestamp);
-    is_source(storage, file.source)
-        || ts < now.saturating_sub(policy.sync_max_delay)
-        || synced > ts
-        || (synced + 1 >= ts && now - ts > policy.sync_max_time)
+    if is_source(storage, file.source) || ts < now.saturating_sub(policy.sync_max_delay) {
+        return Holds::Surely;
+    }
+    let Some(synced) = file
+        .source_id
+        .as_deref()
+        .and_then(|id| storage.sync.synced_from(id))
+        .map(|w| w - 1)
+    else {
+        return Holds::Unknown;
+    };
+    if synced > ts {
+        Holds::Surely
+    } else if synced + 1 >= ts && now - ts > policy.sync_max_time {
+        Holds::Probably
+    } else {
+        Holds::Unknown
+    }
 }
 
 /// The readable source of the file, first by id when several storages share its IP.
@@ -324,22 +365,6 @@ fn readable_source(group: &Group, file: &FileFacts) -> Option<usize> {
         .storages()
         .iter()
         .position(|s| s.is_active() && is_source(s, file.source))
-}
-
-/// The group's designated store server (J.4): the writable server with the lowest
-/// `upload_priority` under `store_server = 2`, otherwise the first writable one by id.
-fn designated(policy: &Policy, group: &Group) -> Option<usize> {
-    let writable = group
-        .storages()
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.is_active());
-    match policy.store_server {
-        StoreServer::Priority => writable
-            .min_by_key(|(_, s)| s.upload_priority)
-            .map(|(i, _)| i),
-        _ => writable.map(|(i, _)| i).next(),
-    }
 }
 
 fn find_group<'a>(cluster: &'a mut Cluster, name: &str) -> Result<&'a mut Group, SelectError> {
@@ -362,8 +387,52 @@ fn servers(group: &Group, indexes: &[usize]) -> Result<Servers, SelectError> {
     })
 }
 
+/// The answer to a read or update query, or the storages to ask first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    Servers(Servers),
+    /// No readable storage is known to hold the file (its source is down and replication
+    /// has not been confirmed past it): ask these, in order, with QUERY_FILE_INFO whether
+    /// they hold it, and answer the first that does (or, `all`, every one that does). When
+    /// none does, answer `otherwise`, or "not found" without it.
+    Ask {
+        group: String,
+        candidates: Vec<StorageAddr>,
+        all: bool,
+        otherwise: Option<Servers>,
+    },
+}
+
+/// Every ACTIVE storage, starting at `cursor` (wrapping), those that probably hold the file
+/// first.
+fn ask_order(
+    policy: &Policy,
+    group: &Group,
+    file: &FileFacts,
+    now: i64,
+    cursor: usize,
+) -> Vec<StorageAddr> {
+    let storages = group.storages();
+    let len = storages.len();
+    let in_order: Vec<&Storage> = (0..len)
+        .map(|step| &storages[(cursor + step) % len.max(1)])
+        .filter(|s| s.is_active())
+        .collect();
+    let (probable, rest): (Vec<&Storage>, Vec<&Storage>) = in_order
+        .into_iter()
+        .partition(|s| holds(policy, s, file, now) == Holds::Probably);
+    probable
+        .into_iter()
+        .chain(rest)
+        .map(Storage::addr)
+        .collect()
+}
+
 /// QUERY_FETCH_ONE (102, `all = false`) and QUERY_FETCH_ALL (105, `all = true`); `now` is
 /// unix time in seconds.
+///
+/// J.4, except that a client is never sent to a storage that may lack the file: where
+/// FastDFS falls back to the designated store server, the candidates are asked instead.
 pub fn choose_fetch(
     cluster: &mut Cluster,
     policy: &Policy,
@@ -371,14 +440,14 @@ pub fn choose_fetch(
     name: &str,
     now: i64,
     all: bool,
-) -> Result<Servers, SelectError> {
-    let file = file_facts(name)?;
+) -> Result<Fetch, SelectError> {
     let group = find_group(cluster, group)?;
-    let serves = |s: &Storage| s.is_active() && may_serve(policy, s, &file, now);
-    let mut chosen: Vec<usize> = if all {
+    let file = file_facts(group, name)?;
+    let sure = |s: &Storage| s.is_active() && holds(policy, s, &file, now) == Holds::Surely;
+    let chosen: Vec<usize> = if all {
         if file.normal {
             (0..group.storages().len())
-                .filter(|&i| serves(&group.storages()[i]))
+                .filter(|&i| sure(&group.storages()[i]))
                 .collect()
         } else {
             readable_source(group, &file).into_iter().collect()
@@ -391,34 +460,55 @@ pub fn choose_fetch(
         if one.is_none() && file.normal {
             let storages = group.storages();
             let len = storages.len();
-            one = round_robin(len, group.read_cursor, |i| serves(&storages[i]));
+            one = round_robin(len, group.read_cursor, |i| sure(&storages[i]));
             if let Some(index) = one {
                 group.read_cursor = (index + 1) % len;
             }
         }
         one.into_iter().collect()
     };
-    if chosen.is_empty() {
-        chosen.extend(designated(policy, group));
+    if !chosen.is_empty() {
+        return servers(group, &chosen).map(Fetch::Servers);
     }
-    servers(group, &chosen)
+    let candidates = ask_order(policy, group, &file, now, group.read_cursor);
+    if candidates.is_empty() {
+        return Err(SelectError::NoServer(group.name.clone()));
+    }
+    if !group.storages().is_empty() {
+        group.read_cursor = (group.read_cursor + 1) % group.storages().len();
+    }
+    Ok(Fetch::Ask {
+        group: group.name.clone(),
+        candidates,
+        all,
+        otherwise: None,
+    })
 }
 
-/// QUERY_UPDATE (103): the source if writable, else the group's upload server.
+/// QUERY_UPDATE (103): the source if writable; else a storage that holds the file (asked),
+/// else the group's upload server.
 pub fn choose_update(
     cluster: &mut Cluster,
     policy: &Policy,
     group: &str,
     name: &str,
-) -> Result<Servers, SelectError> {
-    let file = file_facts(name)?;
+    now: i64,
+) -> Result<Fetch, SelectError> {
     let group = find_group(cluster, group)?;
-    let chosen = match readable_source(group, &file) {
-        Some(index) => Some(index),
-        // Updates (deletes included) must reach a server even when disks are full.
-        None => choose_server(group, policy.store_server, Storage::is_active),
-    };
-    servers(group, &chosen.into_iter().collect::<Vec<_>>())
+    let file = file_facts(group, name)?;
+    if let Some(index) = readable_source(group, &file) {
+        return servers(group, &[index]).map(Fetch::Servers);
+    }
+    // Updates (deletes included) must reach a server even when disks are full.
+    let fallback = choose_server(group, policy.store_server, Storage::is_active);
+    let otherwise = servers(group, &fallback.into_iter().collect::<Vec<_>>())?;
+    let candidates = ask_order(policy, group, &file, now, 0);
+    Ok(Fetch::Ask {
+        group: group.name.clone(),
+        candidates,
+        all: false,
+        otherwise: Some(otherwise),
+    })
 }
 
 #[cfg(test)]
@@ -451,6 +541,46 @@ mod tests {
 
     fn ports(servers: &[StorageAddr]) -> Vec<u16> {
         servers.iter().map(|s| s.port).collect()
+    }
+
+    /// The servers of a direct answer (fails on an answer that needs asking).
+    fn direct(fetch: Fetch) -> Servers {
+        match fetch {
+            Fetch::Servers(servers) => servers,
+            other => panic!("expected servers, got {other:?}"),
+        }
+    }
+
+    /// The candidates of an answer that needs asking.
+    fn asked(fetch: Fetch) -> (Vec<u16>, bool, Option<Vec<u16>>) {
+        match fetch {
+            Fetch::Ask {
+                candidates,
+                all,
+                otherwise,
+                ..
+            } => (
+                ports(&candidates),
+                all,
+                otherwise.map(|o| ports(&o.servers)),
+            ),
+            other => panic!("expected asking, got {other:?}"),
+        }
+    }
+
+    /// Records that storage `to` has received every change of `from` below `synced`.
+    fn set_synced(cluster: &mut Cluster, to: usize, from: &str, synced: i64) {
+        let index = cluster.group_position("g").unwrap();
+        let storage = &mut cluster.groups_mut()[index].storages_mut()[to];
+        storage.sync.generation = 7;
+        storage.sync.from.insert(
+            from.to_string(),
+            crate::sync::PeerSync {
+                generation: 7,
+                synced_timestamp: synced,
+                ..Default::default()
+            },
+        );
     }
 
     fn upload_port(
@@ -684,7 +814,7 @@ mod tests {
         for bad in ["M00/00/00/../../etc/passwd", "M00/0a/00/abc", "short"] {
             let err = choose_fetch(&mut cluster, &policy(), "g", bad, 2000, false).unwrap_err();
             assert_eq!(err.status(), status::EINVAL, "{bad}");
-            let err = choose_update(&mut cluster, &policy(), "g", bad).unwrap_err();
+            let err = choose_update(&mut cluster, &policy(), "g", bad, 2000).unwrap_err();
             assert_eq!(err.status(), status::EINVAL, "{bad}");
         }
     }
@@ -697,10 +827,11 @@ mod tests {
         let now = 1_000_000;
         let name = normal_name(Source::Id(2), now as u32 - 10);
         for _ in 0..3 {
-            let one = choose_fetch(&mut cluster, &policy(), "g", &name, now, false).unwrap();
+            let one =
+                direct(choose_fetch(&mut cluster, &policy(), "g", &name, now, false).unwrap());
             assert_eq!(ports(&one.servers), [23002]);
         }
-        let all = choose_fetch(&mut cluster, &policy(), "g", &name, now, true).unwrap();
+        let all = direct(choose_fetch(&mut cluster, &policy(), "g", &name, now, true).unwrap());
         assert_eq!(ports(&all.servers), [23002]);
     }
 
@@ -715,21 +846,21 @@ mod tests {
         let name = normal_name(Source::Id(2), (now - 86_401) as u32);
         let picks: Vec<u16> = (0..4)
             .map(|_| {
-                choose_fetch(&mut cluster, &policy(), "g", &name, now, false)
-                    .unwrap()
+                direct(choose_fetch(&mut cluster, &policy(), "g", &name, now, false).unwrap())
                     .servers[0]
                     .port
             })
             .collect();
         assert_eq!(picks, [23001, 23002, 23001, 23002]);
-        let all = choose_fetch(&mut cluster, &policy(), "g", &name, now, true).unwrap();
+        let all = direct(choose_fetch(&mut cluster, &policy(), "g", &name, now, true).unwrap());
         assert_eq!(ports(&all.servers), [23001, 23002]);
 
         // download_server = 1 prefers the source even for old files.
         let mut source_first = policy();
         source_first.download_server = DownloadServer::SourceFirst;
         for _ in 0..2 {
-            let one = choose_fetch(&mut cluster, &source_first, "g", &name, now, false).unwrap();
+            let one =
+                direct(choose_fetch(&mut cluster, &source_first, "g", &name, now, false).unwrap());
             assert_eq!(ports(&one.servers), [23002]);
         }
     }
@@ -742,53 +873,52 @@ mod tests {
         let now = 1_000_000i64;
         let ts = (now - 10) as u32;
         let name = normal_name(Source::Id(2), ts);
-        let set_lst = |cluster: &mut Cluster, lst: u32| {
-            let index = cluster.group_position("g").unwrap();
-            cluster.groups_mut()[index].storages_mut()[0].last_synced_timestamp = lst;
-        };
         let readers = |cluster: &mut Cluster, now: i64| {
-            ports(
-                &choose_fetch(cluster, &policy(), "g", &name, now, true)
-                    .unwrap()
-                    .servers,
-            )
+            ports(&direct(choose_fetch(cluster, &policy(), "g", &name, now, true).unwrap()).servers)
         };
-        // Rule 3 is strict: equal is not enough.
-        set_lst(&mut cluster, ts);
+        // Rule 3 with last_synced_timestamp = W - 1 > ts.
+        set_synced(&mut cluster, 0, "2", i64::from(ts) + 1);
         assert_eq!(readers(&mut cluster, now), [23002]);
-        set_lst(&mut cluster, ts + 1);
+        set_synced(&mut cluster, 0, "2", i64::from(ts) + 2);
         assert_eq!(readers(&mut cluster, now), [23001, 23002]);
-        // Rule 4: one second behind, but the file is older than the max sync time.
-        set_lst(&mut cluster, ts - 1);
+        // Figures from another source do not count for this file.
+        set_synced(&mut cluster, 0, "2", 0);
+        set_synced(&mut cluster, 0, "3", i64::from(ts) + 100);
         assert_eq!(readers(&mut cluster, now), [23002]);
-        assert_eq!(readers(&mut cluster, i64::from(ts) + 301), [23001, 23002]);
-        set_lst(&mut cluster, ts - 2);
-        assert_eq!(readers(&mut cluster, i64::from(ts) + 301), [23002]);
+        // Nor figures for older data of the storage.
+        set_synced(&mut cluster, 0, "2", i64::from(ts) + 100);
+        let index = cluster.group_position("g").unwrap();
+        cluster.groups_mut()[index].storages_mut()[0]
+            .sync
+            .generation = 8;
+        assert_eq!(readers(&mut cluster, now), [23002]);
     }
 
     #[test]
-    fn source_down_falls_back_to_the_designated_server() {
+    fn source_down_means_asking_who_holds_the_file() {
         let mut cluster = Cluster::new();
         add(&mut cluster, "g", 1, vec![usage(100, 50)]);
         add(&mut cluster, "g", 2, vec![usage(100, 50)]);
         add(&mut cluster, "g", 3, vec![usage(100, 50)]);
         cluster.disconnect(peer(1));
         let now = 1_000_000;
-        let name = normal_name(Source::Id(1), now as u32);
-        let one = choose_fetch(&mut cluster, &policy(), "g", &name, now, false).unwrap();
+        let name = normal_name(Source::Id(1), now as u32 - 400);
+        let (candidates, all, otherwise) =
+            asked(choose_fetch(&mut cluster, &policy(), "g", &name, now, false).unwrap());
+        assert_eq!(candidates.len(), 2);
+        assert!(candidates.iter().all(|p| [23002, 23003].contains(p)));
+        assert!(!all);
+        assert_eq!(otherwise, None);
+        // Rule 4 (about a second behind, file older than the max sync time): asked first.
+        set_synced(&mut cluster, 2, "1", now - 400);
+        let (candidates, all, _) =
+            asked(choose_fetch(&mut cluster, &policy(), "g", &name, now, true).unwrap());
+        assert_eq!(candidates[0], 23003);
+        assert!(all);
+        // A replica known to be past the file is answered directly.
+        set_synced(&mut cluster, 1, "1", now);
+        let one = direct(choose_fetch(&mut cluster, &policy(), "g", &name, now, false).unwrap());
         assert_eq!(ports(&one.servers), [23002]);
-        let all = choose_fetch(&mut cluster, &policy(), "g", &name, now, true).unwrap();
-        assert_eq!(ports(&all.servers), [23002]);
-        let mut priority = policy();
-        priority.store_server = StoreServer::Priority;
-        let mut request = join_request("g", 3, 23003, 1);
-        request.upload_priority = 0;
-        cluster.join(peer(3), &request, Instant::now()).unwrap();
-        cluster
-            .beat(peer(3), vec![usage(100, 50)], Instant::now())
-            .unwrap();
-        let one = choose_fetch(&mut cluster, &priority, "g", &name, now, false).unwrap();
-        assert_eq!(ports(&one.servers), [23003]);
         // Nobody readable at all.
         cluster.disconnect(peer(2));
         cluster.disconnect(peer(3));
@@ -815,10 +945,11 @@ mod tests {
         let slave = normal_name(Source::Id(2), old).replace(".txt", "_big.txt");
         for name in [&appender, &slave] {
             for _ in 0..2 {
-                let one = choose_fetch(&mut cluster, &policy(), "g", name, now, false).unwrap();
+                let one =
+                    direct(choose_fetch(&mut cluster, &policy(), "g", name, now, false).unwrap());
                 assert_eq!(ports(&one.servers), [23002], "{name}");
             }
-            let all = choose_fetch(&mut cluster, &policy(), "g", name, now, true).unwrap();
+            let all = direct(choose_fetch(&mut cluster, &policy(), "g", name, now, true).unwrap());
             assert_eq!(ports(&all.servers), [23002], "{name}");
         }
     }
@@ -829,23 +960,27 @@ mod tests {
         add(&mut cluster, "g", 1, vec![usage(100, 50)]);
         let now = 1_000_000;
         let name = normal_name(Source::Ip(Ipv4Addr::new(127, 0, 0, 1)), now as u32);
-        let one = choose_fetch(&mut cluster, &policy(), "g", &name, now, false).unwrap();
+        let one = direct(choose_fetch(&mut cluster, &policy(), "g", &name, now, false).unwrap());
         assert_eq!(ports(&one.servers), [23001]);
     }
 
     #[test]
-    fn updates_go_to_the_source_or_the_upload_server() {
+    fn updates_go_to_the_source_or_a_holder_or_the_upload_server() {
         let mut cluster = Cluster::new();
         add(&mut cluster, "g", 1, vec![usage(100, 50)]);
         add(&mut cluster, "g", 2, vec![usage(100, 1)]);
         let name = normal_name(Source::Id(2), 1000);
-        let update = choose_update(&mut cluster, &policy(), "g", &name).unwrap();
+        let update = direct(choose_update(&mut cluster, &policy(), "g", &name, 2000).unwrap());
         assert_eq!(ports(&update.servers), [23002]);
         cluster.disconnect(peer(2));
-        let update = choose_update(&mut cluster, &policy(), "g", &name).unwrap();
-        assert_eq!(ports(&update.servers), [23001]);
+        let (candidates, all, otherwise) =
+            asked(choose_update(&mut cluster, &policy(), "g", &name, 2000).unwrap());
+        assert_eq!(
+            (candidates, all, otherwise),
+            (vec![23001], false, Some(vec![23001]))
+        );
         cluster.disconnect(peer(1));
-        let err = choose_update(&mut cluster, &policy(), "g", &name).unwrap_err();
+        let err = choose_update(&mut cluster, &policy(), "g", &name, 2000).unwrap_err();
         assert_eq!(err.status(), status::ENOENT);
     }
 
@@ -965,14 +1100,24 @@ mod tests {
                 for g in 0..layout.len() {
                     let group = format!("g{g}");
                     let reply = choose_fetch(&mut cluster, &policy, &group, &name, now, all);
-                    let update = choose_update(&mut cluster, &policy, &group, &name);
+                    let update = choose_update(&mut cluster, &policy, &group, &name, now);
                     let snapshot = cluster.group(&group).unwrap();
                     let any_active = snapshot.storages().iter().any(|s| s.is_active());
                     for result in [reply, update] {
-                        match result {
+                        let named = match result {
+                                Ok(Fetch::Servers(servers)) => Ok(servers.servers),
+                                Ok(Fetch::Ask { candidates, otherwise, .. }) => {
+                                    if let Some(otherwise) = otherwise {
+                                        prop_assert!(!otherwise.servers.is_empty());
+                                    }
+                                    Ok(candidates)
+                                }
+                                Err(err) => Err(err),
+                        };
+                        match named {
                             Ok(servers) => {
-                                prop_assert!(!servers.servers.is_empty());
-                                for addr in &servers.servers {
+                                prop_assert!(!servers.is_empty());
+                                for addr in &servers {
                                     let storage = snapshot.storages().iter().find(|s| s.port == addr.port).unwrap();
                                     prop_assert!(storage.is_active());
                                 }

@@ -111,7 +111,12 @@ impl Tracker {
             return Self::refuse(conn, len).await;
         }
         let body = conn.read_body(len, max).await?;
-        let status = match cmd::handle(self, command, &body, peer) {
+        let result = if cmd::is_async(command) {
+            cmd::handle_async(self, command, &body).await
+        } else {
+            cmd::handle(self, command, &body, peer)
+        };
+        let status = match result {
             Ok(reply) => {
                 conn.send_response(status::OK, &reply).await?;
                 status::OK

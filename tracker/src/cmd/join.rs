@@ -20,7 +20,7 @@ pub fn handle(tracker: &Tracker, body: &[u8], peer: SocketAddr) -> Result<Vec<u8
         })?;
     Ok(JoinReply {
         status,
-        // fdfs-rs has no tracker-driven full sync yet: nobody is told to copy from a source.
+        // the copy source of a new or recovering storage is named by SYNC_DEST_REQ (87)
         sync_source_id: String::new(),
     }
     .encode())

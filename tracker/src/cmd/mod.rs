@@ -10,6 +10,7 @@ use fdfs_proto::ProtoError;
 use crate::cluster::{BeatError, DeleteError, JoinError};
 use crate::select::SelectError;
 use crate::service::Tracker;
+use crate::sync::SyncError;
 
 mod beat;
 mod delete;
@@ -18,6 +19,7 @@ mod list;
 mod parameter;
 mod query_fetch;
 mod query_store;
+mod sync;
 
 pub use list::ListError;
 pub use parameter::parameter_text;
@@ -36,6 +38,8 @@ pub enum CmdError {
     List(#[from] ListError),
     #[error(transparent)]
     Delete(#[from] DeleteError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
 }
 
 impl CmdError {
@@ -48,6 +52,7 @@ impl CmdError {
             CmdError::Beat(err) => err.status(),
             CmdError::List(err) => err.status(),
             CmdError::Delete(err) => err.status(),
+            CmdError::Sync(err) => err.status(),
         }
     }
 }
@@ -76,9 +81,30 @@ pub fn max_body(command: Command) -> Option<u64> {
         QueryFetchOne | QueryFetchAll | QueryUpdate => query_fetch::MAX_BODY_LEN,
         StorageJoin => join::BODY_LEN,
         StorageBeat => beat::MAX_BODY_LEN,
+        SyncDestReq => sync::DEST_BODY_LEN,
+        StorageChangeStatus => sync::STATUS_BODY_LEN,
+        SyncReport => sync::REPORT_MAX_LEN,
         _ => return None,
     };
     Some(max as u64)
+}
+
+/// Whether `command` is served by [`handle_async`] (it may talk to storages).
+pub fn is_async(command: Command) -> bool {
+    matches!(
+        command,
+        Command::QueryFetchOne | Command::QueryFetchAll | Command::QueryUpdate
+    )
+}
+
+/// Runs a command that may have to ask storages before answering. The registry lock is never
+/// held while waiting for them.
+pub async fn handle_async(
+    tracker: &Tracker,
+    command: Command,
+    body: &[u8],
+) -> Result<Vec<u8>, CmdError> {
+    query_fetch::handle(tracker, command, body).await
 }
 
 /// Runs a command whose body has been read; `peer` identifies the connection.
@@ -94,9 +120,6 @@ pub fn handle(
         QueryStoreWithGroupOne => query_store::handle(tracker, body, true, false),
         QueryStoreWithoutGroupAll => query_store::handle(tracker, body, false, true),
         QueryStoreWithGroupAll => query_store::handle(tracker, body, true, true),
-        QueryFetchOne => query_fetch::fetch(tracker, body, false),
-        QueryFetchAll => query_fetch::fetch(tracker, body, true),
-        QueryUpdate => query_fetch::update(tracker, body),
         ParameterReq => parameter::handle(tracker, body),
         StorageJoin => join::handle(tracker, body, peer),
         StorageBeat => beat::handle(tracker, body, peer),
@@ -105,6 +128,9 @@ pub fn handle(
         ListStorage => list::list_storage(tracker, body),
         DeleteStorage => delete::delete_storage(tracker, body),
         DeleteGroup => delete::delete_group(tracker, body),
+        SyncDestReq => sync::sync_dest(tracker, body, peer),
+        StorageChangeStatus => sync::change_status(tracker, body, peer),
+        SyncReport => sync::report(tracker, body, peer),
         other => Err(ProtoError::invalid(
             "command",
             format!("{other:?} is not served by the tracker"),

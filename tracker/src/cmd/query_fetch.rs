@@ -1,11 +1,18 @@
 //! QUERY_FETCH_ONE / QUERY_FETCH_ALL / QUERY_UPDATE (102, 105, 103; D.2).
 
+use std::time::Duration;
+
+use fdfs_proto::cmd::Command;
+use fdfs_proto::conn::Connection;
 use fdfs_proto::field::FieldReader;
-use fdfs_proto::tracker_msg::FetchReply;
-use fdfs_proto::{ProtoError, GROUP_NAME_LEN, MAX_NAME_LEN};
+use fdfs_proto::storage_msg::{GroupAndName, FILE_INFO_NO_CRC, FILE_INFO_SILENT};
+use fdfs_proto::tracker_msg::{FetchReply, StorageAddr};
+use fdfs_proto::{Header, ProtoError, GROUP_NAME_LEN, MAX_NAME_LEN};
+use tokio::net::TcpStream;
+use tracing::debug;
 
 use super::CmdError;
-use crate::select::{choose_fetch, choose_update, Servers};
+use crate::select::{choose_fetch, choose_update, Fetch, SelectError, Servers};
 use crate::service::{unix_now, Tracker};
 
 /// Shortest file name a query may carry (A.5).
@@ -36,23 +43,98 @@ fn reply(servers: Servers) -> Vec<u8> {
     .encode()
 }
 
-pub fn fetch(tracker: &Tracker, body: &[u8], all: bool) -> Result<Vec<u8>, CmdError> {
+/// How long a storage may take to say whether it holds a file.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// QUERY_FETCH_ONE / QUERY_FETCH_ALL (`command` 102 / 105) and QUERY_UPDATE (103). When no
+/// readable storage is known to hold the file, candidates are asked (QUERY_FILE_INFO, flags
+/// 3) before anyone is named: a client is never sent to a storage that lacks the file.
+pub async fn handle(tracker: &Tracker, command: Command, body: &[u8]) -> Result<Vec<u8>, CmdError> {
     let (group, name) = decode(body)?;
-    let servers = choose_fetch(
-        &mut tracker.cluster(),
-        tracker.policy(),
-        &group,
-        &name,
-        unix_now(),
-        all,
-    )?;
-    Ok(reply(servers))
+    let plan = {
+        let mut cluster = tracker.cluster();
+        match command {
+            Command::QueryUpdate => {
+                choose_update(&mut cluster, tracker.policy(), &group, &name, unix_now())?
+            }
+            _ => choose_fetch(
+                &mut cluster,
+                tracker.policy(),
+                &group,
+                &name,
+                unix_now(),
+                command == Command::QueryFetchAll,
+            )?,
+        }
+    };
+    match plan {
+        Fetch::Servers(servers) => Ok(reply(servers)),
+        Fetch::Ask {
+            group,
+            candidates,
+            all,
+            otherwise,
+        } => {
+            let mut holders = Vec::new();
+            for candidate in candidates {
+                if holds_file(&candidate, &group, &name).await {
+                    holders.push(candidate);
+                    if !all {
+                        break;
+                    }
+                }
+            }
+            debug!(%group, %name, holders = holders.len(), "asked storages for a file");
+            if holders.is_empty() {
+                return match otherwise {
+                    Some(servers) => Ok(reply(servers)),
+                    None => Err(SelectError::NoServer(group).into()),
+                };
+            }
+            Ok(reply(Servers {
+                group,
+                servers: holders,
+            }))
+        }
+    }
 }
 
-pub fn update(tracker: &Tracker, body: &[u8]) -> Result<Vec<u8>, CmdError> {
-    let (group, name) = decode(body)?;
-    let servers = choose_update(&mut tracker.cluster(), tracker.policy(), &group, &name)?;
-    Ok(reply(servers))
+/// QUERY_FILE_INFO with flags 3 (no CRC, silent): status 0 = the storage holds the file.
+async fn holds_file(storage: &StorageAddr, group: &str, name: &str) -> bool {
+    let body = GroupAndName {
+        group: group.to_string(),
+        name: name.to_string(),
+    }
+    .encode();
+    let asked = async {
+        let stream = TcpStream::connect((storage.ip.as_str(), storage.port)).await?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection::new(stream);
+        let header = Header {
+            pkg_len: body.len() as i64,
+            cmd: Command::QueryFileInfo.code(),
+            status: FILE_INFO_NO_CRC | FILE_INFO_SILENT,
+        };
+        conn.send(header, &body).await?;
+        let held = match conn.read_response(256).await {
+            Ok(_) => true,
+            Err(ProtoError::Status { .. }) => false,
+            Err(err) => return Err(err),
+        };
+        let _ = conn.send_request(Command::Quit.code(), &[]).await;
+        Ok::<bool, ProtoError>(held)
+    };
+    match tokio::time::timeout(ASK_TIMEOUT, asked).await {
+        Ok(Ok(held)) => held,
+        Ok(Err(err)) => {
+            debug!(%storage, error = %err, "cannot ask a storage about a file");
+            false
+        }
+        Err(_) => {
+            debug!(%storage, "a storage did not say in time whether it holds a file");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
