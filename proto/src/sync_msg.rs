@@ -9,9 +9,12 @@ use crate::error::ProtoError;
 use crate::field::{put_fixed, put_i32, put_i64, FieldReader};
 use crate::{GROUP_NAME_LEN, MAX_NAME_LEN, STORAGE_ID_LEN};
 
-/// fdfs-rs's file list command (the code of FastDFS's FETCH_ONE_PATH_BINLOG, L.9): body
-/// [`FileListRequest`], reply the text lines of [`FileListEntry`], streamed.
-pub const FETCH_FILE_LIST: u8 = 26;
+/// fdfs-rs's file list command, sent to a storage's port by a storage copying the group's
+/// files (L.7/L.9 play this part with FETCH_ONE_PATH_BINLOG, 26): body [`FileListRequest`],
+/// reply the text lines of [`FileListEntry`], streamed. It uses the code of SYNC_SRC_REQ
+/// (86), a tracker command no storage serves, because the shared accept loop only passes
+/// codes of [`crate::cmd::Command`] on.
+pub const FETCH_FILE_LIST: u8 = crate::cmd::Command::SyncSrcReq as u8;
 
 /// Header status byte of a SYNC_CREATE_FILE without content (L.4): "do you have this file?".
 /// fdfs-rs receivers answer 17 when they hold the same size and mtime, 2 otherwise.

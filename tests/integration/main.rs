@@ -7,4 +7,5 @@ mod durability;
 mod http;
 mod membership;
 mod operations;
+mod replication;
 mod wire;

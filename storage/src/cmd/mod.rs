@@ -102,9 +102,6 @@ impl Service for StorageService {
 }
 
 async fn dispatch(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<Flow, ProtoError> {
-    if header.cmd == fdfs_proto::sync_msg::FETCH_FILE_LIST {
-        return sync::file_list(ctx, conn, header).await;
-    }
     let Ok(command) = Command::try_from(header.cmd) else {
         return reject(conn).await;
     };
@@ -143,6 +140,8 @@ async fn dispatch(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<Fl
         | Command::SyncModifyFile
         | Command::SyncTruncateFile
         | Command::SyncRenameFile => sync::handle(ctx, conn, header, command).await,
+        // FETCH_FILE_LIST (fdfs_proto::sync_msg)
+        Command::SyncSrcReq => sync::file_list(ctx, conn, header).await,
         _ => {
             debug!(cmd = header.cmd, "command not served by a storage");
             reject(conn).await
