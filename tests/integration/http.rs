@@ -536,6 +536,12 @@ async fn appender_and_slave_files() -> Result<()> {
         reply.header("cache-control"),
         Some("public, max-age=31536000, immutable")
     );
+    let head = request(http, "HEAD", &format!("/{slave}"), &[]).await?;
+    assert_eq!(
+        head.header("etag"),
+        Some(etag.as_str()),
+        "HEAD and GET agree"
+    );
     Ok(())
 }
 

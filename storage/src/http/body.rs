@@ -1,7 +1,8 @@
 //! Response bodies. [`FileBody`] streams byte ranges of an open file (with optional literal
 //! parts in between, for `multipart/byteranges`) one [`CHUNK`]-sized positional read at a time
-//! on the blocking pool, so a request holds at most one chunk whatever the file size, and
-//! hyper pulls the next chunk only when the socket has taken the previous ones.
+//! (from the page cache in place when possible, else on the blocking pool), so a request holds
+//! at most one chunk whatever the file size, and hyper pulls the next chunk only when the
+//! socket has taken the previous ones.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -18,6 +19,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::task::JoinHandle;
+
+use super::nowait;
 
 /// Size of one read from disk.
 pub const CHUNK: usize = 128 * 1024;
@@ -70,7 +73,7 @@ impl FileBody {
 
 /// Reads exactly `len` bytes at `offset`; a file that shrank is an error (the response
 /// promised a length, so the connection must be cut rather than padded).
-fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
+pub(super) fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = vec![0u8; len];
     let mut filled = 0;
     while filled < len {
@@ -126,6 +129,10 @@ impl HttpBody for FileBody {
                     let at = *offset;
                     *offset += take;
                     *len -= take;
+                    if let Some(bytes) = nowait::read_exact_at(&self.file, at, take as usize) {
+                        self.remaining -= take;
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
                     let file = self.file.clone();
                     self.reading = Some(tokio::task::spawn_blocking(move || {
                         read_exact_at(&file, at, take as usize)

@@ -2,7 +2,7 @@
 //! the name, serve the local file, else find it on a peer (redirect or proxy), else the
 //! default image or 404.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use fdfs_proto::file_id::LogicalName;
@@ -177,16 +177,9 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
     };
     let kind = classify(&target.name.to_string(), &fields);
     let cond = conditions(request);
-    let want_crc = kind == FileKind::Slave && !cond.head;
-    match open_blocking(
-        state,
-        path,
-        data_root(&target.name, state),
-        !cond.head,
-        want_crc,
-    )
-    .await
-    {
+    // HEAD too: its ETag must be the one GET gives
+    let want_crc = kind == FileKind::Slave;
+    match open_local(state, &path, !cond.head, want_crc).await {
         Ok(Lookup::Found(file)) => {
             let rep = representation(settings, &target.name, &fields, kind, &file, &params);
             local::respond(&cond, file, rep)
@@ -200,27 +193,20 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
     }
 }
 
-/// `<store>/data` of the file's store path (its path is `data/XX/YY/name`).
-fn data_root(name: &LogicalName, state: &State) -> PathBuf {
-    state
-        .store
-        .resolve(name)
-        .ok()
-        .and_then(|p| p.ancestors().nth(3).map(Path::to_path_buf))
-        .unwrap_or_default()
-}
-
-async fn open_blocking(
+/// Opens a stored file (`<store>/data/XX/YY/name`) and loads what the answer needs.
+async fn open_local(
     state: &State,
-    path: PathBuf,
-    data_root: PathBuf,
+    path: &Path,
     read_small: bool,
     want_crc: bool,
 ) -> std::io::Result<Lookup> {
-    let crcs = state.crcs.clone();
-    tokio::task::spawn_blocking(move || local::open(&path, &data_root, read_small, want_crc, &crcs))
-        .await
-        .unwrap_or_else(|err| Err(std::io::Error::other(err)))
+    // links may not leave <store>/data, three levels up
+    let data_root = path.ancestors().nth(3).unwrap_or(Path::new("/"));
+    let mut lookup = local::open(path, data_root)?;
+    if let Lookup::Found(file) = &mut lookup {
+        file.load(read_small, want_crc, &state.crcs).await?;
+    }
+    Ok(lookup)
 }
 
 /// Validators and headers of a stored file (see `conditional` for the ETag rules).
@@ -361,10 +347,17 @@ async fn fallback<B>(
         // the operator's file may be a link anywhere: resolve it first
         let real = std::fs::canonicalize(&configured)?;
         let root = real.parent().map(Path::to_path_buf).unwrap_or_default();
-        local::open(&real, &root, true, false, &CrcCache::default())
+        local::open(&real, &root)
     })
     .await
     .unwrap_or_else(|err| Err(std::io::Error::other(err)));
+    let opened = match opened {
+        Ok(Lookup::Found(mut file)) => file
+            .load(true, false, &state.crcs)
+            .await
+            .map(|()| Lookup::Found(file)),
+        other => other,
+    };
     match opened {
         Ok(Lookup::Found(file)) => {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");

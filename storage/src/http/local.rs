@@ -4,8 +4,8 @@
 //! The path always comes from a validated [`LogicalName`](fdfs_proto::file_id::LogicalName)
 //! below `<store>/data/XX/YY/`. Symbolic links (slave links, I.4) are followed only when
 //! their target stays inside the same `data/` directory; metadata sidecars (`<name>-m`) are
-//! never served. Open, `fstat` and, for small files, the read itself happen in one trip to the
-//! blocking pool.
+//! never served. Open and `fstat` run on the server threads (see [`open`]); content comes from
+//! the page cache without blocking when it is there, else from the blocking pool.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -23,6 +23,7 @@ use hyper::{Response, StatusCode};
 
 use super::body::{self, Body, FileBody, Part, CHUNK};
 use super::conditional::{self, ETag, SLAVE_CRC_LIMIT};
+use super::nowait;
 use super::range::{self, ByteRange, Ranges};
 
 /// What a request says about conditions and ranges (header values that are not text are
@@ -46,6 +47,7 @@ pub struct LocalFile {
     pub content: Option<Bytes>,
     /// CRC32 of the content, when asked for and affordable.
     pub crc: Option<u32>,
+    version: FileVersion,
 }
 
 /// Result of looking for a file locally.
@@ -85,16 +87,12 @@ impl CrcCache {
     }
 }
 
-/// Opens `path` (blocking). `data_root` is the `<store>/data` directory it must stay in.
-/// `read_small` reads files up to [`CHUNK`] bytes into memory; `want_crc` computes the
-/// content CRC for files up to [`SLAVE_CRC_LIMIT`] (through `crcs`).
-pub fn open(
-    path: &Path,
-    data_root: &Path,
-    read_small: bool,
-    want_crc: bool,
-    crcs: &CrcCache,
-) -> io::Result<Lookup> {
+/// Opens and stats `path`; `data_root` is the `<store>/data` directory it must stay in.
+///
+/// This runs on the server threads, as nginx does without `aio threads`: for the files a site
+/// serves, the directory entries and inodes are cached and these calls do not wait for the
+/// disk. The content is read by [`LocalFile::load`], which does not block either.
+pub fn open(path: &Path, data_root: &Path) -> io::Result<Lookup> {
     if let Some(base) = path.file_name().and_then(|n| n.to_str()) {
         if let Some(owner) = base.strip_suffix("-m") {
             if path.with_file_name(owner).is_file() {
@@ -129,50 +127,69 @@ pub fn open(
     if !meta.is_file() {
         return Ok(Lookup::Refused);
     }
-    let size = meta.len();
-    let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
-    let content = if read_small && size <= CHUNK as u64 {
-        let mut buf = Vec::with_capacity(size as usize);
-        (&file).take(size).read_to_end(&mut buf)?;
-        if (buf.len() as u64) < size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while being read",
-            ));
-        }
-        Some(Bytes::from(buf))
-    } else {
-        None
-    };
-    let crc = if want_crc && size <= SLAVE_CRC_LIMIT {
-        let key = (
-            meta.dev(),
-            meta.ino(),
-            size,
-            meta.mtime(),
-            meta.mtime_nsec(),
-        );
-        match crcs.get(&key) {
-            Some(crc) => Some(crc),
-            None => {
-                let crc = match &content {
-                    Some(bytes) => crc32fast::hash(bytes),
-                    None => crc_of(&file, size)?,
-                };
-                crcs.put(key, crc);
-                Some(crc)
-            }
-        }
-    } else {
-        None
-    };
     Ok(Lookup::Found(LocalFile {
         file: Arc::new(file),
-        size,
-        mtime,
-        content,
-        crc,
+        size: meta.len(),
+        mtime: u64::try_from(meta.mtime()).unwrap_or(0),
+        version: (
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        ),
+        content: None,
+        crc: None,
     }))
+}
+
+impl LocalFile {
+    /// Reads the whole content when the file is at most [`CHUNK`] bytes (`read_small`), and
+    /// the content CRC (`want_crc`, files up to [`SLAVE_CRC_LIMIT`], cached in `crcs`). Page
+    /// cache hits are read in place; everything else goes to the blocking pool.
+    pub async fn load(
+        &mut self,
+        read_small: bool,
+        want_crc: bool,
+        crcs: &Arc<CrcCache>,
+    ) -> io::Result<()> {
+        if read_small && self.size <= CHUNK as u64 {
+            let len = self.size as usize;
+            self.content = match nowait::read_exact_at(&self.file, 0, len) {
+                Some(bytes) => Some(bytes),
+                None => {
+                    let file = self.file.clone();
+                    Some(blocking(move || body::read_exact_at(&file, 0, len)).await?)
+                }
+            };
+        }
+        if want_crc && self.size <= SLAVE_CRC_LIMIT {
+            let crc = match (crcs.get(&self.version), &self.content) {
+                (Some(crc), _) => crc,
+                (None, content) => {
+                    let crc = match content {
+                        Some(bytes) => crc32fast::hash(bytes),
+                        None => {
+                            let (file, size) = (self.file.clone(), self.size);
+                            blocking(move || crc_of(&file, size)).await?
+                        }
+                    };
+                    crcs.put(self.version, crc);
+                    crc
+                }
+            };
+            self.crc = Some(crc);
+        }
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| Err(io::Error::other(err)))
 }
 
 fn crc_of(file: &File, size: u64) -> io::Result<u32> {
@@ -376,6 +393,7 @@ mod tests {
             mtime: 1000,
             content: keep_content.then(|| Bytes::copy_from_slice(content)),
             crc: None,
+            version: (0, 0, 0, 0, 0),
         }
     }
 
@@ -480,13 +498,12 @@ mod tests {
         assert!(body_bytes(resp).await.is_empty());
     }
 
-    #[test]
-    fn open_refuses_sidecars_links_out_and_directories() {
+    #[tokio::test]
+    async fn open_refuses_sidecars_links_out_and_directories() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let sub = data.join("00/00");
         std::fs::create_dir_all(&sub).unwrap();
-        let crcs = CrcCache::default();
         std::fs::write(sub.join("file.txt"), b"hello\n").unwrap();
         std::fs::write(sub.join("file.txt-m"), b"meta").unwrap();
         std::fs::write(dir.path().join("secret"), b"secret").unwrap();
@@ -494,14 +511,20 @@ mod tests {
         std::os::unix::fs::symlink(sub.join("file.txt"), sub.join("in")).unwrap();
         std::fs::create_dir(sub.join("adir")).unwrap();
 
-        let found = |name: &str| open(&sub.join(name), &data, true, true, &crcs).unwrap();
-        match found("file.txt") {
-            Lookup::Found(f) => {
-                assert_eq!(f.size, 6);
-                assert_eq!(f.content.as_deref(), Some(&b"hello\n"[..]));
-                assert_eq!(f.crc, Some(0x363A3020));
+        let found = |name: &str| open(&sub.join(name), &data).unwrap();
+        for (read, crc) in [(true, true), (false, true), (true, false)] {
+            match found("file.txt") {
+                Lookup::Found(mut f) => {
+                    // a fresh cache: the CRC comes from the content or the disk
+                    let crcs = Arc::new(CrcCache::default());
+                    f.load(read, crc, &crcs).await.unwrap();
+                    assert_eq!(f.size, 6);
+                    let content = read.then_some(&b"hello\n"[..]);
+                    assert_eq!(f.content.as_deref(), content);
+                    assert_eq!(f.crc, crc.then_some(0x363A3020));
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
         assert!(matches!(found("file.txt-m"), Lookup::Refused));
         assert!(matches!(found("out"), Lookup::Refused));

@@ -6,8 +6,9 @@
 //! stop), [`handler`] (the request pipeline of M.2), [`path`] and [`query`] (request target),
 //! [`token`] (anti-steal tokens, M.1), [`referer`] (Referer allow-list), [`local`] (opening and
 //! answering for local files), [`range`] and [`conditional`] (byte ranges, validators),
-//! [`body`] (streamed bodies), [`mime`] (content types), [`disposition`] (`?filename=`),
-//! [`peer`] (files that are on another storage of the group).
+//! [`body`] (streamed bodies), [`nowait`] (page-cache reads without blocking), [`mime`]
+//! (content types), [`disposition`] (`?filename=`), [`peer`] (files that are on another
+//! storage of the group).
 
 pub mod body;
 pub mod conditional;
@@ -15,6 +16,7 @@ pub mod disposition;
 pub mod handler;
 pub mod local;
 pub mod mime;
+pub mod nowait;
 pub mod path;
 pub mod peer;
 pub mod query;
