@@ -7,7 +7,7 @@ use std::time::Duration;
 use fdfs_client::UploadOptions;
 use fdfs_proto::conn::Connection;
 use fdfs_proto::storage_msg::UploadPrefix;
-use fdfs_tests::{files_under, wait_for, Cluster, HashingWriter, PatternReader};
+use fdfs_tests::{files_under, stored_files, wait_for, Cluster, HashingWriter, PatternReader};
 use tokio::net::TcpStream;
 
 const BIG: u64 = 256 << 20;
@@ -96,16 +96,10 @@ async fn kill_9_during_an_upload_leaves_no_file_under_a_final_name() -> anyhow::
     cluster.storages[0].kill();
     drop(conn);
 
-    let stored = |data: &std::path::Path| -> Vec<std::path::PathBuf> {
-        files_under(data)
-            .into_iter()
-            .filter(|p| !p.starts_with(data.join(".tmp")))
-            .collect()
-    };
     assert!(
-        stored(&data).is_empty(),
+        stored_files(&data).is_empty(),
         "a partial upload is visible: {:?}",
-        stored(&data)
+        stored_files(&data)
     );
     cluster.restart_storage(0).await?;
     assert!(
@@ -113,7 +107,7 @@ async fn kill_9_during_an_upload_leaves_no_file_under_a_final_name() -> anyhow::
         "start-up sweeps temp files: {:?}",
         files_under(&tmp)
     );
-    assert!(stored(&data).is_empty());
+    assert!(stored_files(&data).is_empty());
     // and the restarted storage works
     cluster.wait_active("group1", 1).await?;
     let client = cluster.client();

@@ -198,10 +198,7 @@ async fn a_full_storage_refuses_uploads_with_enospc_and_writes_nothing() -> anyh
         .unwrap_err();
     assert!(matches!(err, ClientError::NoSpace), "{err:?}");
     let data = cluster.store_path(0, 0).join("data");
-    let stored: Vec<_> = fdfs_tests::files_under(&data)
-        .into_iter()
-        .filter(|p| !p.starts_with(data.join(".tmp")))
-        .collect();
+    let stored = fdfs_tests::stored_files(&data);
     assert!(stored.is_empty(), "{stored:?}");
     Ok(())
 }

@@ -372,6 +372,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// Restarts the tracker (after a kill) on the port it had, so the storages find it again.
+    pub async fn restart_tracker(&mut self) -> Result<()> {
+        self.tracker.kill();
+        let conf = self.tracker.config.clone();
+        let base = self.tracker.base.clone();
+        let text = std::fs::read_to_string(&conf)?;
+        let port = self.tracker.addr.port();
+        let text: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("port = ") {
+                    format!("port = {port}\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&conf, text)?;
+        self.tracker = Daemon::start("fdfs-trackerd", &conf, &base).await?;
+        Ok(())
+    }
+
     pub fn client(&self) -> Client {
         Client::new(ClientConfig::new(vec![self.tracker_addr()])).expect("client")
     }
@@ -508,4 +530,22 @@ impl tokio::io::AsyncWrite for HashingWriter {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
+}
+
+/// Files stored under final names below `<store path>/data`: `XX/YY/name`, leaving out the
+/// temp dir and the store's own bookkeeping files.
+pub fn stored_files(data: &Path) -> Vec<PathBuf> {
+    files_under(data)
+        .into_iter()
+        .filter(|path| {
+            let Ok(relative) = path.strip_prefix(data) else {
+                return false;
+            };
+            let parts: Vec<_> = relative.iter().collect();
+            parts.len() == 3
+                && parts[..2]
+                    .iter()
+                    .all(|dir| dir.len() == 2 && !dir.to_string_lossy().starts_with('.'))
+        })
+        .collect()
 }
