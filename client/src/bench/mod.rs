@@ -132,7 +132,7 @@ impl BenchConfig {
             keep: false,
             files: None,
             lag_timeout: Duration::from_secs(5),
-            lag_poll: Duration::from_millis(5),
+            lag_poll: Duration::from_millis(2),
             progress: false,
         }
     }

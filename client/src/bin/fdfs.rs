@@ -189,8 +189,8 @@ struct BenchArgs {
     /// Lag mode: how long to poll a peer before reporting "not replicated".
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     lag_timeout: Duration,
-    /// Lag mode: pause between two polls of a peer.
-    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    /// Lag mode: pause between two polls of a peer (the resolution of the lags measured).
+    #[arg(long, default_value = "2ms", value_parser = parse_duration)]
     lag_poll: Duration,
     /// Print the report as one JSON object.
     #[arg(long)]
