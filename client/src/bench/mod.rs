@@ -235,8 +235,14 @@ pub async fn run(client_config: ClientConfig, config: &BenchConfig) -> Result<Re
         cleanup: Cleanup::default(),
     };
     let live = Arc::new(Live::default());
-    let (stats, files, elapsed) = match config.mode {
-        Mode::Lag => {
+    let mix = match config.mode {
+        Mode::Upload => Some(Mix::Upload),
+        Mode::Download => Some(Mix::Download),
+        Mode::Mixed(ratio) => Some(Mix::Mixed(ratio)),
+        Mode::Lag => None,
+    };
+    let (stats, files, elapsed) = match mix {
+        None => {
             let (result, elapsed) = run_lag(config, route.clone(), &clients, live).await;
             report.lag = Some(LagReport {
                 timeout_s: config.lag_timeout.as_secs_f64(),
@@ -253,14 +259,8 @@ pub async fn run(client_config: ClientConfig, config: &BenchConfig) -> Result<Re
             stats[OpKind::Upload.index()] = result.upload;
             (stats, result.uploaded, elapsed)
         }
-        Mode::Upload | Mode::Download | Mode::Mixed(_) => {
+        Some(mix) => {
             report.warmup_s = config.warmup.as_secs_f64();
-            let mix = match config.mode {
-                Mode::Upload => Mix::Upload,
-                Mode::Download => Mix::Download,
-                Mode::Mixed(ratio) => Mix::Mixed(ratio),
-                Mode::Lag => unreachable!("handled above"),
-            };
             let outcome = run_load(config, mix, route.clone(), &clients, live).await?;
             report.prepared_files = outcome.prepared;
             (outcome.stats, outcome.files, outcome.elapsed)
