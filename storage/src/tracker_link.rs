@@ -28,6 +28,9 @@ use tracing::{debug, error, info, warn};
 use crate::replication::Replication;
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a storage waits for its ACTIVE peers to open their sync connections before it
+/// asks to be ACTIVE (see `Replication::wait_for_pushers`).
+const PUSHER_WAIT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Largest beat reply we accept: flags + one brief per storage of a group, with room to spare.
 const MAX_BEAT_REPLY: u64 = 1 + StorageBrief::LEN as u64 * 1024;
@@ -195,9 +198,17 @@ async fn session(
     let mut phases = repl.subscribe_phase();
     // the status we asked this tracker to show while copying, if any
     let mut announced: Option<u8> = None;
+    // whether the peers had their chance to connect before we asked to be ACTIVE
+    let mut gated = false;
     loop {
         phases.borrow_and_update();
         copy_handshake(tracker, &mut conn, repl, limit, &mut announced).await?;
+        // the reply carries the member list the gate below needs
+        report(tracker, &mut conn, repl, limit).await?;
+        if !gated && repl.phase().phase == crate::replication::state::Phase::Ready {
+            repl.wait_for_pushers(PUSHER_WAIT).await;
+            gated = true;
+        }
         let usage = repl.store().usage().await;
         let body = BeatRequest { paths: usage }.encode();
         let reply = timed(
@@ -208,15 +219,6 @@ async fn session(
         let beat = BeatReply::decode(&reply)?;
         if let Some(list) = beat.members {
             debug!(%tracker, members = list.len(), "member list updated");
-            repl.members().update(tracker, list);
-        }
-        let report = repl.report().encode();
-        let reply = timed(
-            limit,
-            conn.call(Command::SyncReport.code(), &report, MAX_BEAT_REPLY),
-        )
-        .await?;
-        if let Some(list) = BeatReply::decode(&reply)?.members {
             repl.members().update(tracker, list);
         }
         tokio::select! {
@@ -230,6 +232,25 @@ async fn session(
             _ = phases.changed() => {}
         }
     }
+}
+
+/// SYNC_REPORT: our peers' replication progress; the reply may carry the member list.
+async fn report(
+    tracker: &str,
+    conn: &mut Connection<TcpStream>,
+    repl: &Replication,
+    limit: Duration,
+) -> Result<(), LinkError> {
+    let report = repl.report().encode();
+    let reply = timed(
+        limit,
+        conn.call(Command::SyncReport.code(), &report, MAX_BEAT_REPLY),
+    )
+    .await?;
+    if let Some(list) = BeatReply::decode(&reply)?.members {
+        repl.members().update(tracker, list);
+    }
+    Ok(())
 }
 
 /// Tells the tracker where this storage stands with copying the group's files: asks for a

@@ -93,20 +93,28 @@ async fn wait_converged(
     let storages: Vec<String> = (0..cluster.storages.len())
         .map(|i| addr(cluster, i))
         .collect();
-    wait_for("every storage to hold the same files", SETTLE, || async {
+    let last_miss = std::sync::Mutex::new(String::new());
+    let result = wait_for("every storage to hold the same files", SETTLE, || async {
+        let miss = |what: String| {
+            *last_miss.lock().unwrap() = what;
+            None
+        };
         for (id, size, content_crc) in expected {
-            let (size, content_crc) = (*size, *content_crc);
             let mut mtimes = BTreeSet::new();
             for storage in &storages {
                 match state_on(&client, storage, id).await {
-                    Ok(Some((s, mtime, c))) if s == size && c == content_crc => {
+                    Ok(Some((s, mtime, c))) if s == *size && c == *content_crc => {
                         mtimes.insert(mtime);
                     }
-                    _ => return None,
+                    other => {
+                        return miss(format!(
+                            "{id} on {storage}: {other:?}, want size {size} crc {content_crc:08x}"
+                        ))
+                    }
                 }
             }
             if mtimes.len() != 1 {
-                return None;
+                return miss(format!("{id}: mtimes differ {mtimes:?}"));
             }
         }
         for id in gone {
@@ -115,16 +123,20 @@ async fn wait_converged(
                     client.file_info_from(storage, id).await,
                     Err(ClientError::NotFound)
                 ) {
-                    return None;
+                    return miss(format!("deleted {id} still on {storage}"));
                 }
             }
         }
         Some(())
     })
-    .await
-    .map_err(|err| {
+    .await;
+    result.map_err(|err| {
         let logs: Vec<String> = cluster.storages.iter().map(|s| s.log()).collect();
-        err.context(format!("storage logs:\n{}", logs.join("\n----\n")))
+        err.context(format!(
+            "last difference: {}\nstorage logs:\n{}",
+            last_miss.lock().unwrap(),
+            logs.join("\n----\n")
+        ))
     })
 }
 
@@ -137,10 +149,7 @@ async fn fetch_all(cluster: &Cluster, id: &FileId) -> anyhow::Result<Vec<u16>> {
         name: id.name.to_string(),
     }
     .encode();
-    match conn
-        .call(Command::QueryFetchAll.code(), &body, 4096)
-        .await
-    {
+    match conn.call(Command::QueryFetchAll.code(), &body, 4096).await {
         Ok(reply) => Ok(FetchReply::decode(&reply)?
             .servers
             .iter()
@@ -152,11 +161,9 @@ async fn fetch_all(cluster: &Cluster, id: &FileId) -> anyhow::Result<Vec<u16>> {
 }
 
 #[tokio::test]
-async fn three_storages_converge_after_uploads_deletes_metadata_and_appends() -> anyhow::Result<()> {
-    let cluster = Cluster::builder()
-        .groups(&[("group1", 3)])
-        .start()
-        .await?;
+async fn three_storages_converge_after_uploads_deletes_metadata_and_appends() -> anyhow::Result<()>
+{
+    let cluster = Cluster::builder().groups(&[("group1", 3)]).start().await?;
     let client = cluster.client();
     let mut rng = StdRng::seed_from_u64(4);
     let mut expected: Vec<(FileId, u64, u32)> = Vec::new();
@@ -180,7 +187,9 @@ async fn three_storages_converge_after_uploads_deletes_metadata_and_appends() ->
         }
         if i % 5 == 0 {
             let pairs = vec![("n".to_string(), i.to_string()), ("k".into(), "v".into())];
-            client.set_metadata(&id, &pairs, MetadataOp::Overwrite).await?;
+            client
+                .set_metadata(&id, &pairs, MetadataOp::Overwrite)
+                .await?;
         }
         if i % 25 == 0 {
             let pairs = vec![("more".to_string(), "x".to_string())];
@@ -211,7 +220,9 @@ async fn three_storages_converge_after_uploads_deletes_metadata_and_appends() ->
     }
     wait_converged(&cluster, &expected, &gone).await?;
     // byte for byte the same files on every disk, metadata sidecars included
-    let listings: Vec<_> = (0..3).map(|i| disk_listing(&cluster.store_path(i, 0))).collect();
+    let listings: Vec<_> = (0..3)
+        .map(|i| disk_listing(&cluster.store_path(i, 0)))
+        .collect();
     let sidecars = listings[0].keys().filter(|k| k.ends_with("-m")).count();
     assert!(sidecars >= 40, "{sidecars} metadata files");
     for (i, listing) in listings.iter().enumerate().skip(1) {
@@ -225,5 +236,296 @@ async fn three_storages_converge_after_uploads_deletes_metadata_and_appends() ->
             );
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_upload_is_readable_through_the_tracker_at_once() -> anyhow::Result<()> {
+    let cluster = Cluster::builder().groups(&[("group1", 3)]).start().await?;
+    let client = cluster.client();
+    let mut rng = StdRng::seed_from_u64(7);
+    for i in 0..300 {
+        // every tenth upload is big, so replication lags behind the small ones after it
+        let size = if i % 10 == 0 {
+            2 << 20
+        } else {
+            rng.gen_range(0..4096)
+        };
+        let data = random_bytes(&mut rng, size);
+        let id = client
+            .upload_bytes(&data, &UploadOptions::default())
+            .await?;
+        let read = client
+            .download_bytes(&id, 0, 0)
+            .await
+            .map_err(|err| anyhow::anyhow!("upload {i} ({id}) not readable at once: {err}"))?;
+        assert_eq!(read.len(), data.len(), "upload {i}");
+        assert_eq!(crc(&read), crc(&data), "upload {i}");
+    }
+    Ok(())
+}
+
+/// Uploads small files through the tracker until `stop`; returns the ones that succeeded.
+fn upload_stream(
+    client: Client,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seed: u64,
+) -> tokio::task::JoinHandle<Vec<(FileId, u64, u32)>> {
+    tokio::spawn(async move {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut done = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let size = rng.gen_range(0..20_000);
+            let data = random_bytes(&mut rng, size);
+            // failures while a server is down are expected; only successes count
+            if let Ok(id) = client.upload_bytes(&data, &UploadOptions::default()).await {
+                done.push((id, data.len() as u64, crc(&data)));
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        done
+    })
+}
+
+async fn wait_uploads(
+    count: &dyn Fn() -> usize,
+    at_least: usize,
+    what: &str,
+) -> anyhow::Result<()> {
+    wait_for(what, Duration::from_secs(30), || async {
+        (count() >= at_least).then_some(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn kill_9_of_a_storage_loses_no_acknowledged_upload() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut cluster = Cluster::builder().groups(&[("group1", 3)]).start().await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|seed| upload_stream(cluster.client(), stop.clone(), seed))
+        .collect();
+    // some traffic, then a storage dies in the middle of uploads and syncs
+    let data0 = cluster.store_path(0, 0).join("data");
+    let data1 = cluster.store_path(1, 0).join("data");
+    let on_1 = || files_under(&data1).len();
+    wait_uploads(&on_1, 60, "uploads before the crash").await?;
+    cluster.storages[1].kill();
+    wait_for("storage 2 offline", Duration::from_secs(15), || async {
+        (cluster.active_count("group1").await == 2).then_some(())
+    })
+    .await?;
+    let survivor = || files_under(&data0).len();
+    let before = survivor();
+    wait_uploads(&survivor, before + 60, "uploads while it is down").await?;
+    cluster.restart_storage(1).await?;
+    cluster.wait_active("group1", 3).await?;
+    let now = on_1();
+    wait_uploads(&on_1, now + 30, "uploads after the restart").await?;
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await?);
+    }
+    assert!(acknowledged.len() >= 150, "{} uploads", acknowledged.len());
+    wait_converged(&cluster, &acknowledged, &[]).await?;
+    // nothing torn, nothing extra: the three disks hold the same files
+    let listings: Vec<_> = (0..3)
+        .map(|i| disk_listing(&cluster.store_path(i, 0)))
+        .collect();
+    assert_eq!(listings[0].len(), acknowledged.len());
+    assert!(listings.iter().all(|l| l == &listings[0]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn kill_9_of_the_tracker_loses_no_acknowledged_upload() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = upload_stream(cluster.client(), stop.clone(), 11);
+    let data0 = cluster.store_path(0, 0).join("data");
+    let files = || files_under(&data0).len();
+    wait_uploads(&files, 40, "uploads before the crash").await?;
+    cluster.restart_tracker().await?;
+    cluster.wait_active("group1", 2).await?;
+    let now = files();
+    wait_uploads(&files, now + 40, "uploads after the tracker restart").await?;
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = writer.await?;
+    wait_converged(&cluster, &acknowledged, &[]).await?;
+    Ok(())
+}
+
+/// Fails if the tracker names storage `port` for any of `ids`.
+async fn assert_not_routed_to(cluster: &Cluster, ids: &[FileId], port: u16) -> anyhow::Result<()> {
+    for id in ids {
+        let named = fetch_all(cluster, id).await?;
+        anyhow::ensure!(
+            !named.contains(&port),
+            "a read of {id} was routed to the storage on port {port} before it was ACTIVE"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_joining_storage_is_active_only_once_it_holds_every_file() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let client = cluster.client();
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut files = Vec::new();
+    for i in 0..80 {
+        let size = random_size(&mut rng);
+        let data = random_bytes(&mut rng, size);
+        let id = client
+            .upload_bytes(&data, &UploadOptions::default())
+            .await?;
+        if i % 4 == 0 {
+            let pairs = vec![("i".to_string(), i.to_string())];
+            client
+                .set_metadata(&id, &pairs, MetadataOp::Overwrite)
+                .await?;
+        }
+        files.push((id, data.len() as u64, crc(&data)));
+    }
+    let ids: Vec<FileId> = files.iter().map(|f| f.0.clone()).collect();
+    let spec = fdfs_tests::StorageSpec {
+        group: "group1".into(),
+        server_id: 100_003,
+        store_path_count: 1,
+        extra: String::new(),
+    };
+    let index = cluster.add_storage(spec).await?;
+    let port = cluster.storages[index].addr.port();
+    let started = Instant::now();
+    loop {
+        if cluster.active_count("group1").await == 3 {
+            break;
+        }
+        assert_not_routed_to(&cluster, &ids[..10], port).await?;
+        anyhow::ensure!(
+            started.elapsed() < SETTLE,
+            "the new storage did not become ACTIVE; log:\n{}",
+            cluster.storages[index].log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ACTIVE: it must hold everything already, without waiting
+    let new = addr(&cluster, index);
+    for (id, size, content_crc) in &files {
+        let state = state_on(&client, &new, id).await?;
+        assert_eq!(
+            state.map(|(s, _, c)| (s, c)),
+            Some((*size, *content_crc)),
+            "{id} on the new storage"
+        );
+    }
+    // and converge with the others, metadata included
+    wait_converged(&cluster, &files, &[]).await?;
+    wait_for("identical disks", SETTLE, || async {
+        let a = disk_listing(&cluster.store_path(0, 0));
+        (a == disk_listing(&cluster.store_path(index, 0))).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wiped_store_path_is_rebuilt_from_the_peers() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let client = cluster.client();
+    let mut rng = StdRng::seed_from_u64(33);
+    let mut files = Vec::new();
+    for _ in 0..60 {
+        let size = random_size(&mut rng);
+        let data = random_bytes(&mut rng, size);
+        let id = client
+            .upload_bytes(&data, &UploadOptions::default())
+            .await?;
+        files.push((id, data.len() as u64, crc(&data)));
+    }
+    wait_converged(&cluster, &files, &[]).await?;
+    let before = disk_listing(&cluster.store_path(1, 0));
+    cluster.storages[1].kill();
+    std::fs::remove_dir_all(cluster.store_path(1, 0))?;
+    cluster.restart_storage(1).await?;
+    let ids: Vec<FileId> = files.iter().map(|f| f.0.clone()).collect();
+    let port = cluster.storages[1].addr.port();
+    let started = Instant::now();
+    while cluster.active_count("group1").await < 2 {
+        assert_not_routed_to(&cluster, &ids[..10], port).await?;
+        anyhow::ensure!(
+            started.elapsed() < SETTLE,
+            "the wiped storage did not recover; log:\n{}",
+            cluster.storages[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(disk_listing(&cluster.store_path(1, 0)), before);
+    wait_converged(&cluster, &files, &[]).await?;
+    assert!(
+        cluster.storages[1].log().contains("recovering"),
+        "the storage should say it recovers"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn write_ack_all_never_reports_success_with_a_silent_peer() -> anyhow::Result<()> {
+    let cluster = Cluster::builder()
+        .groups(&[("group1", 2)])
+        .storage_config("write_ack = \"all\"\nwrite_ack_timeout = \"1s\"")
+        .start()
+        .await?;
+    let client = cluster.client();
+    let first = addr(&cluster, 0);
+    // both up: uploads are confirmed by both
+    let id = client
+        .upload_reader_to(&first, None, &b"on both disks"[..], 13, "txt")
+        .await?;
+    let on_peer = client.file_info_from(&addr(&cluster, 1), &id).await?;
+    assert_eq!(on_peer.size, 13, "acknowledged before the peer had it");
+
+    cluster.storages[1].signal(libc::SIGSTOP);
+    let mut outcomes = Vec::new();
+    let mut acknowledged = Vec::new();
+    let started = Instant::now();
+    // until the stopped peer is dropped from ACTIVE and uploads succeed again
+    loop {
+        anyhow::ensure!(started.elapsed() < SETTLE, "uploads never succeeded again");
+        let data = format!("upload {}", outcomes.len()).into_bytes();
+        let result = client
+            .upload_reader_to(&first, None, &data[..], data.len() as u64, "txt")
+            .await;
+        match result {
+            Ok(id) => {
+                // a success is only allowed once the silent peer is no longer ACTIVE
+                assert_eq!(
+                    cluster.active_count("group1").await,
+                    1,
+                    "success while the stopped peer was still ACTIVE"
+                );
+                acknowledged.push((id, data.len() as u64, crc(&data)));
+                outcomes.push(true);
+                break;
+            }
+            Err(err) => {
+                assert_eq!(err.status(), Some(110), "a clear error: {err}");
+                outcomes.push(false);
+            }
+        }
+    }
+    assert!(
+        !outcomes[0],
+        "the first upload after SIGSTOP must not succeed"
+    );
+    cluster.storages[1].signal(libc::SIGCONT);
+    cluster.wait_active("group1", 2).await?;
+    wait_converged(&cluster, &acknowledged, &[]).await?;
     Ok(())
 }

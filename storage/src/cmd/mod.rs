@@ -224,6 +224,58 @@ async fn replicate(ctx: &Ctx, ticket: Ticket, ops: Vec<Op>) -> Result<(), CmdErr
     Ok(())
 }
 
+/// Records each new file in the binlog just before it appears under its name (see
+/// [`crate::store::BeforeLink`]); keeps the records from the sync workers until dropped.
+struct RecordCreate<'a> {
+    ctx: &'a Ctx,
+    ticket: Option<Ticket>,
+    /// Sequence number of the last record, 0 before the first.
+    last: u64,
+    releases: Vec<crate::replication::binlog::Release>,
+}
+
+impl<'a> RecordCreate<'a> {
+    fn new(ctx: &'a Ctx) -> Self {
+        RecordCreate {
+            ctx,
+            ticket: Some(ctx.repl.ticket()),
+            last: 0,
+            releases: Vec::new(),
+        }
+    }
+
+    /// The change is complete: the records go to the peers (and, with `write_ack = all`,
+    /// the peers must confirm them).
+    async fn finish(mut self) -> Result<(), CmdError> {
+        self.releases.clear();
+        if self.last > 0 {
+            self.ctx.repl.confirm(self.last).await?;
+        }
+        Ok(())
+    }
+}
+
+impl crate::store::BeforeLink for RecordCreate<'_> {
+    async fn before_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
+        let ticket = self.ticket.take().unwrap_or_else(|| self.ctx.repl.ticket());
+        let op = Op::Create {
+            name: name.to_string(),
+        };
+        let (seq, release) =
+            self.ctx
+                .repl
+                .record(ticket, op)
+                .await
+                .map_err(|err| StoreError::Io {
+                    context: "writing the binlog",
+                    source: std::io::Error::other(err.to_string()),
+                })?;
+        self.last = seq;
+        self.releases.push(release);
+        Ok(())
+    }
+}
+
 /// Refuses requests for another group (F).
 fn check_group(ctx: &Ctx, group: &str) -> Result<(), CmdError> {
     if group != ctx.group {

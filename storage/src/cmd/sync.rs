@@ -74,6 +74,7 @@ pub(super) async fn handle(
             match sync_msg::decode_server_id(&body) {
                 Ok(peer) => {
                     debug!(%peer, "sync connection from peer");
+                    ctx.repl.pusher_connected(&peer);
                     let reply = sync_msg::encode_generation(ctx.repl.generation());
                     conn.send_response(status::OK, &reply).await?;
                     Ok(Flow::Continue)

@@ -6,8 +6,7 @@ use fdfs_proto::storage_msg::{UploadPrefix, UploadReply};
 use fdfs_proto::{Header, ProtoError};
 use tracing::debug;
 
-use super::{replicate, respond, Ctx};
-use crate::replication::record::Op;
+use super::{respond, Ctx, RecordCreate};
 use crate::store::NewFile;
 
 pub(super) async fn handle(
@@ -35,20 +34,15 @@ pub(super) async fn handle(
         ext: &prefix.ext,
         appender,
     };
-    let ticket = ctx.repl.ticket();
+    let mut record = RecordCreate::new(ctx);
     let mut body = conn.body_reader(prefix.file_size);
-    let result = ctx.store.write_new_file(&req, &mut body).await;
+    let result = ctx
+        .store
+        .write_new_file_with(&req, &mut body, &mut record)
+        .await;
     let consumed = body.limit() == 0;
     let result = match result {
-        Ok(name) => replicate(
-            ctx,
-            ticket,
-            vec![Op::Create {
-                name: name.to_string(),
-            }],
-        )
-        .await
-        .map(|()| name),
+        Ok(name) => record.finish().await.map(|()| name),
         Err(err) => Err(err.into()),
     };
     let result = result.map(|name| {

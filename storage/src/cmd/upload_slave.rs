@@ -5,7 +5,7 @@ use fdfs_proto::server::{reject, Flow, ServerConn};
 use fdfs_proto::storage_msg::{SlavePrefix, UploadReply};
 use fdfs_proto::{Header, ProtoError};
 
-use super::{read_name, replicate, respond, Ctx};
+use super::{read_name, replicate, respond, Ctx, RecordCreate};
 use crate::replication::record::Op;
 use crate::store::LocalFile;
 
@@ -27,37 +27,38 @@ pub(super) async fn handle(
         Ok(name) => name,
         Err(err) => return respond(conn, Err(err), false).await,
     };
-    let ticket = ctx.repl.ticket();
+    let mut record = RecordCreate::new(ctx);
     let mut body = conn.body_reader(prefix.file_size);
     let result = ctx
         .store
-        .write_slave(
+        .write_slave_with(
             &master,
             &prefix.prefix,
             &prefix.ext,
             prefix.file_size,
             &mut body,
+            &mut record,
         )
         .await;
     let consumed = body.limit() == 0;
     let result = match result {
         Ok(slave) => {
-            // a slave stored as a link replicates as its content file plus the link
-            let ops = match ctx.store.local_file(&slave).await {
-                Ok(LocalFile::Link { target }) => vec![
-                    Op::Create {
-                        name: target.clone(),
-                    },
-                    Op::Link {
+            // a slave stored as a link: its content file was recorded, the link follows
+            match ctx.store.local_file(&slave).await {
+                Ok(LocalFile::Link { target }) => {
+                    let op = Op::Link {
                         name: slave.to_string(),
                         target,
-                    },
-                ],
-                _ => vec![Op::Create {
-                    name: slave.to_string(),
-                }],
-            };
-            replicate(ctx, ticket, ops).await.map(|()| slave)
+                    };
+                    match record.finish().await {
+                        Ok(()) => replicate(ctx, ctx.repl.ticket(), vec![op])
+                            .await
+                            .map(|()| slave),
+                        Err(err) => Err(err),
+                    }
+                }
+                _ => record.finish().await.map(|()| slave),
+            }
         }
         Err(err) => Err(err.into()),
     };

@@ -11,7 +11,7 @@
 //! clock) before it touches the disk, so a record's watermark can be the oldest ticket still
 //! open, below which no later record's file can be.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -69,19 +69,42 @@ struct Tickets {
     next_id: u64,
 }
 
+/// A record queued for the writer thread.
+#[derive(Debug)]
+struct Job {
+    seq: u64,
+    line: Vec<u8>,
+}
+
+/// A record not yet visible to readers: durable once `end` is known, released once the
+/// change it describes is complete.
+#[derive(Debug, Default)]
+struct Unpublished {
+    end: Option<Position>,
+    released: bool,
+}
+
 #[derive(Debug)]
 struct Inner {
     tickets: Tickets,
     next_seq: u64,
-    queue: Option<mpsc::Sender<Vec<u8>>>,
+    queue: Option<mpsc::Sender<Job>>,
+    unpublished: BTreeMap<u64, Unpublished>,
 }
 
 /// The writing side, shared by every command handler.
+///
+/// Two positions move forward: *durable* (written and fsynced; what [`Binlog::append`] waits
+/// for) and *published* (what readers may replay). A record is published once it is durable
+/// **and** its change is complete ([`Release`] dropped), and only after every record before
+/// it: a record written before its change (a new file is recorded before it appears under
+/// its name) must not be replayed while the change is still under way.
 #[derive(Debug)]
 pub struct Binlog {
     dir: PathBuf,
     inner: Arc<Mutex<Inner>>,
-    committed: watch::Sender<Committed>,
+    durable: watch::Sender<Committed>,
+    published: Arc<watch::Sender<Committed>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -102,44 +125,87 @@ impl Drop for Ticket {
     }
 }
 
+/// Held while the change a record describes is being made; dropping it lets readers see the
+/// record.
+#[derive(Debug)]
+pub struct Release {
+    seq: u64,
+    inner: Arc<Mutex<Inner>>,
+    published: Arc<watch::Sender<Committed>>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = inner.unpublished.get_mut(&self.seq) {
+            entry.released = true;
+        }
+        publish(&mut inner, &self.published);
+    }
+}
+
+/// Moves the published position over every leading record that is durable and released.
+fn publish(inner: &mut Inner, published: &watch::Sender<Committed>) {
+    let mut last = None;
+    while let Some(entry) = inner.unpublished.first_entry() {
+        match entry.get() {
+            Unpublished {
+                end: Some(end),
+                released: true,
+            } => {
+                last = Some((*entry.key(), *end));
+                entry.remove();
+            }
+            _ => break,
+        }
+    }
+    if let Some((seq, end)) = last {
+        published.send_modify(|c| {
+            c.seq = seq;
+            c.end = end;
+        });
+    }
+}
+
 impl Binlog {
     /// Opens (or creates) the binlog in `dir`, cutting off a torn tail, and starts the writer.
     pub fn open(dir: &Path, fsync: bool, rotate_size: u64) -> io::Result<Binlog> {
         std::fs::create_dir_all(dir)?;
         let (index, offset, last_seq) = recover(dir)?;
-        let (tx, rx) = mpsc::channel::<Vec<u8>>();
-        let committed = watch::Sender::new(Committed {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let start = Committed {
             end: Position { index, offset },
             seq: last_seq,
             failed: false,
-        });
+        };
+        let durable = watch::Sender::new(start);
+        let published = Arc::new(watch::Sender::new(start));
         let inner = Arc::new(Mutex::new(Inner {
             tickets: Tickets::default(),
             next_seq: last_seq + 1,
             queue: Some(tx),
+            unpublished: BTreeMap::new(),
         }));
         let writer = {
-            let committed = committed.clone();
-            let dir = dir.to_path_buf();
+            let writer = Writer {
+                dir: dir.to_path_buf(),
+                index,
+                offset,
+                fsync,
+                rotate_size,
+                durable: durable.clone(),
+                published: published.clone(),
+                inner: inner.clone(),
+            };
             std::thread::Builder::new()
                 .name("binlog-writer".into())
-                .spawn(move || {
-                    write_loop(
-                        &dir,
-                        index,
-                        offset,
-                        last_seq,
-                        fsync,
-                        rotate_size,
-                        rx,
-                        &committed,
-                    )
-                })?
+                .spawn(move || writer.run(rx))?
         };
         Ok(Binlog {
             dir: dir.to_path_buf(),
             inner,
-            committed,
+            durable,
+            published,
             writer: Mutex::new(Some(writer)),
         })
     }
@@ -165,15 +231,16 @@ impl Binlog {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a record for `op` (at `timestamp`) and waits until it is durable; returns it.
+    /// Appends a record for `op` (at `timestamp`) and waits until it is durable. Readers see
+    /// it once the returned [`Release`] is dropped too.
     pub async fn append(
         &self,
         mut ticket: Ticket,
         timestamp: u32,
         op: Op,
-    ) -> Result<Record, BinlogError> {
-        let mut durable = self.committed.subscribe();
-        let record = {
+    ) -> Result<(Record, Release), BinlogError> {
+        let mut durable = self.durable.subscribe();
+        let (record, release) = {
             let mut inner = self.lock();
             if let Some(key) = ticket.key.take() {
                 inner.tickets.open.remove(&key);
@@ -192,10 +259,19 @@ impl Binlog {
             };
             let queue = inner.queue.as_ref().ok_or(BinlogError::Failed)?;
             queue
-                .send(record.encode().into_bytes())
+                .send(Job {
+                    seq: record.seq,
+                    line: record.encode().into_bytes(),
+                })
                 .map_err(|_| BinlogError::Failed)?;
             inner.next_seq += 1;
-            record
+            inner.unpublished.insert(record.seq, Unpublished::default());
+            let release = Release {
+                seq: record.seq,
+                inner: self.inner.clone(),
+                published: self.published.clone(),
+            };
+            (record, release)
         };
         let seq = record.seq;
         let state = durable
@@ -203,19 +279,19 @@ impl Binlog {
             .await
             .map_err(|_| BinlogError::Failed)?;
         if state.seq >= seq {
-            Ok(record)
+            Ok((record, release))
         } else {
             Err(BinlogError::Failed)
         }
     }
 
-    /// What is durable now; subscribe to follow it.
+    /// What readers may replay now; subscribe to follow it.
     pub fn committed(&self) -> Committed {
-        *self.committed.borrow()
+        *self.published.borrow()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Committed> {
-        self.committed.subscribe()
+        self.published.subscribe()
     }
 
     /// A watermark valid for everything written so far: every file created with an mtime
@@ -247,74 +323,99 @@ impl Drop for Binlog {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_loop(
-    dir: &Path,
-    mut index: u32,
-    mut offset: u64,
-    mut last_seq: u64,
+/// The writer thread's state.
+struct Writer {
+    dir: PathBuf,
+    index: u32,
+    offset: u64,
     fsync: bool,
     rotate_size: u64,
-    queue: mpsc::Receiver<Vec<u8>>,
-    committed: &watch::Sender<Committed>,
-) {
-    let mut file: Option<File> = None;
-    // larger batches are split so one group commit stays bounded
-    const MAX_BATCH: usize = 1 << 20;
-    while let Ok(first) = queue.recv() {
-        let mut batch = first;
-        let mut count = 1u64;
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(more) => {
-                    batch.extend_from_slice(&more);
-                    count += 1;
+    durable: watch::Sender<Committed>,
+    published: Arc<watch::Sender<Committed>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Writer {
+    fn run(mut self, queue: mpsc::Receiver<Job>) {
+        let mut file: Option<File> = None;
+        // larger batches are split so one group commit stays bounded
+        const MAX_BATCH: usize = 1 << 20;
+        while let Ok(first) = queue.recv() {
+            let mut jobs = vec![first];
+            let mut bytes = jobs[0].line.len();
+            while bytes < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(more) => {
+                        bytes += more.line.len();
+                        jobs.push(more);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            let result = self.write(&mut file, &jobs);
+            match result {
+                Ok(()) => {
+                    let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut offset = self.offset;
+                    for job in &jobs {
+                        offset += job.line.len() as u64;
+                        if let Some(entry) = inner.unpublished.get_mut(&job.seq) {
+                            entry.end = Some(Position {
+                                index: self.index,
+                                offset,
+                            });
+                        }
+                    }
+                    self.offset = offset;
+                    let last = jobs.last().map_or(0, |j| j.seq);
+                    self.durable.send_replace(Committed {
+                        end: Position {
+                            index: self.index,
+                            offset,
+                        },
+                        seq: last,
+                        failed: false,
+                    });
+                    publish(&mut inner, &self.published);
+                }
+                Err(err) => {
+                    error!(error = %err, "cannot write the binlog; changes are refused until a restart");
+                    self.durable.send_modify(|c| c.failed = true);
+                    // drain and refuse everything else
+                    while queue.recv().is_ok() {}
+                    return;
+                }
             }
         }
-        let result = (|| -> io::Result<()> {
-            if offset >= rotate_size && offset > 0 {
-                index += 1;
-                offset = 0;
-                file = None;
-                info!(index, "starting a new binlog file");
-            }
-            if file.is_none() {
-                let opened = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(file_path(dir, index))?;
-                if fsync && offset == 0 {
-                    crate::persist::sync_dir(dir)?;
-                }
-                file = Some(opened);
-            }
-            let out = file.as_mut().expect("opened above");
-            out.write_all(&batch)?;
-            if fsync {
-                out.sync_data()?;
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                offset += batch.len() as u64;
-                last_seq += count;
-                committed.send_replace(Committed {
-                    end: Position { index, offset },
-                    seq: last_seq,
-                    failed: false,
-                });
-            }
-            Err(err) => {
-                error!(error = %err, "cannot write the binlog; changes are refused until a restart");
-                committed.send_modify(|c| c.failed = true);
-                // drain and refuse everything else
-                while queue.recv().is_ok() {}
-                return;
-            }
+    }
+
+    fn write(&mut self, file: &mut Option<File>, jobs: &[Job]) -> io::Result<()> {
+        if self.offset >= self.rotate_size && self.offset > 0 {
+            self.index += 1;
+            self.offset = 0;
+            *file = None;
+            info!(index = self.index, "starting a new binlog file");
         }
+        if file.is_none() {
+            let opened = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file_path(&self.dir, self.index))?;
+            if self.fsync && self.offset == 0 {
+                crate::persist::sync_dir(&self.dir)?;
+            }
+            *file = Some(opened);
+        }
+        let out = file.as_mut().expect("opened above");
+        let mut batch = Vec::with_capacity(jobs.iter().map(|j| j.line.len()).sum());
+        for job in jobs {
+            batch.extend_from_slice(&job.line);
+        }
+        out.write_all(&batch)?;
+        if self.fsync {
+            out.sync_data()?;
+        }
+        Ok(())
     }
 }
 
@@ -550,7 +651,8 @@ mod tests {
             let record = binlog
                 .append(binlog.ticket(), 100 + i, create(&format!("file{i}")))
                 .await
-                .unwrap();
+                .unwrap()
+                .0;
             seqs.push(record.seq);
         }
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
@@ -569,7 +671,7 @@ mod tests {
             .append(binlog.ticket(), 1, create("again"))
             .await
             .unwrap();
-        assert_eq!(next.seq, 6);
+        assert_eq!(next.0.seq, 6);
     }
 
     #[tokio::test]
@@ -584,6 +686,7 @@ mod tests {
                     .append(binlog.ticket(), 7, create(&format!("f{i}")))
                     .await
                     .unwrap()
+                    .0
                     .seq
             }));
         }
@@ -640,7 +743,7 @@ mod tests {
             .write_all(b"\0\0\xff garbage\n\0")
             .unwrap();
         let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
-        let record = binlog
+        let (record, _) = binlog
             .append(binlog.ticket(), 1, create("next"))
             .await
             .unwrap();
@@ -713,13 +816,40 @@ mod tests {
             .append(binlog.ticket(), 5, create("a"))
             .await
             .unwrap();
-        assert!(record.watermark <= early_ts);
+        assert!(record.0.watermark <= early_ts);
         let (watermark, seq) = binlog.watermark_now();
         assert!(watermark <= early_ts);
         assert_eq!(seq, 1);
         drop(early);
         let (after, _) = binlog.watermark_now();
         assert!(after >= early_ts);
+    }
+
+    #[tokio::test]
+    async fn readers_see_a_record_only_once_its_change_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+        let (first, first_release) = binlog
+            .append(binlog.ticket(), 1, create("a"))
+            .await
+            .unwrap();
+        let (second, second_release) = binlog
+            .append(binlog.ticket(), 1, create("b"))
+            .await
+            .unwrap();
+        assert_eq!(binlog.committed().seq, 0, "durable, but not released");
+        // releasing the later one first publishes nothing: order is kept
+        drop(second_release);
+        assert_eq!(binlog.committed().seq, 0);
+        drop(first_release);
+        let published = binlog.committed();
+        assert_eq!(published.seq, second.seq);
+        let records = read_all(dir.path(), Position::default(), published.end).await;
+        assert_eq!(records, [first, second]);
+        // a reopened binlog publishes everything that is on disk
+        drop(binlog);
+        let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+        assert_eq!(binlog.committed().seq, 2);
     }
 
     proptest::proptest! {

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 
 use crate::store::Store;
 use crate::tracker_link::Members;
-use binlog::{Binlog, Ticket};
+use binlog::{Binlog, Release, Ticket};
 use record::Op;
 use state::{LocalState, Phase, Reason};
 
@@ -82,6 +82,8 @@ pub enum ReplError {
 #[derive(Clone, Debug, Default)]
 pub struct PeerStatus {
     pub connected: bool,
+    /// When the current sync connection was set up.
+    pub connected_at: Option<std::time::Instant>,
     /// The peer's data generation our cursor is for (0 = not connected yet).
     pub generation: u64,
     pub acked_seq: u64,
@@ -99,6 +101,8 @@ pub struct Peer {
     pub id: String,
     status: Mutex<PeerStatus>,
     stop: CancellationToken,
+    /// Since when the member list shows the peer OFFLINE.
+    offline_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Peer {
@@ -146,6 +150,8 @@ pub struct Replication {
     peers: Mutex<BTreeMap<String, Arc<Peer>>>,
     /// Bumped on every confirmation by a peer and every membership change.
     acks: watch::Sender<u64>,
+    /// Peers that opened a sync connection to us since we accept pushes.
+    pushers: watch::Sender<std::collections::BTreeSet<String>>,
 }
 
 fn view(state: &LocalState) -> PhaseView {
@@ -201,6 +207,7 @@ impl Replication {
             state: Mutex::new(state),
             peers: Mutex::new(BTreeMap::new()),
             acks: watch::Sender::new(0),
+            pushers: watch::Sender::new(Default::default()),
         })
     }
 
@@ -335,15 +342,21 @@ impl Replication {
         self.binlog.ticket()
     }
 
-    /// Records client changes (in order) and, with `write_ack = all`, waits until every
-    /// ACTIVE peer has them.
+    /// Records a client's change durably; returns its sequence number and the guard that
+    /// keeps the record from the sync workers until the change is complete.
+    pub async fn record(&self, ticket: Ticket, op: Op) -> Result<(u64, Release), ReplError> {
+        let (record, release) = self.binlog.append(ticket, binlog_now(), op).await?;
+        Ok((record.seq, release))
+    }
+
+    /// Records client changes that are already made (in order) and, with
+    /// `write_ack = all`, waits until every ACTIVE peer has them.
     pub async fn commit(&self, ticket: Ticket, ops: Vec<Op>) -> Result<(), ReplError> {
-        let now = binlog_now();
         let mut last = 0;
         let mut ticket = Some(ticket);
         for op in ops {
             let ticket = ticket.take().unwrap_or_else(|| self.binlog.ticket());
-            last = self.binlog.append(ticket, now, op).await?.seq;
+            last = self.record(ticket, op).await?.0;
         }
         if last > 0 {
             self.confirm(last).await?;
@@ -381,16 +394,72 @@ impl Replication {
         }
     }
 
-    /// ACTIVE peers that have not confirmed `seq` yet.
+    /// Peers that must confirm `seq` but have not yet: the ACTIVE ones, and those that may
+    /// be ACTIVE by now although our member list (a beat old) does not say so yet: every
+    /// peer that accepts our pushes, unless the list shows it OFFLINE since before it
+    /// accepted them (a stopped process keeps its connection open).
     fn unconfirmed(&self, seq: u64) -> Vec<String> {
+        use storage_status::{ACTIVE, INIT, OFFLINE, ONLINE, RECOVERY, SYNCING, WAIT_SYNC};
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         self.members
             .all()
             .into_iter()
-            .filter(|m| m.id != self.config.self_id && m.status == storage_status::ACTIVE)
-            .filter(|m| peers.get(&m.id).is_none_or(|p| p.status().acked_seq < seq))
+            .filter(|m| m.id != self.config.self_id)
+            .filter(|m| {
+                let Some(peer) = peers.get(&m.id) else {
+                    return m.status == ACTIVE;
+                };
+                let status = peer.status();
+                let counts = match m.status {
+                    ACTIVE => true,
+                    ONLINE | INIT | WAIT_SYNC | SYNCING | RECOVERY => status.connected,
+                    OFFLINE => {
+                        let since = *peer.offline_since.lock().unwrap_or_else(|e| e.into_inner());
+                        status.connected
+                            && matches!((status.connected_at, since), (Some(up), Some(down)) if up > down)
+                    }
+                    _ => false,
+                };
+                counts && status.acked_seq < seq
+            })
             .map(|m| m.id)
             .collect()
+    }
+
+    /// A peer opened a sync connection to us (REPORT_SERVER_ID).
+    pub fn pusher_connected(&self, id: &str) {
+        self.pushers
+            .send_if_modified(|set| set.insert(id.to_string()));
+    }
+
+    /// Waits (at most `limit`) until every peer our member list shows ACTIVE has opened a
+    /// sync connection to us. Called before a storage asks to be ACTIVE, so that peers
+    /// writing with `write_ack = all` count it from its first moment as a server.
+    pub async fn wait_for_pushers(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut pushers = self.pushers.subscribe();
+        loop {
+            let missing: Vec<String> = {
+                let connected = pushers.borrow_and_update();
+                self.members
+                    .all()
+                    .into_iter()
+                    .filter(|m| m.id != self.config.self_id && m.status == storage_status::ACTIVE)
+                    .filter(|m| !connected.contains(&m.id))
+                    .map(|m| m.id)
+                    .collect()
+            };
+            if missing.is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = pushers.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(?missing, "peers did not connect in time; asking to be ACTIVE anyway");
+                    return;
+                }
+            }
+        }
     }
 
     pub(crate) fn notify_acks(&self) {
@@ -479,7 +548,22 @@ impl Replication {
             })
             .map(|m| (m.id, m.status))
             .collect();
+        let offline: std::collections::BTreeSet<String> = self
+            .members
+            .all()
+            .into_iter()
+            .filter(|m| m.status == storage_status::OFFLINE)
+            .map(|m| m.id)
+            .collect();
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, peer) in peers.iter() {
+            let mut since = peer.offline_since.lock().unwrap_or_else(|e| e.into_inner());
+            match (offline.contains(id), *since) {
+                (true, None) => *since = Some(std::time::Instant::now()),
+                (false, Some(_)) => *since = None,
+                _ => {}
+            }
+        }
         peers.retain(|id, peer| {
             let keep = wanted.contains_key(id);
             if !keep {
@@ -497,6 +581,7 @@ impl Replication {
                 id: id.clone(),
                 status: Mutex::new(PeerStatus::default()),
                 stop: CancellationToken::new(),
+                offline_since: Mutex::new(None),
             });
             peers.insert(id.clone(), peer.clone());
             tasks.spawn(sender::run(self.clone(), peer));

@@ -126,6 +126,9 @@ enum Stage {
     RenamedSidecar,
     /// After a link whose target the peer lacks: the target went out.
     LinkTarget,
+    /// An append, modify or truncate the peer said it did not need: a probe checks that its
+    /// copy really is ours (same size and mtime); if not, the whole file follows.
+    Verify,
     /// The link went out again.
     LinkAgain,
     Finished,
@@ -299,6 +302,21 @@ impl RecordSync {
         let main = self.local.main.clone();
         match self.stage {
             Stage::Finished => Step::Done(Outcome::Applied),
+            Stage::Verify => match status {
+                EEXIST => Step::Done(Outcome::AlreadyThere),
+                ENOENT => match main {
+                    Local::File { size, mtime } => {
+                        self.stage = Stage::WholeFallback;
+                        Step::Send(Request::Update {
+                            name: main_name,
+                            size,
+                            mtime,
+                        })
+                    }
+                    _ => Step::Done(Outcome::Skipped("file no longer exists")),
+                },
+                other => unexpected(other),
+            },
             Stage::Probe => match status {
                 EEXIST => Step::Done(Outcome::AlreadyThere),
                 ENOENT => {
@@ -363,6 +381,19 @@ impl RecordSync {
             // a delete of something the peer does not have is done
             (Op::Delete { .. }, ENOENT) => Step::Done(Outcome::AlreadyThere),
             (Op::Delete { .. }, other) => unexpected(other),
+            // "not needed" for a change of an appender: make sure the copies agree
+            (Op::Append { .. } | Op::Modify { .. } | Op::Truncate { .. }, EEXIST) => match main {
+                Local::File { size, mtime } => {
+                    self.stage = Stage::Verify;
+                    Step::Send(Request::Create {
+                        name: main_name,
+                        size,
+                        mtime,
+                        probe: true,
+                    })
+                }
+                _ => Step::Done(Outcome::AlreadyThere),
+            },
             (_, EEXIST) => Step::Done(Outcome::AlreadyThere),
             // the peer's copy is not where the change starts: send the whole file
             (Op::Append { .. } | Op::Modify { .. } | Op::Truncate { .. }, ENOENT) => match main {
@@ -573,9 +604,22 @@ mod tests {
             }]
         );
         assert_eq!(end, Step::Done(Outcome::Applied));
-        // the peer already has the bytes
-        let (_, end) = run(append.clone(), snapshot(file(12)), &[17]);
+        // the peer already has the bytes: a probe confirms its copy is ours
+        let (sent, end) = run(append.clone(), snapshot(file(12)), &[17, 17]);
+        assert_eq!(
+            sent[1],
+            Request::Create {
+                name: NAME.into(),
+                size: 12,
+                mtime: 123,
+                probe: true
+            }
+        );
         assert_eq!(end, Step::Done(Outcome::AlreadyThere));
+        // ... or shows it is not: the whole file goes
+        let (sent, end) = run(append.clone(), snapshot(file(12)), &[17, 2, 0]);
+        assert!(matches!(sent[2], Request::Update { size: 12, .. }));
+        assert_eq!(end, Step::Done(Outcome::Applied));
         // the peer's copy is shorter than the offset: whole file
         let (sent, end) = run(append.clone(), snapshot(file(20)), &[2, 0]);
         assert_eq!(
@@ -622,8 +666,8 @@ mod tests {
             }]
         );
         assert_eq!(end, Step::Done(Outcome::Applied));
-        // the peer's size differs (L.4: skip)
-        let (_, end) = run(truncate.clone(), snapshot(file(8)), &[17]);
+        // the peer is cut already (and its copy is ours)
+        let (_, end) = run(truncate.clone(), snapshot(file(8)), &[17, 17]);
         assert_eq!(end, Step::Done(Outcome::AlreadyThere));
         // the peer lacks the file
         let (sent, end) = run(truncate, snapshot(file(8)), &[2, 0]);

@@ -6,7 +6,8 @@
 //! are harmless to the receiver.
 //!
 //! A peer that is down or busy (still copying files, status 16) is retried with a backoff of
-//! 1 s doubling to 10 s. An idle connection sends ACTIVE_TEST every `keepalive`.
+//! 0.5 s doubling to 2 s (0.5 s while it is busy). An idle connection sends ACTIVE_TEST
+//! every `keepalive`.
 
 use std::io;
 use std::sync::Arc;
@@ -32,8 +33,12 @@ use super::record::{Op, Record};
 use super::{binlog_now, Peer, Replication};
 use crate::store::{LocalFile, StoreError, IO_BUFFER};
 
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Short: a restarted peer waits (a few seconds at most) for our connection before it asks
+/// to be ACTIVE again.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A peer still copying files is asked again this often.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
 /// Files at least this big are probed before their content is sent.
 const PROBE_MIN: u64 = 64 * 1024;
 /// The mark is saved after this many records or this much time, whichever comes first.
@@ -121,9 +126,14 @@ pub async fn run(repl: Arc<Replication>, peer: Arc<Peer>) {
             }
             note_pending(&repl, &peer, &mark).await;
         }
+        let pause = if matches!(result, Err(SyncError::Busy)) {
+            BUSY_RETRY
+        } else {
+            backoff
+        };
         tokio::select! {
             _ = peer.stop.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -245,6 +255,7 @@ async fn session(repl: &Replication, peer: &Peer, mark: &mut Mark) -> Result<boo
     }
     peer.update(|s| {
         s.connected = true;
+        s.connected_at = Some(std::time::Instant::now());
         s.last_error = None;
     });
     info!(peer = %peer.id, %addr, seq = mark.acked_seq, "sync connection up");

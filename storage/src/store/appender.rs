@@ -14,7 +14,9 @@ use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncSeekExt};
 
 use super::metadata::sidecar_path;
-use super::write::{blocking_store, link_unique, stream_to, unix_now, TempFile};
+use super::write::{
+    blocking_store, link_once, link_unique, stream_to, unix_now, BeforeLink, NoHook, TempFile,
+};
 use super::{Store, StoreError};
 
 /// Puts a file back to its old length unless disarmed: covers requests dropped mid-write.
@@ -246,6 +248,21 @@ impl Store {
         size: u64,
         reader: &mut R,
     ) -> Result<LogicalName, StoreError> {
+        self.write_slave_with(master, prefix, ext, size, reader, &mut NoHook)
+            .await
+    }
+
+    /// [`Store::write_slave`], telling `hook` the name of the new file (the slave, or with
+    /// links the file holding its content) before it appears.
+    pub async fn write_slave_with<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
+        &self,
+        master: &LogicalName,
+        prefix: &str,
+        ext: &str,
+        size: u64,
+        reader: &mut R,
+        hook: &mut H,
+    ) -> Result<LogicalName, StoreError> {
         let master_text = master.to_string();
         let fields = Store::name_fields(master)?;
         if classify(&master_text, &fields) == FileKind::Slave {
@@ -265,7 +282,7 @@ impl Store {
         }
         if self.options.slave_use_link {
             return self
-                .write_slave_link(master, slave, slave_path, ext, size, reader)
+                .write_slave_link(master, slave, slave_path, ext, size, reader, hook)
                 .await;
         }
         let index = self
@@ -275,23 +292,15 @@ impl Store {
         let result = async {
             stream_to(reader, &mut file, size).await?;
             self.finish_file(file).await?;
+            hook.before_link(&slave).await?;
             let tmp_path = tmp.path().to_path_buf();
             let fsync = self.options.fsync;
             let target = slave_path.clone();
-            let linked = slave.clone();
             blocking_store("storing slave file", move || {
-                let mut taken = false;
-                link_unique(&tmp_path, || {
-                    // one name only: a second attempt means it was taken
-                    if std::mem::replace(&mut taken, true) {
-                        return Err(StoreError::Exists);
-                    }
-                    Ok((linked.clone(), target.clone()))
-                })
-                .map_err(|err| match err {
-                    StoreError::NameCollision => StoreError::Exists,
-                    other => other,
-                })?;
+                // one name only: taken meanwhile means it exists
+                if !link_once(&tmp_path, &target)? {
+                    return Err(StoreError::Exists);
+                }
                 if fsync {
                     if let Some(dir) = target.parent() {
                         crate::persist::sync_dir(dir)
@@ -310,7 +319,8 @@ impl Store {
     /// The symlink variant (`store_slave_file_use_link`, I.4): the content is stored under a
     /// freshly generated ordinary name in the master's store path, and the slave name becomes
     /// a symbolic link to that file's absolute path. Deleting the slave deletes both.
-    async fn write_slave_link<R: AsyncRead + Unpin + ?Sized>(
+    #[allow(clippy::too_many_arguments)]
+    async fn write_slave_link<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
         &self,
         master: &LogicalName,
         slave: LogicalName,
@@ -318,6 +328,7 @@ impl Store {
         ext: &str,
         size: u64,
         reader: &mut R,
+        hook: &mut H,
     ) -> Result<LogicalName, StoreError> {
         let request = super::NewFile {
             store_path: Some(master.store_path()),
@@ -325,7 +336,7 @@ impl Store {
             ext,
             appender: false,
         };
-        let target = self.write_new_file(&request, reader).await?;
+        let target = self.write_new_file_with(&request, reader, hook).await?;
         let target_path = self.resolve(&target)?;
         let absolute =
             std::path::absolute(&target_path).map_err(StoreError::io("resolving slave target"))?;

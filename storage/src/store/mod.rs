@@ -31,7 +31,7 @@ pub use distribute::{DistState, DistributeMode, Distributor};
 pub use locks::{FileGuard, FileLocks};
 pub use replica::{Applied, LocalFile};
 pub use space::disk_usage;
-pub use write::NewFile;
+pub use write::{BeforeLink, NewFile, NoHook};
 
 /// Size of the buffer used to stream file content to and from disk.
 pub const IO_BUFFER: usize = 128 * 1024;

@@ -246,7 +246,9 @@ impl Store {
     }
 
     /// SYNC_TRUNCATE_FILE: cuts the file to `new_size` when it is `old_size` long now;
-    /// otherwise [`Applied::Have`] (L.4: skip). A missing file is [`Applied::Missing`].
+    /// [`Applied::Have`] when it is `new_size` long already. Any other size (or no file) is
+    /// [`Applied::Missing`]: our copy went another way, the sender sends the whole file
+    /// (FastDFS answers 17 and the copies stay different).
     pub async fn replica_truncate(
         &self,
         name: &LogicalName,
@@ -273,7 +275,11 @@ impl Store {
                 .map_err(StoreError::io("reading file status"))?
                 .len();
             if size != old_size {
-                return Ok(Applied::Have);
+                return Ok(if size == new_size {
+                    Applied::Have
+                } else {
+                    Applied::Missing
+                });
             }
             file.set_len(new_size)
                 .map_err(StoreError::io("truncating file"))?;
@@ -569,9 +575,13 @@ mod tests {
             Applied::Done
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"HELLO\nworld\n");
-        // truncate only from the expected size
+        // truncate only from the expected size; another size means our copy differs
         assert_eq!(
             store.replica_truncate(&file, 99, 5, 50).await.unwrap(),
+            Applied::Missing
+        );
+        assert_eq!(
+            store.replica_truncate(&file, 99, 12, 50).await.unwrap(),
             Applied::Have
         );
         assert_eq!(

@@ -172,6 +172,41 @@ pub(crate) fn link_unique(
     Err(StoreError::NameCollision)
 }
 
+/// Told the final name of a new file just before the file appears under it. Replication
+/// records the file in its binlog there, so a crash can leave a record without its file
+/// (skipped by the peers) but never a file the peers will not hear about.
+pub trait BeforeLink: Send {
+    fn before_link(
+        &mut self,
+        name: &LogicalName,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// No hook.
+pub struct NoHook;
+
+impl BeforeLink for NoHook {
+    async fn before_link(&mut self, _name: &LogicalName) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Links `tmp` as `path`, creating a missing data directory; `false` when `path` exists.
+pub(crate) fn link_once(tmp: &Path, path: &Path) -> Result<bool, StoreError> {
+    let mut linked = std::fs::hard_link(tmp, path);
+    if matches!(&linked, Err(err) if err.kind() == io::ErrorKind::NotFound) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(StoreError::io("creating data directory"))?;
+        }
+        linked = std::fs::hard_link(tmp, path);
+    }
+    match linked {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(StoreError::io("linking file under its final name")(err)),
+    }
+}
+
 impl Store {
     /// Stores a new file whose `req.size` bytes come from `reader` (F.1, H.7); returns its
     /// logical name. Space is checked before anything is read.
@@ -179,6 +214,16 @@ impl Store {
         &self,
         req: &NewFile<'_>,
         reader: &mut R,
+    ) -> Result<LogicalName, StoreError> {
+        self.write_new_file_with(req, reader, &mut NoHook).await
+    }
+
+    /// [`Store::write_new_file`], telling `hook` the final name before the file appears.
+    pub async fn write_new_file_with<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
+        &self,
+        req: &NewFile<'_>,
+        reader: &mut R,
+        hook: &mut H,
     ) -> Result<LogicalName, StoreError> {
         name::validate_ext(req.ext).map_err(|err| StoreError::Invalid(err.to_string()))?;
         let index = self.choose_store_path(req.store_path, req.size).await?;
@@ -214,20 +259,21 @@ impl Store {
             suffix,
         };
         let result = self
-            .fill_and_link(reader, file, req.size, &tmp, placed)
+            .fill_and_link(reader, file, req.size, &tmp, placed, hook)
             .await;
         // on success the content lives on under its final name; on failure it goes
         tmp.remove().await;
         result
     }
 
-    async fn fill_and_link<R: AsyncRead + Unpin + ?Sized>(
+    async fn fill_and_link<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
         &self,
         reader: &mut R,
         mut file: File,
         size: u64,
         tmp: &TempFile,
         placed: Placement,
+        hook: &mut H,
     ) -> Result<LogicalName, StoreError> {
         let crc32 = stream_to(reader, &mut file, size).await?;
         let mtime = self.finish_file(file).await?;
@@ -240,29 +286,43 @@ impl Store {
             suffix,
         } = placed;
         let data = self.store_path(index)?.data.clone();
-        let tmp_path = tmp.path().to_path_buf();
-        let fsync = self.options.fsync;
-        blocking_store("storing file", move || {
-            let logical = link_unique(&tmp_path, || {
-                let fields = NameFields {
-                    source,
-                    timestamp: mtime,
-                    size_field: name::size_field(size, appender, rand::thread_rng().gen()),
-                    crc32,
-                };
-                let logical =
-                    LogicalName::new(index, high, low, &name::base_name(&fields, &suffix))
-                        .map_err(|err| StoreError::Invalid(err.to_string()))?;
-                let path = data.join(logical.data_relative_path());
-                Ok((logical, path))
-            })?;
-            if fsync {
-                let dir = data.join(format!("{high:02X}/{low:02X}"));
-                crate::persist::sync_dir(&dir).map_err(StoreError::io("syncing directory"))?;
+        for _ in 0..NAME_ATTEMPTS {
+            let fields = NameFields {
+                source,
+                timestamp: mtime,
+                size_field: name::size_field(size, appender, rand::thread_rng().gen()),
+                crc32,
+            };
+            let logical = LogicalName::new(index, high, low, &name::base_name(&fields, &suffix))
+                .map_err(|err| StoreError::Invalid(err.to_string()))?;
+            let path = data.join(logical.data_relative_path());
+            match tokio::fs::symlink_metadata(&path).await {
+                Ok(_) => continue,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(StoreError::io("checking file name")(err)),
             }
-            Ok(logical)
-        })
-        .await
+            hook.before_link(&logical).await?;
+            let tmp_path = tmp.path().to_path_buf();
+            let fsync = self.options.fsync;
+            let linked = blocking_store("storing file", move || {
+                if !link_once(&tmp_path, &path)? {
+                    return Ok(false);
+                }
+                if fsync {
+                    if let Some(dir) = path.parent() {
+                        crate::persist::sync_dir(dir)
+                            .map_err(StoreError::io("syncing directory"))?;
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+            if linked {
+                return Ok(logical);
+            }
+            // taken meanwhile (the record names a file that is not ours: harmless)
+        }
+        Err(StoreError::NameCollision)
     }
 
     /// Flushes a fully written file to disk (when configured) and returns its mtime.

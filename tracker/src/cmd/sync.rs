@@ -30,11 +30,15 @@ pub fn change_status(
     Ok(Vec::new())
 }
 
-/// Answered like a beat without news (K.4: `00`).
+/// Answered like a beat (K.4), with the group's member list: a storage reports before its
+/// first beat and needs the list to know which peers to wait for.
 pub fn report(tracker: &Tracker, body: &[u8], peer: SocketAddr) -> Result<Vec<u8>, CmdError> {
     let report = SyncReport::decode(body)?;
-    tracker
-        .cluster()
-        .sync_report(peer, &report, Instant::now(), unix_now())?;
-    Ok(BeatReply { members: None }.encode())
+    let mut cluster = tracker.cluster();
+    cluster.sync_report(peer, &report, Instant::now(), unix_now())?;
+    let members = cluster
+        .session(peer)
+        .and_then(|key| cluster.group(&key.group))
+        .map(|group| group.members());
+    Ok(BeatReply { members }.encode())
 }
