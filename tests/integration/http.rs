@@ -639,6 +639,36 @@ async fn anti_steal_tokens_and_referer_list() -> Result<()> {
 }
 
 #[tokio::test]
+async fn group_less_urls() -> Result<()> {
+    const KEY: &str = "k3y";
+    let cluster = Cluster::builder()
+        .storage_config(&format!(
+            "http_url_have_group_name = false\nhttp_anti_steal.check_token = true\n\
+             http_anti_steal.secret_key = \"{KEY}\"\n"
+        ))
+        .start()
+        .await?;
+    let http = cluster.storages[0].http_addr().await?;
+    let id = cluster
+        .client()
+        .upload_bytes(b"no group in the URL", &opts("txt"))
+        .await?;
+    let name = id.name.to_string();
+    let now = unix_now();
+    // both token forms still work: the group comes from the storage's config
+    for path in [name.clone(), id.to_string()] {
+        let token = md5_hex(&format!("{path}{KEY}{now}"));
+        let reply = get(http, &format!("/{name}?token={token}&ts={now}")).await?;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.body, b"no group in the URL");
+    }
+    let token = md5_hex(&format!("{name}{KEY}{now}"));
+    let with_group = get(http, &format!("/{id}?token={token}&ts={now}")).await?;
+    assert_eq!(with_group.status, 404, "the group form is not served");
+    Ok(())
+}
+
+#[tokio::test]
 async fn files_on_a_peer_are_proxied_or_redirected() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let default_image = dir.path().join("default.jpg");
