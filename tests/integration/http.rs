@@ -478,6 +478,77 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// GET of `target`: waits `stall` after the headers (the server meets a full socket), then
+/// reads the body to the end; returns (status, body length, CRC32 of the body).
+async fn stalled_get(addr: SocketAddr, target: &str, stall: Duration) -> Result<(u16, u64, u32)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending = Vec::new();
+    let header_end = loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            bail!("connection closed before the headers");
+        }
+        pending.extend_from_slice(&buf[..n]);
+        if let Some(end) = find(&pending, b"\r\n\r\n", 0) {
+            break end;
+        }
+    };
+    let status: u16 = std::str::from_utf8(&pending[9..12])?.parse()?;
+    tokio::time::sleep(stall).await;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut len = (pending.len() - header_end - 4) as u64;
+    hasher.update(&pending[header_end + 4..]);
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((status, len, hasher.finalize()))
+}
+
+#[tokio::test]
+async fn large_files_stream_with_bounded_memory() -> Result<()> {
+    const BIG: u64 = 128 << 20;
+    let cluster = Cluster::builder().start().await?;
+    let http = cluster.storages[0].http_addr().await?;
+    let id = cluster
+        .client()
+        .upload_reader(fdfs_tests::PatternReader::new(9, BIG), BIG, &opts("bin"))
+        .await?;
+    let expected = fdfs_tests::PatternReader::crc_of(9, BIG);
+    let idle = cluster.storages[0].rss_kib().context("rss")?;
+    // four slow readers of the whole file at once, and two ranges
+    let url = format!("/{id}");
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { stalled_get(http, &url, Duration::from_millis(1500)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let stalled = cluster.storages[0].rss_kib().context("rss")?;
+    for reader in readers {
+        let (status, len, crc) = reader.await??;
+        assert_eq!((status, len, crc), (200, BIG, expected));
+    }
+    eprintln!("storage rss: {idle} KiB idle, {stalled} KiB with the stalled readers");
+    let grown_mib = stalled.saturating_sub(idle) / 1024;
+    assert!(
+        grown_mib < 48,
+        "storage RSS grew by {grown_mib} MiB with four stalled 128 MiB downloads"
+    );
+    let tail = request(http, "GET", &url, &[("Range", "bytes=-100,0-99")]).await?;
+    assert_eq!(tail.status, 206);
+    assert_eq!(multipart_parts(&tail)?.len(), 2);
+    Ok(())
+}
+
 #[tokio::test]
 async fn appender_and_slave_files() -> Result<()> {
     let cluster = Cluster::builder().start().await?;
