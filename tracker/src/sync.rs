@@ -156,12 +156,15 @@ impl Cluster {
     }
 
     /// CHANGE_STATUS (59): a storage sets its own status while it copies files (WAIT_SYNC,
-    /// SYNCING, RECOVERY, INIT, OFFLINE) and says ONLINE when done, stored as OFFLINE so its
-    /// next beat makes it ACTIVE (J.1).
+    /// SYNCING, RECOVERY, INIT) and says ONLINE when done; its next beat makes it ACTIVE.
+    /// J.1 stores ONLINE/ACTIVE as OFFLINE; fdfs-rs keeps ONLINE (the storage is connected),
+    /// so peers never see a storage that is about to serve as OFFLINE, which would make
+    /// them stop counting it for `write_ack = "all"`.
     pub fn change_status(&mut self, peer: SocketAddr, requested: u8) -> Result<(), SyncError> {
         let (key, storage) = self.joined_storage(peer)?;
         let status = match requested {
-            ONLINE | ACTIVE | OFFLINE => OFFLINE,
+            ONLINE | ACTIVE => ONLINE,
+            OFFLINE => OFFLINE,
             INIT | WAIT_SYNC | SYNCING | RECOVERY => requested,
             other => return Err(SyncError::BadStatus(other)),
         };
@@ -311,9 +314,9 @@ mod tests {
         assert_eq!(status(&cluster, "2"), SYNCING);
         cluster.beat(peer(2), vec![usage(10, 5)], now).unwrap();
         assert_eq!(status(&cluster, "2"), SYNCING);
-        // done: ONLINE is stored as OFFLINE, the next beat makes it ACTIVE
+        // done: ONLINE (not J.1's OFFLINE), the next beat makes it ACTIVE
         cluster.change_status(peer(2), ONLINE).unwrap();
-        assert_eq!(status(&cluster, "2"), OFFLINE);
+        assert_eq!(status(&cluster, "2"), ONLINE);
         cluster.beat(peer(2), vec![usage(10, 5)], now).unwrap();
         assert_eq!(status(&cluster, "2"), ACTIVE);
         assert_eq!(
