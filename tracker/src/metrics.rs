@@ -30,6 +30,8 @@ pub const STORAGES: &str = "fdfs_tracker_storages";
 pub const HEARTBEAT_AGE: &str = "fdfs_tracker_storage_heartbeat_age_seconds";
 pub const FREE_BYTES: &str = "fdfs_tracker_storage_free_bytes";
 pub const TOTAL_BYTES: &str = "fdfs_tracker_storage_total_bytes";
+pub const SYNC_RECORDS_BEHIND: &str = "fdfs_tracker_replication_records_behind";
+pub const SYNC_SECONDS_BEHIND: &str = "fdfs_tracker_replication_seconds_behind";
 
 /// Tracker requests take microseconds to milliseconds; the top buckets catch stalls.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -134,6 +136,15 @@ impl Metrics {
                 Unit::Bytes,
                 "Disk size of the storage (all store paths) at its last heartbeat."
             );
+            describe_gauge!(
+                SYNC_RECORDS_BEHIND,
+                "Binlog records of the source storage its peer has not confirmed, as the source last reported."
+            );
+            describe_gauge!(
+                SYNC_SECONDS_BEHIND,
+                Unit::Seconds,
+                "Age of the oldest change of the source storage its peer has not confirmed (0 when caught up)."
+            );
             gauge!(CONNECTIONS_OPEN).set(0.0);
         });
         metrics
@@ -201,6 +212,15 @@ impl Metrics {
                     }
                     gauge!(FREE_BYTES, &labels).set(storage.free_bytes() as f64);
                     gauge!(TOTAL_BYTES, &labels).set(storage.total_bytes() as f64);
+                    for (source, figures) in &storage.sync.from {
+                        let labels = [
+                            ("group", group.name.clone()),
+                            ("source", source.clone()),
+                            ("peer", storage.id.clone()),
+                        ];
+                        gauge!(SYNC_RECORDS_BEHIND, &labels).set(figures.records_behind as f64);
+                        gauge!(SYNC_SECONDS_BEHIND, &labels).set(figures.seconds_behind as f64);
+                    }
                 }
             }
         });
@@ -339,6 +359,35 @@ mod tests {
         assert_eq!(
             value("fdfs_tracker_storage_total_bytes{group=\"group1\",storage=\"7\"}"),
             Some(1000.0)
+        );
+        // replication figures reported by storage 7 about storage 8
+        let report = fdfs_proto::sync_msg::SyncReport {
+            unix_time: 1_030,
+            generation: 1,
+            peers: vec![fdfs_proto::sync_msg::PeerProgress {
+                peer_id: "8".into(),
+                records_behind: 12,
+                seconds_behind: 3,
+                ..Default::default()
+            }],
+        };
+        cluster.sync_report(peer(1), &report, now, 1_030).unwrap();
+        metrics.observe(&cluster, 1_030);
+        let text = metrics.render();
+        assert_eq!(
+            line_value(
+                &text,
+                "fdfs_tracker_replication_records_behind{group=\"group1\",source=\"7\",peer=\"8\"}"
+            ),
+            Some(12.0),
+            "{text}"
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "fdfs_tracker_replication_seconds_behind{group=\"group1\",source=\"7\",peer=\"8\"}"
+            ),
+            Some(3.0)
         );
         cluster.disconnect(peer(1));
         metrics.observe(&cluster, 1_031);
