@@ -13,6 +13,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_POOL_MAX_IDLE: usize = 8;
 const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_HTTP_TOKEN_TTL: Duration = Duration::from_secs(900);
 
 /// Settings of a [`Client`](crate::Client).
 ///
@@ -36,6 +37,13 @@ pub struct ClientConfig {
     pub pool_max_idle_per_server: usize,
     /// How long an idle connection may stay in the pool.
     pub pool_idle_timeout: Duration,
+    /// Secret of the storages' anti-steal tokens (`http_anti_steal.secret_key`), for signed
+    /// URLs (`fdfs url`, [`http_url`](crate::http_url)); empty = URLs are not signed.
+    pub http_secret_key: String,
+    /// Base of HTTP URLs, e.g. `http://img.example.com` (a storage's HTTP address or nginx).
+    pub http_base_url: String,
+    /// The storages' `http_anti_steal.token_ttl`, to sign URLs for a given lifetime.
+    pub http_token_ttl: Duration,
 }
 
 /// The file form: exactly the keys of `conf/client.toml`.
@@ -51,6 +59,12 @@ struct RawConfig {
     pool_max_idle_per_server: usize,
     #[serde(default = "default_pool_idle_timeout", with = "serde_duration")]
     pool_idle_timeout: Duration,
+    #[serde(default)]
+    http_secret_key: String,
+    #[serde(default)]
+    http_base_url: String,
+    #[serde(default = "default_http_token_ttl", with = "serde_duration")]
+    http_token_ttl: Duration,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -65,6 +79,9 @@ fn default_pool_max_idle() -> usize {
 fn default_pool_idle_timeout() -> Duration {
     DEFAULT_POOL_IDLE_TIMEOUT
 }
+fn default_http_token_ttl() -> Duration {
+    DEFAULT_HTTP_TOKEN_TTL
+}
 
 impl ClientConfig {
     /// A configuration with these trackers and every other field at its default.
@@ -75,6 +92,9 @@ impl ClientConfig {
             network_timeout: DEFAULT_NETWORK_TIMEOUT,
             pool_max_idle_per_server: DEFAULT_POOL_MAX_IDLE,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            http_secret_key: String::new(),
+            http_base_url: String::new(),
+            http_token_ttl: DEFAULT_HTTP_TOKEN_TTL,
         }
     }
 
@@ -110,6 +130,9 @@ impl ClientConfig {
             network_timeout: raw.network_timeout,
             pool_max_idle_per_server: raw.pool_max_idle_per_server,
             pool_idle_timeout: raw.pool_idle_timeout,
+            http_secret_key: raw.http_secret_key,
+            http_base_url: raw.http_base_url,
+            http_token_ttl: raw.http_token_ttl,
         };
         config.validate()?;
         Ok(config)
@@ -188,6 +211,14 @@ mod tests {
         assert_eq!(config.connect_timeout, Duration::from_millis(250));
         assert_eq!(config.pool_max_idle_per_server, 0);
         assert_eq!(config.pool_idle_timeout, Duration::from_secs(300));
+        let config = ClientConfig::from_toml(
+            "tracker_servers = [\"h:1\"]\nhttp_secret_key = \"k\"\n\
+             http_base_url = \"http://img:8888\"\nhttp_token_ttl = \"1h\"",
+        )
+        .unwrap();
+        assert_eq!(config.http_secret_key, "k");
+        assert_eq!(config.http_base_url, "http://img:8888");
+        assert_eq!(config.http_token_ttl, Duration::from_secs(3600));
     }
 
     #[test]

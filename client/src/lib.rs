@@ -35,9 +35,11 @@ mod config;
 mod conn;
 mod direct;
 mod error;
+pub mod migrate;
 mod pool;
 mod storage;
 mod tracker;
+mod url;
 
 pub use client::{Client, FileInfo, UploadOptions};
 pub use config::ClientConfig;
@@ -47,6 +49,7 @@ pub use fdfs_proto::file_id::FileId;
 pub use fdfs_proto::name::{FileKind, Source};
 pub use fdfs_proto::storage_msg::MetadataOp;
 pub use fdfs_proto::tracker_msg::{QueryStoreAllReply, QueryStoreReply, StorageAddr};
+pub use url::{http_url, sign_token, token_ts};
 
 /// Parses a file ID (`GROUP/Mxx/XX/YY/NAME`), with an error that shows the expected shape.
 ///

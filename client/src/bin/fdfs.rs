@@ -19,6 +19,9 @@ use fdfs_client::{
 use fdfs_proto::name::{classify, NameFields};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+#[path = "fdfs/migrate.rs"]
+mod migrate;
+
 /// Command-line client for FastDFS-compatible clusters (fdfs-rs or FastDFS 6.x).
 #[derive(Debug, Parser)]
 #[command(name = "fdfs", version)]
@@ -133,6 +136,11 @@ enum Command {
     /// --storage pins one). Prints ops/s, MB/s, latency percentiles and errors by status; a
     /// progress line goes to stderr once a second. Deletes what it uploaded unless --keep.
     Bench(BenchArgs),
+    /// Import a directory tree (an old image server's files), mapping old URL paths to file
+    /// IDs for fdfs-router; resumable: unchanged files are skipped, changed ones re-uploaded.
+    Import(migrate::ImportArgs),
+    /// Print the HTTP URL of a file, signed with the anti-steal secret if one is given.
+    Url(migrate::UrlArgs),
 }
 
 /// What `fdfs bench` measures.
@@ -325,6 +333,17 @@ fn render_error(err: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Url(args) = &cli.command {
+        // no tracker is asked: the config only supplies the HTTP keys, if there is one
+        let config = match (&cli.config, Path::new("client.toml")) {
+            (Some(path), _) => Some(ClientConfig::from_file(path).context("configuration")?),
+            (None, default) if default.is_file() => {
+                Some(ClientConfig::from_file(default).context("configuration")?)
+            }
+            _ => None,
+        };
+        return migrate::url(config.as_ref(), args);
+    }
     let config = load_config(
         cli.config.as_deref(),
         &cli.trackers,
@@ -462,6 +481,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(context)?;
             println!("{id}");
         }
+        Command::Import(args) => migrate::import(&client, &args).await?,
+        Command::Url(args) => migrate::url(Some(client.config()), &args)?,
         Command::Bench(args) => {
             let config = args.config();
             let report = bench::run(client.config().clone(), &config)
