@@ -249,7 +249,6 @@ pub struct Snapshot {
     /// differ only in case wins)
     lower: HashMap<String, String>,
     seq: u64,
-    loaded: bool,
 }
 
 impl Snapshot {
@@ -263,14 +262,19 @@ impl Snapshot {
         let Some((changed, seq)) = map.read_since(self.seq)? else {
             return Ok(0);
         };
+        Ok(self.apply(changed, seq))
+    }
+
+    /// Applies changes read with [`MigrationMap::read_since`]`(self.seq())` (readers that must
+    /// not block while reading do that elsewhere); returns how many entries changed.
+    pub fn apply(&mut self, changed: Vec<(String, Entry)>, seq: u64) -> usize {
         let count = changed.len();
         for (path, entry) in changed {
             self.lower.insert(path.to_lowercase(), path.clone());
             self.entries.insert(path, entry);
         }
-        self.seq = seq;
-        self.loaded = true;
-        Ok(count)
+        self.seq = self.seq.max(seq);
+        count
     }
 
     /// The entry of `path` exactly as given.

@@ -1,0 +1,69 @@
+//! The accept loop: HTTP/1.1 with keep-alive on hyper, at most `max_connections` open
+//! connections, request headers timing out after `network_timeout`, and a graceful stop that
+//! lets requests in flight finish within `shutdown_timeout`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::handler::{self, State};
+
+/// Serves `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(state.config.max_connections));
+    let header_timeout = state.config.network_timeout;
+    let drain = state.config.shutdown_timeout;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning
+                warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            debug!(%peer, "too many connections, closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |request| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handler::handle(state, request).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(%peer, error = %err, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    info!("router stopping");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("connections still open at the shutdown deadline, dropping them");
+    }
+}
