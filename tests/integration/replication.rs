@@ -195,6 +195,11 @@ async fn three_storages_converge_after_uploads_deletes_metadata_and_appends() ->
             let pairs = vec![("more".to_string(), "x".to_string())];
             client.set_metadata(&id, &pairs, MetadataOp::Merge).await?;
         }
+        if i % 30 == 1 {
+            let thumb = random_bytes(&mut rng, 3000);
+            let slave = client.upload_slave_bytes(&id, "_s", "bin", &thumb).await?;
+            expected.push((slave, thumb.len() as u64, crc(&thumb)));
+        }
         expected.push((id, data.len() as u64, crc(&data)));
     }
     // appender files: appended, modified, truncated
@@ -216,6 +221,13 @@ async fn three_storages_converge_after_uploads_deletes_metadata_and_appends() ->
             client.truncate(&id, 500).await?;
             content.truncate(500);
         }
+        if round % 3 == 0 {
+            // renamed to a normal file: the old name must disappear everywhere
+            let normal = client.regenerate(&id).await?;
+            gone.push(id);
+            expected.push((normal, content.len() as u64, crc(&content)));
+            continue;
+        }
         expected.push((id, content.len() as u64, crc(&content)));
     }
     wait_converged(&cluster, &expected, &gone).await?;
@@ -236,6 +248,63 @@ async fn three_storages_converge_after_uploads_deletes_metadata_and_appends() ->
             );
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn slaves_stored_as_links_replicate_as_links() -> anyhow::Result<()> {
+    let cluster = Cluster::builder()
+        .groups(&[("group1", 2)])
+        .storage_config("store_slave_file_use_link = true")
+        .start()
+        .await?;
+    let client = cluster.client();
+    let mut files = Vec::new();
+    let mut slaves = Vec::new();
+    for i in 0..6u8 {
+        let master = vec![i; 1000];
+        let id = client
+            .upload_bytes(
+                &master,
+                &UploadOptions {
+                    ext: "jpg".into(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let thumb = vec![i ^ 0x55; 100 + usize::from(i)];
+        let slave = client.upload_slave_bytes(&id, "_t", "jpg", &thumb).await?;
+        files.push((id, master.len() as u64, crc(&master)));
+        files.push((slave.clone(), thumb.len() as u64, crc(&thumb)));
+        slaves.push(slave);
+    }
+    wait_converged(&cluster, &files, &[]).await?;
+    for slave in &slaves {
+        for storage in 0..2 {
+            let data = cluster.store_path(storage, 0).join("data");
+            let path = data.join(slave.name.data_relative_path());
+            let target = std::fs::read_link(&path)
+                .map_err(|err| anyhow::anyhow!("{slave} on storage {storage}: {err}"))?;
+            assert!(
+                target.starts_with(&data),
+                "{slave} on storage {storage} links to {}",
+                target.display()
+            );
+        }
+    }
+    // deleting a slave removes link and content on both
+    client.delete(&slaves[0]).await?;
+    let before: Vec<usize> = (0..2)
+        .map(|i| disk_listing(&cluster.store_path(i, 0)).len())
+        .collect();
+    wait_converged(&cluster, &files[2..], std::slice::from_ref(&slaves[0])).await?;
+    wait_for("slave content deleted on both", SETTLE, || async {
+        let now: Vec<usize> = (0..2)
+            .map(|i| disk_listing(&cluster.store_path(i, 0)).len())
+            .collect();
+        (now[0] == now[1] && now[0] < before[0].max(before[1])).then_some(())
+    })
+    .await?;
     Ok(())
 }
 

@@ -129,6 +129,7 @@ enum Stage {
     /// An append, modify or truncate the peer said it did not need: a probe checks that its
     /// copy really is ours (same size and mtime); if not, the whole file follows.
     Verify,
+
     /// The link went out again.
     LinkAgain,
     Finished,
@@ -230,7 +231,10 @@ impl RecordSync {
                 offset,
                 length,
             } => match main {
-                Local::File { size, mtime } if size >= offset.saturating_add(length) => {
+                // bytes cut off since are not sent (a later truncate covers them); the rest
+                // are, as they are now
+                Local::File { size, mtime } if size > offset => {
+                    let length = length.min(size - offset);
                     let request = if matches!(self.record.op, Op::Append { .. }) {
                         Request::Append {
                             name,
@@ -249,7 +253,7 @@ impl RecordSync {
                     Step::Send(request)
                 }
                 Local::File { .. } => Step::Done(Outcome::Skipped(
-                    "file is shorter now, a later record covers it",
+                    "the range was cut off since, a later record covers it",
                 )),
                 Local::Link { .. } => Step::Done(Outcome::Skipped("file is a link now")),
                 Local::Missing => Step::Done(Outcome::Skipped("file no longer exists")),
@@ -377,6 +381,21 @@ impl RecordSync {
         let main_name = self.record.op.name().to_string();
         let main = self.local.main.clone();
         match (&self.record.op, status) {
+            // the peer renamed (or had) its copy, but changes made before the rename may never
+            // have reached it under the old name (they are skipped once the name is gone), and
+            // an in-place change need not show in size or mtime (seconds): the renamed file
+            // goes whole, once in its life
+            (Op::Rename { .. }, OK | EEXIST) => match main {
+                Local::File { size, mtime } => {
+                    self.stage = Stage::RenamedFile;
+                    Step::Send(Request::Update {
+                        name: main_name,
+                        size,
+                        mtime,
+                    })
+                }
+                _ => Step::Done(Outcome::Applied),
+            },
             (_, OK) => Step::Done(Outcome::Applied),
             // a delete of something the peer does not have is done
             (Op::Delete { .. }, ENOENT) => Step::Done(Outcome::AlreadyThere),
@@ -631,8 +650,20 @@ mod tests {
             }
         );
         assert_eq!(end, Step::Done(Outcome::Applied));
-        // the file was truncated since: nothing to send for this record
-        let (sent, end) = run(append, snapshot(file(8)), &[]);
+        // the file was truncated into the range since: what is left of it goes
+        let (sent, end) = run(append.clone(), snapshot(file(8)), &[0]);
+        assert_eq!(
+            sent,
+            [Request::Append {
+                name: NAME.into(),
+                offset: 6,
+                length: 2,
+                mtime: 123
+            }]
+        );
+        assert_eq!(end, Step::Done(Outcome::Applied));
+        // ... and below it: nothing to send for this record
+        let (sent, end) = run(append, snapshot(file(6)), &[]);
         assert!(sent.is_empty());
         assert!(matches!(end, Step::Done(Outcome::Skipped(_))));
         // modify behaves alike
@@ -676,28 +707,48 @@ mod tests {
     }
 
     #[test]
-    fn renames_fall_back_to_a_create_with_the_sidecar() {
+    fn renames_send_the_renamed_file_whole_with_its_sidecar() {
         let rename = Op::Rename {
             name: NAME.into(),
             old: OTHER.into(),
         };
-        let (sent, end) = run(rename.clone(), snapshot(file(12)), &[0]);
+        let whole = Request::Update {
+            name: NAME.into(),
+            size: 12,
+            mtime: 123,
+        };
+        // renamed there, then the content as it is here (in-place changes before the rename
+        // may not have reached the old name)
+        let (sent, end) = run(rename.clone(), snapshot(file(12)), &[0, 0]);
         assert_eq!(
             sent,
-            [Request::Rename {
-                name: NAME.into(),
-                old: OTHER.into(),
-                timestamp: 100
-            }]
+            [
+                Request::Rename {
+                    name: NAME.into(),
+                    old: OTHER.into(),
+                    timestamp: 100
+                },
+                whole.clone()
+            ]
         );
         assert_eq!(end, Step::Done(Outcome::Applied));
-        let (_, end) = run(rename.clone(), snapshot(file(12)), &[17]);
-        assert_eq!(end, Step::Done(Outcome::AlreadyThere));
+        let (sent, _) = run(rename.clone(), snapshot(file(12)), &[17, 0]);
+        assert_eq!(sent[1], whole);
+        // with metadata, the sidecar follows
         let local = Snapshot {
             main: file(12),
             sidecar: Local::File { size: 9, mtime: 5 },
             other: Local::Missing,
         };
+        let sidecar = Request::Update {
+            name: format!("{NAME}-m"),
+            size: 9,
+            mtime: 5,
+        };
+        let (sent, end) = run(rename.clone(), local.clone(), &[0, 0, 0]);
+        assert_eq!(sent[1..], [whole.clone(), sidecar.clone()]);
+        assert_eq!(end, Step::Done(Outcome::Applied));
+        // the peer lacks the old name: the file is created under the new one
         let (sent, end) = run(rename.clone(), local, &[2, 0, 0]);
         assert_eq!(
             sent[1..],
@@ -708,18 +759,14 @@ mod tests {
                     mtime: 123,
                     probe: false
                 },
-                Request::Update {
-                    name: format!("{NAME}-m"),
-                    size: 9,
-                    mtime: 5
-                }
+                sidecar
             ]
         );
         assert_eq!(end, Step::Done(Outcome::Applied));
-        // without a sidecar the create ends it
-        let (sent, end) = run(rename, snapshot(file(12)), &[2, 0]);
-        assert_eq!(sent.len(), 2);
-        assert_eq!(end, Step::Done(Outcome::Applied));
+        // renamed again or deleted since: nothing to send
+        let (sent, end) = run(rename, snapshot(Local::Missing), &[]);
+        assert!(sent.is_empty());
+        assert!(matches!(end, Step::Done(Outcome::Skipped(_))));
     }
 
     #[test]
