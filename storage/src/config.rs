@@ -39,6 +39,9 @@ pub struct StorageConfig {
     pub file_distribute_rotate_count: u32,
     #[serde(default = "default_true")]
     pub fsync: bool,
+    /// One `access` log line (tracing target `access`) per request.
+    #[serde(default)]
+    pub access_log: bool,
     /// Store slave files as symbolic links to an ordinary file (FastDFS's
     /// `store_slave_file_use_link`).
     #[serde(default)]

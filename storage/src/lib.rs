@@ -8,8 +8,10 @@
 pub mod cmd;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod persist;
 pub mod replication;
+pub mod stats;
 pub mod store;
 pub mod tracker_link;
 
@@ -114,6 +116,21 @@ pub async fn run(
         source,
     })?;
 
+    let stats_base = config.base_path.clone();
+    let stats = Arc::new(
+        tokio::task::spawn_blocking(move || stats::Stats::load(&stats_base))
+            .await
+            .map_err(|err| StorageError::Io {
+                context: "loading the stat file",
+                source: std::io::Error::other(err.to_string()),
+            })?
+            .map_err(|source| StorageError::Io {
+                context: "loading the stat file",
+                source,
+            })?,
+    );
+    let metrics = Arc::new(metrics::Metrics::new(config.access_log));
+
     let started = std::time::Instant::now();
     let store = Arc::new(Store::open(store_options(&config)).await?);
     info!(
@@ -130,7 +147,23 @@ pub async fn run(
                 source,
             })?,
     );
-    let http = http::start(&config, store.clone(), members.clone(), shutdown.clone()).await?;
+    let exporter = Arc::new(metrics::Exporter {
+        metrics: metrics.clone(),
+        repl: repl.clone(),
+        paths: config
+            .effective_store_paths()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+    });
+    let http = http::start(
+        &config,
+        store.clone(),
+        members.clone(),
+        Some(exporter),
+        shutdown.clone(),
+    )
+    .await?;
     // creating 65,536 directories takes seconds on a fresh disk: do it while serving
     let background = TaskTracker::new();
     {
@@ -145,6 +178,10 @@ pub async fn run(
             }
         });
     }
+
+    // saved once more after the requests have drained
+    let stats_stop = CancellationToken::new();
+    background.spawn(stats.clone().run_saver(stats_stop.clone()));
 
     // not a child of `shutdown`: requests still being drained need the binlog
     let repl_stop = CancellationToken::new();
@@ -164,6 +201,7 @@ pub async fn run(
         },
         heart_beat_interval: config.heart_beat_interval,
         network_timeout: config.network_timeout,
+        stats: stats.clone(),
     });
     let links = TaskTracker::new();
     let link_shutdown = shutdown.child_token();
@@ -183,6 +221,8 @@ pub async fn run(
         store: store.clone(),
         members,
         repl,
+        stats: stats.clone(),
+        metrics,
     });
     let options = ServerOptions {
         max_connections: config.max_connections,
@@ -201,6 +241,7 @@ pub async fn run(
 
     link_shutdown.cancel();
     repl_stop.cancel();
+    stats_stop.cancel();
     if let Some(http) = http {
         // it drains on its own within shutdown_timeout
         let _ = http.await;

@@ -97,6 +97,8 @@ pub struct LinkSettings {
     pub join: JoinRequest,
     pub heart_beat_interval: Duration,
     pub network_timeout: Duration,
+    /// Counters appended to every BEAT (E.3).
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +212,9 @@ async fn session(
             gated = true;
         }
         let usage = repl.store().usage().await;
-        let body = BeatRequest { paths: usage }.encode();
+        // the tracker reads the stat block after the path figures (E.3)
+        let mut body = BeatRequest { paths: usage }.encode();
+        settings.stats.snapshot().encode_into(&mut body);
         let reply = timed(
             limit,
             conn.call(Command::StorageBeat.code(), &body, MAX_BEAT_REPLY),

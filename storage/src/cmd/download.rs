@@ -25,6 +25,8 @@ pub(super) async fn handle(
         Ok(opened) => opened,
         Err(err) => return respond(conn, Err(err), true).await,
     };
+    crate::stats::note_status(fdfs_proto::status::OK);
+    crate::stats::note_bytes(count);
     stream(conn, file, offset, count).await
 }
 

@@ -42,6 +42,8 @@ pub struct Ctx {
     pub store: Arc<Store>,
     pub members: Arc<Members>,
     pub repl: Arc<Replication>,
+    pub stats: Arc<crate::stats::Stats>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why a command failed.
@@ -95,16 +97,55 @@ impl Service for StorageService {
         &'a self,
         conn: &'a mut ServerConn,
         header: Header,
-        _info: &'a ConnInfo,
+        info: &'a ConnInfo,
     ) -> impl Future<Output = Result<Flow, ProtoError>> + Send + 'a {
-        dispatch(&self.ctx, conn, header)
+        counted(&self.ctx, conn, header, info)
+    }
+
+    fn disconnected(&self, info: &ConnInfo) {
+        self.ctx.stats.connection_closed(info.peer);
+        self.ctx
+            .metrics
+            .connections_open(self.ctx.stats.connections_open());
     }
 }
 
-async fn dispatch(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<Flow, ProtoError> {
+/// Runs one request and counts it (stat block, metrics, access log).
+async fn counted(
+    ctx: &Ctx,
+    conn: &mut ServerConn,
+    header: Header,
+    info: &ConnInfo,
+) -> Result<Flow, ProtoError> {
+    ctx.stats.connection_seen(info.peer);
+    ctx.metrics.connections_open(ctx.stats.connections_open());
     let Ok(command) = Command::try_from(header.cmd) else {
         return reject(conn).await;
     };
+    let started = std::time::Instant::now();
+    let (result, outcome) = crate::stats::scoped(dispatch(ctx, conn, header, command)).await;
+    let outcome = crate::stats::Outcome {
+        // a request answered by `reject` (or cut short by the connection) is a failure
+        status: Some(outcome.status.unwrap_or(if result.is_ok() {
+            status::EINVAL
+        } else {
+            status::EIO
+        })),
+        ..outcome
+    };
+    let body_len = u64::try_from(header.pkg_len).unwrap_or(0);
+    ctx.stats.record(command, outcome, body_len);
+    ctx.metrics
+        .request(command, outcome, body_len, started.elapsed(), info);
+    result
+}
+
+async fn dispatch(
+    ctx: &Ctx,
+    conn: &mut ServerConn,
+    header: Header,
+    command: Command,
+) -> Result<Flow, ProtoError> {
     debug!(cmd = ?command, len = header.pkg_len, "request");
     match command {
         Command::UploadFile => upload::handle(ctx, conn, header, false).await,
@@ -195,11 +236,13 @@ async fn respond(
 ) -> Result<Flow, ProtoError> {
     match result {
         Ok(body) => {
+            crate::stats::note_status(status::OK);
             conn.send_response(status::OK, &body).await?;
             Ok(Flow::Continue)
         }
         Err(err) => {
             let code = status_of(&err);
+            crate::stats::note_status(code);
             match code {
                 status::ENOENT | status::EEXIST => {
                     debug!(status = code, error = %err, "request failed")

@@ -26,6 +26,7 @@ pub(super) async fn handle(
         Err(err) => return respond(conn, Err(err), false).await,
     };
     let ticket = ctx.repl.ticket();
+    crate::stats::note_bytes(prefix.size);
     let mut body = conn.body_reader(prefix.size);
     let result = ctx
         .store

@@ -37,6 +37,7 @@ async fn answer(
 ) -> Result<Flow, ProtoError> {
     match result {
         Ok(applied) => {
+            crate::stats::note_status(code(applied));
             conn.send_response(code(applied), &[]).await?;
             Ok(Flow::Continue)
         }
@@ -47,6 +48,7 @@ async fn answer(
 /// Refuses pushes while our own data is still being copied; the connection closes, since
 /// the body (if any) is left unread.
 async fn busy(conn: &mut ServerConn) -> Result<Flow, ProtoError> {
+    crate::stats::note_status(status::EBUSY);
     conn.send_response(status::EBUSY, &[]).await?;
     Ok(Flow::Close)
 }
@@ -231,6 +233,7 @@ async fn finish_streamed(
             if unread > 0 {
                 conn.discard(unread).await?;
             }
+            crate::stats::note_status(code(applied));
             conn.send_response(code(applied), &[]).await?;
             Ok(Flow::Continue)
         }

@@ -35,6 +35,7 @@ pub(super) async fn handle(
         appender,
     };
     let mut record = RecordCreate::new(ctx);
+    crate::stats::note_bytes(prefix.file_size);
     let mut body = conn.body_reader(prefix.file_size);
     let result = ctx
         .store

@@ -28,6 +28,7 @@ pub(super) async fn handle(
         Err(err) => return respond(conn, Err(err), false).await,
     };
     let mut record = RecordCreate::new(ctx);
+    crate::stats::note_bytes(prefix.file_size);
     let mut body = conn.body_reader(prefix.file_size);
     let result = ctx
         .store

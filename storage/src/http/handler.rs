@@ -29,6 +29,8 @@ pub struct State {
     pub members: Arc<Members>,
     pub peers: PeerClient,
     pub crcs: Arc<CrcCache>,
+    /// Serves `GET /metrics` when set.
+    pub exporter: Option<Arc<crate::metrics::Exporter>>,
 }
 
 impl State {
@@ -40,6 +42,7 @@ impl State {
             members,
             peers,
             crcs: Arc::new(CrcCache::default()),
+            exporter: None,
         }
     }
 }
@@ -67,6 +70,14 @@ async fn route<B>(state: &State, request: &Request<B>) -> Response<Body> {
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    if let (Some(exporter), "/metrics") = (&state.exporter, request.uri().path()) {
+        let mut response = text(StatusCode::OK, &exporter.render().await);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
         return response;
     }
     let settings = &state.settings;

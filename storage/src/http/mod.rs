@@ -68,6 +68,7 @@ pub async fn start(
     config: &StorageConfig,
     store: Arc<Store>,
     members: Arc<Members>,
+    exporter: Option<Arc<crate::metrics::Exporter>>,
     shutdown: CancellationToken,
 ) -> Result<Option<JoinHandle<()>>, HttpError> {
     let addr_file = config.base_path.join(ADDR_FILE);
@@ -97,7 +98,9 @@ pub async fn start(
         source,
     })?;
     info!(addr = %bound, "http serving");
-    let state = Arc::new(handler::State::new(settings, store, members));
+    let mut state = handler::State::new(settings, store, members);
+    state.exporter = exporter;
+    let state = Arc::new(state);
     Ok(Some(tokio::spawn(server::serve(listener, state, shutdown))))
 }
 

@@ -1,0 +1,290 @@
+//! The storage's Prometheus metrics (names documented in the README, "Status and metrics
+//! (storage)"), served at `GET /metrics` on the HTTP port, and the optional access log.
+//!
+//! Like the tracker, the storage records into its own recorder, installed only around each
+//! recording (`with_local_recorder`), never process-wide: several storages can live in one
+//! test process. Request metrics are recorded as requests finish; disk and replication gauges
+//! are refreshed when `/metrics` is scraped.
+
+use std::time::Duration;
+
+use fdfs_proto::cmd::Command;
+use fdfs_proto::server::ConnInfo;
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    with_local_recorder, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::replication::Replication;
+use crate::stats::Outcome;
+
+/// Renders `/metrics`, refreshing the disk and replication gauges first.
+#[derive(Debug)]
+pub struct Exporter {
+    pub metrics: std::sync::Arc<Metrics>,
+    pub repl: std::sync::Arc<Replication>,
+    /// Store paths, in index order (the `path` label).
+    pub paths: Vec<String>,
+}
+
+impl Exporter {
+    pub async fn render(&self) -> String {
+        let usage = self.repl.store().usage().await;
+        self.metrics.disks(&self.paths, &usage);
+        self.metrics.sync(&self.repl.report());
+        self.metrics.render()
+    }
+}
+
+pub const REQUESTS: &str = "fdfs_storage_requests_total";
+pub const REQUEST_DURATION: &str = "fdfs_storage_request_duration_seconds";
+pub const BYTES_RECEIVED: &str = "fdfs_storage_bytes_received_total";
+pub const BYTES_SENT: &str = "fdfs_storage_bytes_sent_total";
+pub const CONNECTIONS_OPEN: &str = "fdfs_storage_connections_open";
+pub const DISK_TOTAL: &str = "fdfs_storage_disk_total_bytes";
+pub const DISK_FREE: &str = "fdfs_storage_disk_free_bytes";
+pub const SYNC_RECORDS_BEHIND: &str = "fdfs_storage_sync_records_behind";
+pub const SYNC_SECONDS_BEHIND: &str = "fdfs_storage_sync_seconds_behind";
+
+/// Storage requests take from microseconds (metadata) to seconds (large files).
+const DURATION_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// One `access` log line per request.
+    access_log: bool,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("access_log", &self.access_log)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `upload_appender_file` for `UploadAppenderFile`.
+pub fn command_label(command: Command) -> String {
+    let name = format!("{command:?}");
+    let mut label = String::with_capacity(name.len() + 8);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                label.push('_');
+            }
+            label.push(c.to_ascii_lowercase());
+        } else {
+            label.push(c);
+        }
+    }
+    label
+}
+
+/// Whether a command sends file content to the client (its bytes count as sent).
+fn sends_content(command: Command) -> bool {
+    matches!(command, Command::DownloadFile)
+}
+
+impl Metrics {
+    pub fn new(access_log: bool) -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &DURATION_BUCKETS)
+            .expect("the bucket list is a non-empty constant")
+            .build_recorder();
+        let handle = recorder.handle();
+        let metrics = Metrics {
+            recorder,
+            handle,
+            access_log,
+        };
+        metrics.record(|| {
+            describe_counter!(
+                REQUESTS,
+                "Storage requests answered, by command and FastDFS status byte."
+            );
+            describe_histogram!(
+                REQUEST_DURATION,
+                Unit::Seconds,
+                "Time from a request's header to the end of its reply, by command."
+            );
+            describe_counter!(
+                BYTES_RECEIVED,
+                Unit::Bytes,
+                "Request body bytes received (uploads, appends, replication pushes, ...)."
+            );
+            describe_counter!(
+                BYTES_SENT,
+                Unit::Bytes,
+                "File content bytes sent to clients (downloads)."
+            );
+            describe_gauge!(
+                CONNECTIONS_OPEN,
+                "Open connections that have sent at least one storage request."
+            );
+            describe_gauge!(DISK_TOTAL, Unit::Bytes, "Size of the store path's disk.");
+            describe_gauge!(
+                DISK_FREE,
+                Unit::Bytes,
+                "Free space of the store path's disk."
+            );
+            describe_gauge!(
+                SYNC_RECORDS_BEHIND,
+                "Binlog records of this storage the peer has not confirmed."
+            );
+            describe_gauge!(
+                SYNC_SECONDS_BEHIND,
+                Unit::Seconds,
+                "Age of the oldest change of this storage the peer has not confirmed (0 when caught up)."
+            );
+            gauge!(CONNECTIONS_OPEN).set(0.0);
+            counter!(BYTES_RECEIVED).absolute(0);
+            counter!(BYTES_SENT).absolute(0);
+        });
+        metrics
+    }
+
+    fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+        with_local_recorder(&self.recorder, f)
+    }
+
+    /// A finished request: counters, latency, bytes and the access log line.
+    pub fn request(
+        &self,
+        command: Command,
+        outcome: Outcome,
+        body_len: u64,
+        elapsed: Duration,
+        info: &ConnInfo,
+    ) {
+        let label = command_label(command);
+        let status = outcome.status.unwrap_or(fdfs_proto::status::EIO);
+        let sent = if sends_content(command) && status == 0 {
+            outcome.bytes.unwrap_or(0)
+        } else {
+            0
+        };
+        self.record(|| {
+            counter!(REQUESTS, "command" => label.clone(), "status" => status.to_string())
+                .increment(1);
+            histogram!(REQUEST_DURATION, "command" => label.clone()).record(elapsed.as_secs_f64());
+            counter!(BYTES_RECEIVED).increment(body_len);
+            counter!(BYTES_SENT).increment(sent);
+        });
+        if self.access_log {
+            let bytes = if sends_content(command) {
+                sent
+            } else {
+                outcome.bytes.unwrap_or(body_len)
+            };
+            tracing::info!(
+                target: "access",
+                client = %info.peer,
+                command = %label,
+                status,
+                bytes,
+                duration_us = elapsed.as_micros() as u64,
+                "request"
+            );
+        }
+    }
+
+    pub fn connections_open(&self, open: usize) {
+        self.record(|| gauge!(CONNECTIONS_OPEN).set(open as f64));
+    }
+
+    /// Disk figures of each store path (`paths[i]` with `usage[i]`).
+    pub fn disks(&self, paths: &[String], usage: &[fdfs_proto::tracker_msg::PathUsage]) {
+        self.record(|| {
+            for (path, usage) in paths.iter().zip(usage) {
+                gauge!(DISK_TOTAL, "path" => path.clone()).set(usage.total_bytes as f64);
+                gauge!(DISK_FREE, "path" => path.clone()).set(usage.free_bytes as f64);
+            }
+        });
+    }
+
+    /// Replication progress of each peer.
+    pub fn sync(&self, report: &fdfs_proto::sync_msg::SyncReport) {
+        self.record(|| {
+            for peer in &report.peers {
+                gauge!(SYNC_RECORDS_BEHIND, "peer" => peer.peer_id.clone())
+                    .set(peer.records_behind as f64);
+                gauge!(SYNC_SECONDS_BEHIND, "peer" => peer.peer_id.clone())
+                    .set(peer.seconds_behind as f64);
+            }
+        });
+    }
+
+    /// The Prometheus text exposition of everything recorded.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ConnInfo {
+        ConnInfo {
+            peer: "127.0.0.1:4000".parse().unwrap(),
+            local: "127.0.0.1:23000".parse().unwrap(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    fn value(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn requests_and_bytes_are_rendered() {
+        let metrics = Metrics::new(false);
+        let ok = |bytes| Outcome {
+            status: Some(0),
+            bytes: Some(bytes),
+        };
+        metrics.request(
+            Command::UploadFile,
+            ok(100),
+            115,
+            Duration::from_millis(2),
+            &info(),
+        );
+        metrics.request(
+            Command::DownloadFile,
+            ok(100),
+            30,
+            Duration::from_millis(1),
+            &info(),
+        );
+        metrics.connections_open(3);
+        let text = metrics.render();
+        assert_eq!(
+            value(
+                &text,
+                "fdfs_storage_requests_total{command=\"upload_file\",status=\"0\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "fdfs_storage_bytes_received_total "),
+            Some(145.0)
+        );
+        assert_eq!(value(&text, "fdfs_storage_bytes_sent_total "), Some(100.0));
+        assert_eq!(value(&text, "fdfs_storage_connections_open "), Some(3.0));
+        assert!(
+            text.contains("fdfs_storage_request_duration_seconds_bucket{command=\"download_file\"")
+        );
+    }
+}
