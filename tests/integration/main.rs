@@ -8,4 +8,5 @@ mod http;
 mod membership;
 mod operations;
 mod replication;
+mod router;
 mod wire;

@@ -3,8 +3,9 @@
 //! Order of events per file, so that a crash at any point never leaves the map pointing at a
 //! missing file: upload, then commit the mapping (in a batch with whatever else finished
 //! meanwhile), then delete the file ID it superseded (kept in the map's trash table until
-//! deleted, retried by the next run). A crash can leave at most the uploads in flight at that
-//! moment (`concurrency`) stored but unmapped.
+//! deleted, retried by the next run). A crash can leave the uploads finished but not yet
+//! committed stored but unmapped: at most about three times `concurrency` files (those in
+//! flight, those queued for the commit, and the batch being committed).
 
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
@@ -120,10 +121,11 @@ pub async fn import(
     );
 
     let progress = Progress::new(options.progress, report.found, report.skipped);
-    let (tx, rx) = mpsc::channel::<Record>(1024);
+    let concurrency = options.concurrency.max(1);
+    // a short queue: uploads done but not yet committed are what a crash leaves unmapped
+    let (tx, rx) = mpsc::channel::<Record>(concurrency);
     let writer = tokio::spawn(commit_loop(client.clone(), map.clone(), rx));
 
-    let concurrency = options.concurrency.max(1);
     let mut tasks = JoinSet::new();
     let mut pending = todo.into_iter();
     let upload_options = UploadOptions {
