@@ -37,6 +37,7 @@ mod direct;
 mod error;
 pub mod migrate;
 mod pool;
+pub mod status;
 mod storage;
 mod tracker;
 mod url;

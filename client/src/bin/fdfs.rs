@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use fdfs_client::bench::{self, BenchConfig, Mode, Ratio, SizeSpec};
+use fdfs_client::status;
 use fdfs_client::{
     parse_file_id, Client, ClientConfig, ClientError, FileId, FileKind, MetadataOp, Source,
     UploadOptions,
@@ -88,6 +89,24 @@ enum Command {
     Storages {
         /// Only this group (default: the group the tracker would choose).
         group: Option<String>,
+    },
+    /// Cluster status from every tracker: groups, storages, counters, warnings.
+    #[command(alias = "monitor")]
+    Status {
+        /// Print one JSON object instead of the readable view.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every SECS seconds (default 5) until interrupted.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "5")]
+        watch: Option<u64>,
+        /// Warn about storages whose replicated changes are older than this.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        lag_warning: Duration,
+    },
+    /// Storage administration on every tracker.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
     },
     /// Append a file's content to an appender file.
     Append {
@@ -250,6 +269,17 @@ fn parse_ratio(text: &str) -> Result<Ratio, String> {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     fdfs_proto::units::parse_duration(text)
+}
+
+#[derive(Debug, Subcommand)]
+enum StorageCommand {
+    /// Remove a stopped (OFFLINE) storage from a group on every tracker (command 93).
+    Delete {
+        /// The storage's group.
+        group: String,
+        /// The storage's id (server_id).
+        storage_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -426,6 +456,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for server in reply.servers {
                 println!("{server}");
             }
+        }
+        Command::Status {
+            json,
+            watch,
+            lag_warning,
+        } => {
+            let options = status::StatusOptions { lag_warning };
+            loop {
+                let report = status::cluster_status(client.config(), &options).await;
+                if json {
+                    println!("{}", report.to_json());
+                } else {
+                    if watch.is_some() && std::io::stdout().is_terminal() {
+                        // clear the screen between refreshes
+                        print!("\x1b[2J\x1b[H");
+                    }
+                    print!("{}", report.render());
+                }
+                match watch {
+                    Some(secs) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
+                    None => break,
+                }
+            }
+        }
+        Command::Storage {
+            command: StorageCommand::Delete { group, storage_id },
+        } => {
+            let outcomes = status::delete_storage(client.config(), &group, &storage_id).await;
+            for outcome in &outcomes {
+                match &outcome.result {
+                    Ok(()) => println!("{}: deleted", outcome.tracker),
+                    Err(err) => println!("{}: {err}", outcome.tracker),
+                }
+            }
+            status::judge_delete(&outcomes)
+                .map_err(|reason| anyhow::anyhow!(reason))
+                .with_context(|| format!("storage delete {group} {storage_id}"))?;
         }
         Command::Append { id, file } => {
             let context = || format!("append {id}");
