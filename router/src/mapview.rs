@@ -45,6 +45,11 @@ impl MapView {
         self.read().len()
     }
 
+    /// Whether no mapped path is known (yet).
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -135,5 +140,47 @@ impl MapView {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fdfs_client::migrate::Record;
+
+    fn record(path: &str, id: &str) -> Record {
+        Record {
+            path: path.into(),
+            entry: Entry {
+                file_id: id.into(),
+                size: 1,
+                mtime_ns: 0,
+                crc32: 0,
+            },
+            superseded: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_the_map_and_survives_a_busy_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("map.redb");
+        let map = MigrationMap::new(&path, Duration::from_secs(2));
+        let view = MapView::new(path.clone());
+        assert!(view.lookup("/a", false).await.is_none(), "no map file yet");
+        map.commit(&[record("/a", "g/1")]).unwrap();
+        assert_eq!(view.lookup("/a", false).await.unwrap().file_id, "g/1");
+        // an importer holding the file: lookups answer from memory, misses give up quickly
+        let held = map.open().unwrap();
+        assert_eq!(view.lookup("/a", false).await.unwrap().file_id, "g/1");
+        assert!(view.lookup("/b", false).await.is_none());
+        drop(held);
+        map.commit(&[record("/B", "g/2"), record("/a", "g/3")])
+            .unwrap();
+        assert_eq!(view.lookup("/b", true).await.unwrap().file_id, "g/2");
+        assert!(view.lookup("/b", false).await.is_none());
+        view.refresh(false).await.unwrap();
+        assert_eq!(view.lookup("/a", false).await.unwrap().file_id, "g/3");
+        assert_eq!(view.len(), 2);
     }
 }

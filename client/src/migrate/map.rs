@@ -36,7 +36,7 @@ pub enum MapError {
     Db {
         path: PathBuf,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
 }
 
@@ -61,6 +61,9 @@ pub struct Record {
     pub entry: Entry,
     pub superseded: Option<String>,
 }
+
+/// Entries changed since a read, and the sequence number of the last change.
+pub type Changes = (Vec<(String, Entry)>, u64);
 
 /// The map file. Cheap: holds only the path; each operation opens and closes the database.
 #[derive(Clone, Debug)]
@@ -87,7 +90,7 @@ impl MigrationMap {
     fn db_err(&self, source: impl Into<redb::Error>) -> MapError {
         MapError::Db {
             path: self.path.clone(),
-            source: source.into(),
+            source: Box::new(source.into()),
         }
     }
 
@@ -115,7 +118,7 @@ impl MigrationMap {
 
     /// Entries changed after `since` (a sequence number from an earlier read; 0 = all), and
     /// the sequence number to pass next time. Returns `None` when the map file does not exist.
-    pub fn read_since(&self, since: u64) -> Result<Option<(Vec<(String, Entry)>, u64)>, MapError> {
+    pub fn read_since(&self, since: u64) -> Result<Option<Changes>, MapError> {
         if !self.path.exists() {
             return Ok(None);
         }
