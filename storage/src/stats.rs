@@ -1,5 +1,6 @@
 //! The storage's operation counters (the stat block of E.3), sent to every tracker in each
-//! BEAT and kept across restarts in `<base_path>/data/storage_stat.toml`.
+//! BEAT and kept across restarts in `<base_path>/data/storage_counters.toml` (next to the
+//! distribution state of `storage_stat.toml`, which the store rewrites on its own schedule).
 //!
 //! Every request goes through [`crate::cmd`]'s dispatcher, which opens an [`Outcome`] scope
 //! (a task-local) for it; handlers note the status they answered and the bytes they moved
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 /// File under `<base_path>/data/` holding the counters.
-pub const STAT_FILE: &str = "storage_stat.toml";
+pub const STAT_FILE: &str = "storage_counters.toml";
 /// How often changed counters are written out (and once more at shutdown).
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(3);
 

@@ -9,4 +9,5 @@ mod membership;
 mod operations;
 mod replication;
 mod router;
+mod status;
 mod wire;
