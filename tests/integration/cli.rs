@@ -162,6 +162,8 @@ async fn appender_and_slave_commands_from_the_command_line() -> anyhow::Result<(
     // truncate without a size empties the file
     let second = stdout(&fdfs(&cluster, &["upload", "--appender", &first]));
     stdout(&fdfs(&cluster, &["truncate", second.trim()]));
-    assert!(fdfs(&cluster, &["download", second.trim(), "-"]).stdout.is_empty());
+    assert!(fdfs(&cluster, &["download", second.trim(), "-"])
+        .stdout
+        .is_empty());
     Ok(())
 }
