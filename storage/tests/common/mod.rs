@@ -277,7 +277,14 @@ impl FakeTracker {
                                     break;
                                 }
                                 beats += 1;
-                                let _ = beat_tx.send(BeatRequest::decode(&body).unwrap());
+                                // every beat ends with the storage's stat block (E.3)
+                                let paths_len = body
+                                    .len()
+                                    .checked_sub(fdfs_proto::stat::StatBlock::LEN)
+                                    .expect("beat with a stat block");
+                                fdfs_proto::stat::StatBlock::decode(&body[paths_len..]).unwrap();
+                                let _ =
+                                    beat_tx.send(BeatRequest::decode(&body[..paths_len]).unwrap());
                                 BeatReply {
                                     members: Some(vec![StorageBrief {
                                         status: 7,
