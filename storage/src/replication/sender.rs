@@ -696,3 +696,58 @@ async fn stream_request(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, watermark: u32) -> Record {
+        Record {
+            seq,
+            timestamp: 100,
+            watermark,
+            op: Op::Create {
+                name: "M00/00/00/abcdefgh".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_cursor_moves_past_finished_records_only_forward() {
+        let mut mark = Mark::default();
+        let after = Position {
+            index: 0,
+            offset: 80,
+        };
+        advance(&mut mark, &record(1, 50), after, &Outcome::Applied);
+        assert_eq!(
+            (mark.position(), mark.acked_seq, mark.watermark),
+            (after, 1, 50)
+        );
+        let later = Position {
+            index: 1,
+            offset: 40,
+        };
+        // a record with an older watermark (written while an older change was still open)
+        // does not move the watermark back
+        advance(&mut mark, &record(2, 40), later, &Outcome::Skipped("gone"));
+        assert_eq!(
+            (mark.position(), mark.acked_seq, mark.watermark),
+            (later, 2, 50)
+        );
+        assert_eq!((mark.synced_records, mark.skipped_records), (1, 1));
+        advance(
+            &mut mark,
+            &record(3, 60),
+            Position {
+                index: 1,
+                offset: 90,
+            },
+            &Outcome::AlreadyThere,
+        );
+        assert_eq!(
+            (mark.acked_seq, mark.watermark, mark.synced_records),
+            (3, 60, 2)
+        );
+    }
+}
