@@ -138,6 +138,12 @@ pub async fn run(
         elapsed = ?started.elapsed(),
         "store paths ready"
     );
+    fdfs_proto::server::write_runtime_files(&config.base_path, "fdfs-storaged", local).map_err(
+        |source| StorageError::Io {
+            context: "writing the pid and address files",
+            source,
+        },
+    )?;
     let members = Arc::new(Members::default());
     let repl = Arc::new(
         replication::Replication::open(replication_config(&config), store.clone(), members.clone())

@@ -63,8 +63,8 @@ async fn serve(config: StorageConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", config.bind_addr, config.port))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    fdfs_proto::server::write_runtime_files(&config.base_path, "fdfs-storaged", addr)
-        .context("writing the pid and address files")?;
+    // the pid and address files are written by run() once the store paths are ready (the
+    // crash sweep is done), so whoever waits for them sees a clean store
     info!(%addr, "listening");
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();

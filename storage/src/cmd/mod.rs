@@ -251,13 +251,31 @@ async fn respond(
                 _ => warn!(status = code, error = %err, "request failed"),
             }
             conn.send_response(code, &[]).await?;
-            Ok(if code == status::EINVAL || !consumed {
+            if !consumed {
+                linger(conn).await;
+                return Ok(Flow::Close);
+            }
+            Ok(if code == status::EINVAL {
                 Flow::Close
             } else {
                 Flow::Continue
             })
         }
     }
+}
+
+/// Lingering close after answering a request whose body was not read: clients send the whole
+/// body before reading the reply, and closing with unread bytes in the socket makes the kernel
+/// send a reset that can destroy the reply before the client reads it. So the write side is
+/// shut (the client sees our answer, then EOF) and what the client still sends is read and
+/// dropped, bounded in bytes and time.
+async fn linger(conn: &mut ServerConn) {
+    const LINGER_BYTES: u64 = 64 << 20;
+    const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+    if conn.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER_TIME, conn.discard(LINGER_BYTES)).await;
 }
 
 /// Records a client's change in the binlog (and, with `write_ack = all`, waits for the
