@@ -31,7 +31,7 @@ fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
     data
 }
 
-/// Sizes from 0 B to 2 MiB, mostly small so the test stays quick.
+/// Sizes from 0 B to 2 MiB, mostly small (as images are) so 1,000 uploads stay quick.
 fn random_size(rng: &mut StdRng) -> usize {
     match rng.gen_range(0..10) {
         0 => 0,
@@ -168,7 +168,7 @@ async fn three_storages_converge_after_uploads_deletes_metadata_and_appends() ->
     let mut rng = StdRng::seed_from_u64(4);
     let mut expected: Vec<(FileId, u64, u32)> = Vec::new();
     let mut gone = Vec::new();
-    for i in 0..240 {
+    for i in 0..1000 {
         let size = random_size(&mut rng);
         let data = random_bytes(&mut rng, size);
         let id = client
