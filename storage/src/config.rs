@@ -58,6 +58,9 @@ pub struct StorageConfig {
     pub shutdown_timeout: Duration,
     #[serde(default = "default_buff_size", with = "serde_size")]
     pub buff_size: u64,
+    /// Serve large DOWNLOAD_FILE bodies with sendfile(2) instead of buffered reads.
+    #[serde(default = "default_true")]
+    pub sendfile: bool,
     #[serde(default = "default_log_level")]
     pub log_level: String,
     // Replication: see crate::replication.
@@ -299,6 +302,7 @@ tracker_servers = ["127.0.0.1:22122"]
         assert_eq!(config.idle_timeout, Duration::from_secs(900));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.buff_size, 256 * 1024);
+        assert!(config.sendfile);
         assert_eq!(config.log_level, "info");
         assert_eq!(
             config.effective_store_paths(),

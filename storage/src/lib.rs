@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod persist;
 pub mod replication;
+pub mod sendfile;
 pub mod stats;
 pub mod store;
 pub mod tracker_link;
@@ -224,6 +225,8 @@ pub async fn run(
     let ctx = Arc::new(cmd::Ctx {
         group: config.group_name.clone(),
         buff_size: config.buff_size,
+        sendfile: config.sendfile,
+        network_timeout: config.network_timeout,
         store: store.clone(),
         members,
         repl,

@@ -1,6 +1,7 @@
 //! DOWNLOAD_FILE (14, F.3): offset, length, group, name; the reply streams the bytes.
 
 use std::io::SeekFrom;
+use std::time::Duration;
 
 use fdfs_proto::server::{Flow, ServerConn};
 use fdfs_proto::storage_msg::DownloadRequest;
@@ -27,8 +28,14 @@ pub(super) async fn handle(
     };
     crate::stats::note_status(fdfs_proto::status::OK);
     crate::stats::note_bytes(count);
-    stream(conn, file, offset, count).await
+    let zero_copy = ctx.sendfile.then_some(ctx.network_timeout);
+    stream(conn, file, offset, count, zero_copy).await
 }
+
+/// Bodies above this go out with sendfile(2); smaller ones are read into one buffer and sent
+/// with the header in a single write, which is cheaper for them and what clients that read
+/// header and body with one `recv` expect.
+const SENDFILE_MIN: u64 = 64 * 1024;
 
 /// Opens the file and works out the byte range to send (F.3).
 async fn open(ctx: &Ctx, body: &[u8]) -> Result<(File, u64, u64), CmdError> {
@@ -60,9 +67,46 @@ fn byte_count(size: u64, offset: u64, length: u64) -> Result<u64, StoreError> {
     })
 }
 
-/// Sends the header, then `count` bytes from `offset`, with a bounded buffer. A file that
+/// Sends the header, then `count` bytes from `offset`: with sendfile when `zero_copy` gives
+/// the network timeout and the body is large, else through a bounded buffer. A file that
 /// shrinks meanwhile cannot deliver the promised length: the connection is closed.
 async fn stream(
+    conn: &mut ServerConn,
+    file: File,
+    offset: u64,
+    count: u64,
+    zero_copy: Option<Duration>,
+) -> Result<Flow, ProtoError> {
+    match zero_copy {
+        Some(timeout) if count > SENDFILE_MIN => {
+            send_zero_copy(conn, file, offset, count, timeout).await
+        }
+        _ => send_buffered(conn, file, offset, count).await,
+    }
+}
+
+async fn send_zero_copy(
+    conn: &mut ServerConn,
+    file: File,
+    offset: u64,
+    count: u64,
+    timeout: Duration,
+) -> Result<Flow, ProtoError> {
+    conn.write_all(&Header::response(0, count).encode()).await?;
+    conn.flush().await?;
+    let socket = conn.get_ref().get_ref();
+    let sent = crate::sendfile::send_range(socket, &file, offset, count, timeout).await?;
+    if sent < count {
+        warn!(
+            missing = count - sent,
+            "file shrank during download, closing connection"
+        );
+        return Ok(Flow::Close);
+    }
+    Ok(Flow::Continue)
+}
+
+async fn send_buffered(
     conn: &mut ServerConn,
     mut file: File,
     offset: u64,
@@ -131,6 +175,127 @@ mod tests {
                 }
                 Err(_) => prop_assert!(offset >= size && !(size == 0 && offset == 0)),
             }
+        }
+    }
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect()
+    }
+
+    /// A server connection as `serve` builds it, and the client end.
+    async fn conn_pair() -> (ServerConn, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let mut timed = tokio_io_timeout::TimeoutStream::new(accepted.unwrap().0);
+        timed.set_write_timeout(Some(Duration::from_secs(10)));
+        (
+            fdfs_proto::conn::Connection::new(Box::pin(timed)),
+            client.unwrap(),
+        )
+    }
+
+    /// Streams the F.3 range of a file of `data` and returns (flow, header, body) as received.
+    async fn download(
+        data: &[u8],
+        offset: u64,
+        length: u64,
+        zero_copy: Option<Duration>,
+    ) -> (Flow, Header, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, data).unwrap();
+        let file = File::open(&path).await.unwrap();
+        let count = byte_count(data.len() as u64, offset, length).unwrap();
+        let (mut conn, mut client) = conn_pair().await;
+        let reader = tokio::spawn(async move {
+            let mut received = Vec::new();
+            client.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let flow = stream(&mut conn, file, offset, count, zero_copy)
+            .await
+            .unwrap();
+        drop(conn);
+        let received = reader.await.unwrap();
+        let header = Header::decode(received[..HEADER_LEN].try_into().unwrap());
+        (flow, header, received[HEADER_LEN..].to_vec())
+    }
+
+    #[tokio::test]
+    async fn both_paths_send_the_exact_bytes() {
+        let sizes = [1usize, 4096, 64 * 1024, 64 * 1024 + 1, 100 * 1024, 3 << 20];
+        for size in sizes {
+            let data = content(size);
+            let size = size as u64;
+            for (offset, length) in [
+                (0, 0),
+                (0, size),
+                (size / 3, 0),
+                (size / 3, size / 2),
+                (size / 3, size),
+                (size - 1, 0),
+                (size - 1, 1000),
+                (1, 65_537),
+            ] {
+                if offset >= size {
+                    continue;
+                }
+                let count = byte_count(size, offset, length).unwrap();
+                let want = &data[offset as usize..(offset + count) as usize];
+                for zero_copy in [Some(Duration::from_secs(10)), None] {
+                    let (flow, header, body) = download(&data, offset, length, zero_copy).await;
+                    let case = format!("size {size} offset {offset} length {length}");
+                    assert_eq!(flow, Flow::Continue, "{case}");
+                    assert_eq!((header.cmd, header.status), (100, 0), "{case}");
+                    assert_eq!(header.pkg_len as u64, count, "{case}");
+                    assert!(body == want, "{case} {zero_copy:?}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_file_goes_through_sendfile_intact() {
+        let data = content(40 << 20);
+        let (flow, header, body) = download(&data, 12_345, 0, Some(Duration::from_secs(10))).await;
+        assert_eq!(flow, Flow::Continue);
+        assert_eq!(header.pkg_len as usize, data.len() - 12_345);
+        assert!(body == data[12_345..]);
+    }
+
+    #[tokio::test]
+    async fn a_shrunk_file_closes_the_connection() {
+        let data = content(1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, &data).unwrap();
+        for zero_copy in [Some(Duration::from_secs(10)), None] {
+            let file = File::open(&path).await.unwrap();
+            // the range was computed before the file shrank to half
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(512 * 1024)
+                .unwrap();
+            let (mut conn, mut client) = conn_pair().await;
+            let reader = tokio::spawn(async move {
+                let mut received = Vec::new();
+                client.read_to_end(&mut received).await.unwrap();
+                received
+            });
+            let flow = stream(&mut conn, file, 0, 1 << 20, zero_copy)
+                .await
+                .unwrap();
+            assert_eq!(flow, Flow::Close);
+            drop(conn);
+            let received = reader.await.unwrap();
+            assert_eq!(received.len(), HEADER_LEN + 512 * 1024, "{zero_copy:?}");
+            assert!(received[HEADER_LEN..] == data[..512 * 1024]);
+            std::fs::write(&path, &data).unwrap();
         }
     }
 

@@ -39,6 +39,10 @@ pub struct Ctx {
     pub group: String,
     /// Largest non-streamed request body.
     pub buff_size: u64,
+    /// Send large download bodies with sendfile(2) (config `sendfile`).
+    pub sendfile: bool,
+    /// Bound of each network read or write inside a request.
+    pub network_timeout: std::time::Duration,
     pub store: Arc<Store>,
     pub members: Arc<Members>,
     pub repl: Arc<Replication>,
