@@ -130,7 +130,7 @@ pub async fn run(
                 source,
             })?,
     );
-    let metrics = Arc::new(metrics::Metrics::new(config.access_log));
+    let metrics = Arc::new(metrics::Metrics::new(config.access_log, &config.group_name));
 
     let started = std::time::Instant::now();
     let store = Arc::new(Store::open(store_options(&config)).await?);
@@ -147,12 +147,17 @@ pub async fn run(
     )?;
     let members = Arc::new(Members::default());
     let repl = Arc::new(
-        replication::Replication::open(replication_config(&config), store.clone(), members.clone())
-            .await
-            .map_err(|source| StorageError::Io {
-                context: "opening the binlog",
-                source,
-            })?,
+        replication::Replication::open(
+            replication_config(&config),
+            store.clone(),
+            members.clone(),
+            stats.clone(),
+        )
+        .await
+        .map_err(|source| StorageError::Io {
+            context: "opening the binlog",
+            source,
+        })?,
     );
     let exporter = Arc::new(metrics::Exporter {
         metrics: metrics.clone(),
@@ -182,6 +187,24 @@ pub async fn run(
                 Ok(()) if stop.is_cancelled() => {}
                 Ok(()) => info!(elapsed = ?started.elapsed(), "data directories ready"),
                 Err(err) => error!(error = %err, "cannot create data directories"),
+            }
+        });
+    }
+
+    // the files-per-path gauge: one walk of every store path, then kept up to date
+    {
+        let store = store.clone();
+        let stop = shutdown.child_token();
+        background.spawn(async move {
+            let started = std::time::Instant::now();
+            match store.count_files(&stop).await {
+                Ok(()) if stop.is_cancelled() => {}
+                Ok(()) => info!(
+                    files = ?store.file_counts(),
+                    elapsed = ?started.elapsed(),
+                    "stored files counted"
+                ),
+                Err(err) => error!(error = %err, "cannot count stored files"),
             }
         });
     }

@@ -32,9 +32,18 @@ pub struct Exporter {
 
 impl Exporter {
     pub async fn render(&self) -> String {
-        let usage = self.repl.store().usage().await;
+        let store = self.repl.store();
+        let usage = store.usage().await;
         self.metrics.disks(&self.paths, &usage);
+        self.metrics.files(&self.paths, &store.file_counts());
         self.metrics.sync(&self.repl.report());
+        let errors: Vec<(String, u64)> = self
+            .repl
+            .peers()
+            .iter()
+            .map(|peer| (peer.id.clone(), peer.sync_errors()))
+            .collect();
+        self.metrics.sync_errors(&errors);
         self.metrics.render()
     }
 }
@@ -48,6 +57,8 @@ pub const DISK_TOTAL: &str = "fdfs_storage_disk_total_bytes";
 pub const DISK_FREE: &str = "fdfs_storage_disk_free_bytes";
 pub const SYNC_RECORDS_BEHIND: &str = "fdfs_storage_sync_records_behind";
 pub const SYNC_SECONDS_BEHIND: &str = "fdfs_storage_sync_seconds_behind";
+pub const SYNC_ERRORS: &str = "fdfs_storage_sync_errors_total";
+pub const FILES: &str = "fdfs_storage_files";
 
 /// Storage requests take from microseconds (metadata) to seconds (large files).
 const DURATION_BUCKETS: [f64; 16] = [
@@ -60,6 +71,8 @@ pub struct Metrics {
     handle: PrometheusHandle,
     /// One `access` log line per request.
     access_log: bool,
+    /// The group, for the file IDs of the access log.
+    group: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,7 +106,7 @@ fn sends_content(command: Command) -> bool {
 }
 
 impl Metrics {
-    pub fn new(access_log: bool) -> Self {
+    pub fn new(access_log: bool, group: &str) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &DURATION_BUCKETS)
             .expect("the bucket list is a non-empty constant")
@@ -103,6 +116,7 @@ impl Metrics {
             recorder,
             handle,
             access_log,
+            group: group.to_string(),
         };
         metrics.record(|| {
             describe_counter!(
@@ -142,6 +156,14 @@ impl Metrics {
                 SYNC_SECONDS_BEHIND,
                 Unit::Seconds,
                 "Age of the oldest change of this storage the peer has not confirmed (0 when caught up)."
+            );
+            describe_counter!(
+                SYNC_ERRORS,
+                "Failed attempts to sync with the peer (connection, protocol or refused record)."
+            );
+            describe_gauge!(
+                FILES,
+                "Stored files of the store path (metadata sidecars not counted)."
             );
             gauge!(CONNECTIONS_OPEN).set(0.0);
             counter!(BYTES_RECEIVED).absolute(0);
@@ -183,10 +205,14 @@ impl Metrics {
             } else {
                 outcome.bytes.unwrap_or(body_len)
             };
+            let file = outcome
+                .file
+                .map(|name| format!("{}/{}", self.group, name.as_str()));
             tracing::info!(
                 target: "access",
                 client = %info.peer,
                 command = %label,
+                file = file.as_deref().unwrap_or("-"),
                 status,
                 bytes,
                 duration_us = elapsed.as_micros() as u64,
@@ -205,6 +231,27 @@ impl Metrics {
             for (path, usage) in paths.iter().zip(usage) {
                 gauge!(DISK_TOTAL, "path" => path.clone()).set(usage.total_bytes as f64);
                 gauge!(DISK_FREE, "path" => path.clone()).set(usage.free_bytes as f64);
+            }
+        });
+    }
+
+    /// Stored files of each store path (`paths[i]` with `counts[i]`); a path still being
+    /// counted is left out.
+    pub fn files(&self, paths: &[String], counts: &[Option<u64>]) {
+        self.record(|| {
+            for (path, count) in paths.iter().zip(counts) {
+                if let Some(count) = count {
+                    gauge!(FILES, "path" => path.clone()).set(*count as f64);
+                }
+            }
+        });
+    }
+
+    /// Failed sync attempts of each peer so far.
+    pub fn sync_errors(&self, errors: &[(String, u64)]) {
+        self.record(|| {
+            for (peer, count) in errors {
+                counter!(SYNC_ERRORS, "peer" => peer.clone()).absolute(*count);
             }
         });
     }
@@ -249,10 +296,11 @@ mod tests {
 
     #[test]
     fn requests_and_bytes_are_rendered() {
-        let metrics = Metrics::new(false);
+        let metrics = Metrics::new(false, "group1");
         let ok = |bytes| Outcome {
             status: Some(0),
             bytes: Some(bytes),
+            ..Outcome::default()
         };
         metrics.request(
             Command::UploadFile,
@@ -269,7 +317,16 @@ mod tests {
             &info(),
         );
         metrics.connections_open(3);
+        metrics.files(&["/a".to_string(), "/b".to_string()], &[Some(7), None]);
+        metrics.sync_errors(&[("100002".to_string(), 4)]);
         let text = metrics.render();
+        assert_eq!(value(&text, "fdfs_storage_files{path=\"/a\"}"), Some(7.0));
+        // a path still being counted is not exported
+        assert!(!text.contains("fdfs_storage_files{path=\"/b\"}"));
+        assert_eq!(
+            value(&text, "fdfs_storage_sync_errors_total{peer=\"100002\"}"),
+            Some(4.0)
+        );
         assert_eq!(
             value(
                 &text,

@@ -45,6 +45,38 @@ pub struct Outcome {
     pub status: Option<u8>,
     /// Payload bytes received (uploads, appends, ...) or sent (downloads).
     pub bytes: Option<u64>,
+    /// The file the request named (or created), for the access log.
+    pub file: Option<FileNote>,
+}
+
+/// A logical name (`M00/XX/YY/name`) kept inline, so that an [`Outcome`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FileNote {
+    len: u8,
+    bytes: [u8; fdfs_proto::MAX_NAME_LEN],
+}
+
+impl FileNote {
+    /// `None` for a name longer than any valid logical name.
+    pub fn new(name: &str) -> Option<FileNote> {
+        let len = u8::try_from(name.len()).ok()?;
+        let mut bytes = [0; fdfs_proto::MAX_NAME_LEN];
+        bytes
+            .get_mut(..name.len())?
+            .copy_from_slice(name.as_bytes());
+        Some(FileNote { len, bytes })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // built from a `&str` and cut at its end
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for FileNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 tokio::task_local! {
@@ -75,6 +107,18 @@ pub fn note_bytes(bytes: u64) {
     let _ = OUTCOME.try_with(|cell| {
         let mut outcome = cell.get();
         outcome.bytes = Some(bytes);
+        cell.set(outcome);
+    });
+}
+
+/// Notes the file the current request names or created (ignored outside a request scope).
+pub fn note_file(name: &fdfs_proto::file_id::LogicalName) {
+    let Some(note) = FileNote::new(&name.to_string()) else {
+        return;
+    };
+    let _ = OUTCOME.try_with(|cell| {
+        let mut outcome = cell.get();
+        outcome.file = Some(note);
         cell.set(outcome);
     });
 }
@@ -347,6 +391,7 @@ mod tests {
         Outcome {
             status: Some(0),
             bytes: Some(bytes),
+            ..Outcome::default()
         }
     }
 
@@ -360,6 +405,7 @@ mod tests {
             Outcome {
                 status: Some(28),
                 bytes: Some(7),
+                ..Outcome::default()
             },
             22,
             101,
@@ -388,6 +434,7 @@ mod tests {
             Outcome {
                 status: Some(0),
                 bytes: None,
+                ..Outcome::default()
             },
             500,
             7,
@@ -431,6 +478,14 @@ mod tests {
         assert_eq!(stats.connections_open(), 1);
     }
 
+    #[test]
+    fn file_notes_hold_any_logical_name() {
+        let longest = "x".repeat(fdfs_proto::MAX_NAME_LEN);
+        assert_eq!(FileNote::new(&longest).unwrap().as_str(), longest);
+        assert_eq!(FileNote::new("").unwrap().as_str(), "");
+        assert!(FileNote::new(&format!("{longest}x")).is_none());
+    }
+
     #[tokio::test]
     async fn scope_collects_notes() {
         let ((), outcome) = scoped(async {
@@ -439,6 +494,14 @@ mod tests {
         })
         .await;
         assert_eq!(outcome, ok(9));
+        let name =
+            fdfs_proto::file_id::LogicalName::parse("M00/00/0A/wKgBAAAAAAAAAAAAAAAAAAAAAAA.txt")
+                .unwrap();
+        let ((), outcome) = scoped(async { note_file(&name) }).await;
+        assert_eq!(
+            outcome.file.map(|f| f.as_str().to_string()),
+            Some(name.to_string())
+        );
         // outside a scope, notes are ignored
         note_status(1);
     }

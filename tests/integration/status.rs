@@ -264,6 +264,148 @@ async fn counters_show_in_status_list_replies_and_metrics_and_survive_restarts()
     Ok(())
 }
 
+/// Sum of the `fdfs_storage_files` samples (every store path) in a /metrics text.
+fn stored_files_metric(text: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("fdfs_storage_files{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Polls every storage's /metrics until each shows `expected` stored files.
+async fn wait_files_metric(cluster: &Cluster, expected: usize, what: &str) -> Result<()> {
+    let mut addrs = Vec::new();
+    for storage in &cluster.storages {
+        addrs.push(storage.http_addr().await?);
+    }
+    wait_for(what, DEADLINE, || {
+        let addrs = addrs.clone();
+        async move {
+            for addr in addrs {
+                let text = http_get(addr, "/metrics").await.ok()?;
+                if stored_files_metric(&text) != Some(expected as f64) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn files_per_store_path_and_sync_out_bytes_follow_replication() -> Result<()> {
+    let mut cluster = Cluster::builder()
+        .groups(&[("group1", 2)])
+        .storage_config("access_log = true")
+        .start()
+        .await?;
+    let trackers = vec![cluster.tracker_addr()];
+    let client = cluster.client();
+    const N: usize = 8;
+    const M: usize = 3;
+    let mut ids = Vec::new();
+    let mut content_bytes = 0;
+    for i in 0..N {
+        let data = format!("replicated file {i}").repeat(i + 1);
+        content_bytes += data.len() as i64;
+        ids.push(
+            client
+                .upload_bytes(data.as_bytes(), &UploadOptions::default())
+                .await?,
+        );
+    }
+    for id in &ids[..M] {
+        client.delete(id).await?;
+    }
+    // both storages: the source's own changes and the replicated ones
+    wait_files_metric(&cluster, N - M, "fdfs_storage_files on both storages").await?;
+    for index in 0..2 {
+        let on_disk = fdfs_tests::stored_files(&cluster.store_path(index, 0).join("data"));
+        assert_eq!(on_disk.len(), N - M, "storage {index}: {on_disk:?}");
+    }
+
+    // the content pushed to the peer shows as sync out bytes of the sources (E.3), and the
+    // peer counted what it received
+    let status = wait_for("sync out bytes in fdfs status", DEADLINE, || {
+        let status = status_json(&trackers).ok();
+        async move {
+            let storages = status.as_ref()?["trackers"][0]["groups"][0]["storages"].as_array()?;
+            let sum = |name: &str| storages.iter().map(|s| counter(s, name)).sum::<i64>();
+            (storages.len() == 2
+                && sum("success_sync_out_bytes") >= content_bytes
+                && sum("success_sync_in_bytes") > 0)
+                .then(|| status.clone())
+                .flatten()
+        }
+    })
+    .await?;
+    let storages = status["trackers"][0]["groups"][0]["storages"]
+        .as_array()
+        .unwrap();
+    for storage in storages {
+        assert!(
+            counter(storage, "total_sync_out_bytes") >= counter(storage, "success_sync_out_bytes"),
+            "{storage}"
+        );
+    }
+    // the raw 92 reply carries the same field (E.3: success_sync_out_bytes is counter 31)
+    let raw = tracker_call(&trackers[0], 92, &padded_group("group1")).await?;
+    anyhow::ensure!(raw.len() == 2 * 487, "storage list of {} bytes", raw.len());
+    let sync_out: i64 = raw.chunks(487).map(|s| be64(s, 138 + 12 + 31 * 8)).sum();
+    assert!(sync_out >= content_bytes, "{sync_out} < {content_bytes}");
+
+    // the access log names the file: as an upload on one storage, as a replicated create
+    // on the other
+    let last = ids[N - 1].to_string();
+    wait_for("the file ID in both access logs", DEADLINE, || {
+        let logged = cluster.storages.iter().all(|s| {
+            s.log()
+                .lines()
+                .any(|l| l.contains("access") && l.contains(&last))
+        });
+        async move { logged.then_some(()) }
+    })
+    .await?;
+
+    // a peer that is down: the other storage's attempts to sync with it fail and are counted
+    let errors = |text: &str| sample(text, "fdfs_storage_sync_errors_total{peer=\"100002\"}");
+    let http0 = cluster.storages[0].http_addr().await?;
+    assert_eq!(errors(&http_get(http0, "/metrics").await?), Some(0.0));
+    cluster.storages[1].terminate(Duration::from_secs(10))?;
+    wait_for("one active storage", DEADLINE, || {
+        let cluster = &cluster;
+        async move { (cluster.active_count("group1").await == 1).then_some(()) }
+    })
+    .await?;
+    let extra = client
+        .upload_bytes(b"while the peer is down", &UploadOptions::default())
+        .await?;
+    wait_for(
+        "sync errors for the stopped peer",
+        DEADLINE,
+        || async move {
+            let text = http_get(http0, "/metrics").await.ok()?;
+            (errors(&text)? > 0.0).then_some(())
+        },
+    )
+    .await?;
+
+    // after a restart the count comes from the walk of the store path, and the file
+    // uploaded meanwhile arrives
+    let conf = cluster.storages[1].config.clone();
+    let base = cluster.storages[1].base.clone();
+    cluster.storages[1] = Daemon::start("fdfs-storaged", &conf, &base).await?;
+    cluster.wait_active("group1", 2).await?;
+    wait_files_metric(&cluster, N - M + 1, "fdfs_storage_files after a restart").await?;
+    client.delete(&extra).await?;
+    client.delete(&ids[M]).await?;
+    wait_files_metric(&cluster, N - M - 1, "fdfs_storage_files after more deletes").await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn storage_delete_is_refused_while_active_and_accepted_once_offline() -> Result<()> {
     let mut cluster = Cluster::builder().start().await?;

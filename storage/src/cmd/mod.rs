@@ -322,6 +322,8 @@ impl<'a> RecordCreate<'a> {
 
 impl crate::store::BeforeLink for RecordCreate<'_> {
     async fn before_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
+        // the access log shows the new file
+        crate::stats::note_file(name);
         let ticket = self.ticket.take().unwrap_or_else(|| self.ctx.repl.ticket());
         let op = Op::Create {
             name: name.to_string(),
@@ -366,7 +368,9 @@ async fn read_name(
 
 /// Validates a logical name (H.11); the store checks its store path index.
 fn parse_name(text: &str) -> Result<LogicalName, CmdError> {
-    Ok(LogicalName::parse(text)?)
+    let name = LogicalName::parse(text)?;
+    crate::stats::note_file(&name);
+    Ok(name)
 }
 
 #[cfg(test)]

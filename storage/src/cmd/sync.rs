@@ -54,7 +54,9 @@ async fn busy(conn: &mut ServerConn) -> Result<Flow, ProtoError> {
 }
 
 fn name(text: &str) -> Result<LogicalName, CmdError> {
-    Ok(LogicalName::parse(text)?)
+    let name = LogicalName::parse(text)?;
+    crate::stats::note_file(&name);
+    Ok(name)
 }
 
 pub(super) async fn handle(

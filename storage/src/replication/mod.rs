@@ -22,6 +22,7 @@ pub mod state;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::stats::Stats;
 use crate::store::Store;
 use crate::tracker_link::Members;
 use binlog::{Binlog, Release, Ticket};
@@ -103,6 +105,8 @@ pub struct Peer {
     stop: CancellationToken,
     /// Since when the member list shows the peer OFFLINE.
     offline_since: Mutex<Option<std::time::Instant>>,
+    /// Failed sync attempts (the `fdfs_storage_sync_errors_total` counter).
+    errors: AtomicU64,
 }
 
 impl Peer {
@@ -111,6 +115,16 @@ impl Peer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Failed sync attempts since the storage started (a peer still copying files, which
+    /// only makes us wait, is not counted).
+    pub fn sync_errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    fn sync_failed(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     fn update(&self, change: impl FnOnce(&mut PeerStatus)) {
@@ -145,6 +159,8 @@ pub struct Replication {
     binlog: Binlog,
     store: Arc<Store>,
     members: Arc<Members>,
+    /// Counts the bytes the sync workers push (`*_sync_out_bytes`).
+    stats: Arc<Stats>,
     state: Mutex<LocalState>,
     phase: watch::Sender<PhaseView>,
     peers: Mutex<BTreeMap<String, Arc<Peer>>>,
@@ -176,6 +192,7 @@ impl Replication {
         config: ReplicationConfig,
         store: Arc<Store>,
         members: Arc<Members>,
+        stats: Arc<Stats>,
     ) -> std::io::Result<Replication> {
         let (dir, paths, fsync, rotate) = (
             config.sync_dir.clone(),
@@ -204,6 +221,7 @@ impl Replication {
             binlog,
             store,
             members,
+            stats,
             state: Mutex::new(state),
             peers: Mutex::new(BTreeMap::new()),
             acks: watch::Sender::new(0),
@@ -225,6 +243,10 @@ impl Replication {
 
     pub fn members(&self) -> &Arc<Members> {
         &self.members
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, LocalState> {
@@ -582,6 +604,7 @@ impl Replication {
                 status: Mutex::new(PeerStatus::default()),
                 stop: CancellationToken::new(),
                 offline_since: Mutex::new(None),
+                errors: AtomicU64::new(0),
             });
             peers.insert(id.clone(), peer.clone());
             tasks.spawn(sender::run(self.clone(), peer));

@@ -114,6 +114,9 @@ pub async fn run(repl: Arc<Replication>, peer: Arc<Peer>) {
             failures = 0;
         }
         if let Err(err) = &result {
+            if !matches!(err, SyncError::Busy) {
+                peer.sync_failed();
+            }
             failures += 1;
             peer.update(|s| s.last_error = Some(err.to_string()));
             // one warning per outage; the rest at debug level
@@ -661,7 +664,7 @@ async fn stream_request(
 ) -> Result<u8, SyncError> {
     // a generous limit for the whole transfer: at least 1 MiB/s
     let limit = repl.config().network_timeout + Duration::from_secs(count >> 20);
-    timed(limit, async {
+    let answered = timed(limit, async {
         let chunk = IO_BUFFER.min(usize::try_from(count).unwrap_or(IO_BUFFER));
         let mut buf = head;
         let head_len = buf.len();
@@ -694,7 +697,11 @@ async fn stream_request(
         conn.flush().await?;
         answer(conn).await
     })
-    .await
+    .await;
+    // content pushed to a peer, successfully when it stored it (E.3 sync out bytes)
+    repl.stats()
+        .sync_out(count, matches!(answered, Ok(status::OK)));
+    answered
 }
 
 #[cfg(test)]

@@ -203,7 +203,10 @@ impl Store {
         let old = name.clone();
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let fsync = self.options.fsync;
+        let counts = self.counts();
+        let index = name.store_path();
         blocking_store("renaming appender file", move || {
+            let change = counts.begin(index);
             let renamed = link_unique(&path, || {
                 let fields = NameFields {
                     source,
@@ -221,7 +224,14 @@ impl Store {
                 StoreError::NameCollision => StoreError::NameBusy,
                 other => other,
             })?;
+            let new_path = dir.join(renamed.base());
+            if let Some(change) = &change {
+                change.note(&new_path, 1);
+            }
             std::fs::remove_file(&path).map_err(StoreError::io("removing old appender name"))?;
+            if let Some(change) = change {
+                change.note(&path, -1);
+            }
             let old_meta = sidecar_path(&path);
             match std::fs::rename(&old_meta, sidecar_path(&dir.join(renamed.base()))) {
                 Err(err) if err.kind() != io::ErrorKind::NotFound => {
@@ -296,10 +306,15 @@ impl Store {
             let tmp_path = tmp.path().to_path_buf();
             let fsync = self.options.fsync;
             let target = slave_path.clone();
+            let counts = self.counts();
             blocking_store("storing slave file", move || {
+                let change = counts.begin(index);
                 // one name only: taken meanwhile means it exists
                 if !link_once(&tmp_path, &target)? {
                     return Err(StoreError::Exists);
+                }
+                if let Some(change) = change {
+                    change.note(&target, 1);
                 }
                 if fsync {
                     if let Some(dir) = target.parent() {
@@ -342,9 +357,16 @@ impl Store {
             std::path::absolute(&target_path).map_err(StoreError::io("resolving slave target"))?;
         let fsync = self.options.fsync;
         let link_path = slave_path.clone();
+        let counts = self.counts();
+        let index = master.store_path();
         let linked = blocking_store("linking slave file", move || {
+            let change = counts.begin(index);
             match std::os::unix::fs::symlink(&absolute, &link_path) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(change) = change {
+                        change.note(&link_path, 1);
+                    }
+                }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
                     return Err(StoreError::Exists)
                 }
@@ -360,7 +382,17 @@ impl Store {
         .await;
         if let Err(err) = linked {
             // do not leave the content behind under a name nobody knows
-            let _ = tokio::fs::remove_file(&target_path).await;
+            let counts = self.counts();
+            let index = target.store_path();
+            let _ = blocking_store("removing slave content", move || {
+                let change = counts.begin(index);
+                std::fs::remove_file(&target_path).map_err(StoreError::io("removing file"))?;
+                if let Some(change) = change {
+                    change.note(&target_path, -1);
+                }
+                Ok(())
+            })
+            .await;
             return Err(err);
         }
         Ok(slave)

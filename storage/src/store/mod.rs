@@ -7,6 +7,7 @@
 //! complete (and fsynced), so a partial file is never visible under a valid name.
 
 mod appender;
+mod count;
 mod distribute;
 mod layout;
 mod locks;
@@ -27,6 +28,7 @@ use fdfs_proto::units::ReservedSpace;
 use tokio::fs::File;
 use tokio_util::sync::CancellationToken;
 
+pub use count::FileCounts;
 pub use distribute::{DistState, DistributeMode, Distributor};
 pub use locks::{FileGuard, FileLocks};
 pub use replica::{Applied, LocalFile};
@@ -149,6 +151,8 @@ pub struct Store {
     next_path: AtomicUsize,
     distributor: Arc<Distributor>,
     locks: FileLocks,
+    /// Stored files per store path (see [`FileCounts`]).
+    counts: Arc<FileCounts>,
 }
 
 impl Store {
@@ -179,6 +183,7 @@ impl Store {
         })
         .await?;
         Ok(Store {
+            counts: Arc::new(FileCounts::new(paths.len())),
             options,
             paths,
             next_path: AtomicUsize::new(0),
@@ -214,12 +219,38 @@ impl Store {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Counts the stored files of every store path, one path after the other (meant to run
+    /// in the background at start-up; the store keeps the counts up to date afterwards).
+    /// Returns early once `stop` is cancelled.
+    pub async fn count_files(&self, stop: &CancellationToken) -> Result<(), StoreError> {
+        for (index, path) in self.paths.iter().enumerate() {
+            let counts = self.counts.clone();
+            let data = path.data.clone();
+            let stop = stop.clone();
+            blocking("counting files", move || {
+                counts.walk(index as u8, &data, &|| stop.is_cancelled())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stored files of each store path, in index order; `None` while still being counted.
+    pub fn file_counts(&self) -> Vec<Option<u64>> {
+        self.counts.counts()
+    }
+
     pub fn options(&self) -> &StoreOptions {
         &self.options
     }
 
     pub fn store_path_count(&self) -> usize {
         self.paths.len()
+    }
+
+    /// The gate every change of the set of stored files goes through (see [`FileCounts`]).
+    pub(crate) fn counts(&self) -> Arc<FileCounts> {
+        self.counts.clone()
     }
 
     pub fn locks(&self) -> &FileLocks {
@@ -372,23 +403,35 @@ impl Store {
         let data = self.store_path(name.store_path())?.data.clone();
         let _guard = self.locks.lock(&name.to_string()).await;
         let fsync = self.options.fsync;
+        let counts = self.counts.clone();
+        let index = name.store_path();
         blocking_file("deleting file", move || {
+            let change = counts.begin(index);
+            let note = |path: &Path| {
+                if let Some(change) = &change {
+                    change.note(path, -1);
+                }
+            };
             let meta = std::fs::symlink_metadata(&path)?;
             if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&path)?;
                 std::fs::remove_file(&path)?;
+                note(&path);
                 // only follow links that stay inside this store path (I.4 uses absolute ones)
                 if target.is_absolute() && target.starts_with(&data) {
                     match std::fs::remove_file(&target) {
+                        Ok(()) => note(&target),
                         Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-                        _ => {}
+                        Err(_) => {}
                     }
                 }
             } else if meta.is_file() {
                 std::fs::remove_file(&path)?;
+                note(&path);
             } else {
                 return Err(io::Error::from_raw_os_error(libc::EISDIR));
             }
+            drop(change);
             match std::fs::remove_file(metadata::sidecar_path(&path)) {
                 Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
                 _ => {}

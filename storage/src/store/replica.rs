@@ -140,6 +140,8 @@ impl Store {
             let fsync = self.options.fsync;
             let tmp_path = tmp.path().to_path_buf();
             let target = path.clone();
+            let counts = self.counts();
+            let index = name.store_path();
             blocking_store("storing replicated file", move || {
                 file.set_modified(system_time(mtime))
                     .map_err(StoreError::io("setting mtime"))?;
@@ -147,8 +149,14 @@ impl Store {
                     file.sync_all().map_err(StoreError::io("syncing file"))?;
                 }
                 drop(file);
+                let change = counts.begin(index);
+                // replacing a file we hold adds none
+                let existed = std::fs::symlink_metadata(&target).is_ok();
                 rename_creating_dir(&tmp_path, &target)
                     .map_err(StoreError::io("renaming replicated file"))?;
+                if let (Some(change), false) = (change, existed) {
+                    change.note(&target, 1);
+                }
                 if fsync {
                     if let Some(dir) = target.parent() {
                         crate::persist::sync_dir(dir)
@@ -315,7 +323,16 @@ impl Store {
             None
         };
         let fsync = self.options.fsync;
+        let counts = self.counts();
+        let (index, old_index) = (name.store_path(), old.store_path());
         blocking_store("renaming replicated file", move || {
+            let change = counts.begin(index);
+            // a walk never waits for one gate while holding another: two gates are safe
+            let old_change = if old_index == index {
+                None
+            } else {
+                counts.begin(old_index)
+            };
             if std::fs::symlink_metadata(&new_path).is_ok() {
                 return Ok(Applied::Have);
             }
@@ -323,6 +340,12 @@ impl Store {
                 return Ok(Applied::Missing);
             }
             rename_creating_dir(&old_path, &new_path).map_err(StoreError::io("renaming file"))?;
+            if let Some(change) = &change {
+                change.note(&new_path, 1);
+            }
+            if let Some(change) = old_change.as_ref().or(change.as_ref()) {
+                change.note(&old_path, -1);
+            }
             match std::fs::rename(sidecar_path(&old_path), sidecar_path(&new_path)) {
                 Err(err) if err.kind() != io::ErrorKind::NotFound => {
                     return Err(StoreError::io("moving metadata")(err))
@@ -350,7 +373,10 @@ impl Store {
         let target_path = self.resolve(target)?;
         let _guard = self.locks.lock(&name.to_string()).await;
         let fsync = self.options.fsync;
+        let counts = self.counts();
+        let index = name.store_path();
         blocking_store("linking replicated file", move || {
+            let change = counts.begin(index);
             if std::fs::symlink_metadata(&link_path).is_ok() {
                 return Ok(Applied::Have);
             }
@@ -367,6 +393,9 @@ impl Store {
                 linked = std::os::unix::fs::symlink(&absolute, &link_path);
             }
             linked.map_err(StoreError::io("creating link"))?;
+            if let Some(change) = change {
+                change.note(&link_path, 1);
+            }
             if fsync {
                 if let Some(dir) = link_path.parent() {
                     crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;

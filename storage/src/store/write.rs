@@ -304,9 +304,14 @@ impl Store {
             hook.before_link(&logical).await?;
             let tmp_path = tmp.path().to_path_buf();
             let fsync = self.options.fsync;
+            let counts = self.counts();
             let linked = blocking_store("storing file", move || {
+                let change = counts.begin(index);
                 if !link_once(&tmp_path, &path)? {
                     return Ok(false);
+                }
+                if let Some(change) = change {
+                    change.note(&path, 1);
                 }
                 if fsync {
                     if let Some(dir) = path.parent() {
