@@ -55,6 +55,13 @@ impl LogicalName {
             }
             (hex_byte(&bytes[1..3])?, &text[4..])
         } else {
+            // a legacy name is written back with an `M00/` prefix; it must still fit then
+            if text.len() + 4 > crate::MAX_NAME_LEN {
+                return Err(ProtoError::invalid(
+                    "file name",
+                    format!("bad length {}", text.len()),
+                ));
+            }
             (0, text)
         };
         let rel = relative.as_bytes();
@@ -220,6 +227,14 @@ mod tests {
             (10, 0x1F, 0xFE)
         );
         assert_eq!(other.to_string(), "M0A/1F/FE/abc-def_1.2");
+    }
+
+    #[test]
+    fn parsed_names_reparse_from_display() {
+        let legacy = format!("00/A5/{}", "A".repeat(117));
+        let name = LogicalName::parse(&legacy).unwrap();
+        assert_eq!(LogicalName::parse(&name.to_string()).unwrap(), name);
+        assert!(LogicalName::parse(&format!("00/A5/{}", "A".repeat(121))).is_err());
     }
 
     #[test]

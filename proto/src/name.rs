@@ -250,11 +250,18 @@ pub fn slave_name(master: &str, prefix: &str, ext: &str) -> Result<String, Proto
             "-m without extension collides with metadata",
         ));
     }
+    // bytes, not chars: a non-ASCII master must not panic on a char boundary
     let tail_start = master.len().saturating_sub(SUFFIX_LEN);
-    let base_end = match master[tail_start..].rfind('.') {
+    let base_end = match master.as_bytes()[tail_start..]
+        .iter()
+        .rposition(|&b| b == b'.')
+    {
         Some(dot) => tail_start + dot,
         None => master.len(),
     };
+    if !master.is_char_boundary(base_end) {
+        return Err(ProtoError::invalid("file name", "master name is not ASCII"));
+    }
     let mut out = String::with_capacity(master.len() + prefix.len() + ext.len() + 1);
     out.push_str(&master[..base_end]);
     out.push_str(prefix);
@@ -449,6 +456,7 @@ mod tests {
         assert!(slave_name(master, "-m", "").is_err());
         assert!(slave_name(master, "a/b", "").is_err());
         assert!(slave_name(master, "12345678901234567", "").is_err());
+        assert!(slave_name("M00/00/00/ab\u{e9}\u{e9}\u{e9}\u{e9}", "_s", "").is_ok());
     }
 
     #[test]

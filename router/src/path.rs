@@ -65,7 +65,8 @@ fn percent_decode(raw: &str) -> Result<Vec<u8>, PathError> {
                 out.push(byte);
                 i += 3;
             }
-            0 => return Err(PathError::EncodedSeparator),
+            // a raw backslash is a separator to some upstreams (IIS): refuse it like %5C
+            0 | b'\\' => return Err(PathError::EncodedSeparator),
             byte => {
                 out.push(byte);
                 i += 1;
@@ -158,5 +159,17 @@ mod tests {
                 proptest::prop_assert_eq!(norm(&encode_path(&path)).unwrap(), path);
             }
         }
+    }
+
+    #[test]
+    fn raw_backslash_is_refused() {
+        assert_eq!(
+            normalize("/legacy/..\\secret", 1024),
+            Err(PathError::EncodedSeparator)
+        );
+        assert_eq!(
+            normalize("/a/./\\//c/", 1024),
+            Err(PathError::EncodedSeparator)
+        );
     }
 }
