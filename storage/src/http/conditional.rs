@@ -48,7 +48,10 @@ impl ETag {
 
 /// Formats unix seconds as an HTTP date.
 pub fn http_date(unix: u64) -> String {
-    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix))
+    // HTTP dates stop at year 9999 (httpdate panics beyond): a file whose mtime was set
+    // absurdly far ahead gets the last representable date
+    const LAST_HTTP_DATE: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix.min(LAST_HTTP_DATE)))
 }
 
 fn parse_date(text: &str) -> Option<u64> {
@@ -170,5 +173,11 @@ mod tests {
         assert!(if_range_holds(&http_date(LM), &weak, LM));
         assert!(!if_range_holds(&http_date(LM + 1), &weak, LM));
         assert!(!if_range_holds("garbage", &weak, LM));
+    }
+
+    #[test]
+    fn dates_beyond_year_9999_are_clamped() {
+        assert_eq!(http_date(u64::MAX), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 }
