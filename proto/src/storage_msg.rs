@@ -343,17 +343,7 @@ impl AppendPrefix {
         let mut reader = FieldReader::new(prefix);
         let name_len = reader.len_field("name length")?;
         let size = reader.len_field("append size")?;
-        check_name_len(name_len)?;
-        if (Self::LEN as u64)
-            .checked_add(name_len)
-            .and_then(|n| n.checked_add(size))
-            != Some(pkg_len)
-        {
-            return Err(ProtoError::BadLength {
-                what: "append",
-                len: pkg_len,
-            });
-        }
+        check_streamed(Self::LEN, name_len, size, pkg_len, "append")?;
         Ok(AppendPrefix { name_len, size })
     }
 }
@@ -382,17 +372,7 @@ impl ModifyPrefix {
         let name_len = reader.len_field("name length")?;
         let offset = reader.len_field("offset")?;
         let size = reader.len_field("modify size")?;
-        check_name_len(name_len)?;
-        if (Self::LEN as u64)
-            .checked_add(name_len)
-            .and_then(|n| n.checked_add(size))
-            != Some(pkg_len)
-        {
-            return Err(ProtoError::BadLength {
-                what: "modify",
-                len: pkg_len,
-            });
-        }
+        check_streamed(Self::LEN, name_len, size, pkg_len, "modify")?;
         Ok(ModifyPrefix {
             name_len,
             offset,
@@ -431,6 +411,24 @@ impl TruncateRequest {
         let name = name_str(reader.rest())?.to_string();
         Ok(TruncateRequest { new_size, name })
     }
+}
+
+/// Checks an appender request whose packet is prefix + name + content.
+fn check_streamed(
+    prefix_len: usize,
+    name_len: u64,
+    size: u64,
+    pkg_len: u64,
+    what: &'static str,
+) -> Result<(), ProtoError> {
+    check_name_len(name_len)?;
+    let expected = (prefix_len as u64)
+        .checked_add(name_len)
+        .and_then(|n| n.checked_add(size));
+    if expected != Some(pkg_len) {
+        return Err(ProtoError::BadLength { what, len: pkg_len });
+    }
+    Ok(())
 }
 
 /// Appender operations need at least a full normal-length name (F.8).

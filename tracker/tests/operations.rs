@@ -3,72 +3,19 @@
 //! (93, 108), state persisted across a restart, and the Prometheus endpoint.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use fdfs_proto::cmd::Command;
-use fdfs_proto::conn::Connection;
 use fdfs_proto::status;
 use fdfs_proto::tracker_msg::{encode_group, BeatRequest, JoinRequest, PathUsage};
-use fdfs_tracker::{run, TrackerConfig, TrackerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-type Conn = Connection<TcpStream>;
+mod common;
+
+use common::{expect_status, request, Conn, TestTracker};
 
 const GB: u64 = 1 << 30;
-
-struct TestTracker {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), TrackerError>>,
-}
-
-impl TestTracker {
-    async fn start(base: &Path, extra_config: &str) -> Self {
-        let config = TrackerConfig::from_toml(&format!(
-            "bind_addr = \"127.0.0.1\"\nport = 0\nbase_path = \"{}\"\n{extra_config}",
-            base.display()
-        ))
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(config, listener, shutdown.clone()));
-        TestTracker {
-            addr,
-            shutdown,
-            task,
-        }
-    }
-
-    async fn connect(&self) -> Conn {
-        Connection::new(TcpStream::connect(self.addr).await.unwrap())
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(20), self.task).await;
-        result.expect("tracker stops in time").unwrap().unwrap();
-    }
-}
-
-async fn request(conn: &mut Conn, cmd: Command, body: &[u8]) -> (u8, Vec<u8>) {
-    conn.send_request(cmd.code(), body).await.unwrap();
-    let header = conn.read_header().await.unwrap().expect("a reply");
-    assert_eq!(header.cmd, 100);
-    let len = header.body_len().unwrap();
-    (header.status, conn.read_body(len, 1 << 20).await.unwrap())
-}
-
-async fn expect_status(conn: &mut Conn, cmd: Command, body: &[u8], expected: u8) -> Vec<u8> {
-    let (status, body) = request(conn, cmd, body).await;
-    assert_eq!(status, expected, "{cmd:?}");
-    body
-}
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -302,7 +249,7 @@ async fn wait_for_status(conn: &mut Conn, id: &str, status: u8) {
 #[tokio::test]
 async fn list_commands_show_what_storages_reported() {
     let base = tempfile::tempdir().unwrap();
-    let tracker = TestTracker::start(base.path(), "").await;
+    let tracker = TestTracker::start_in(base.path(), "").await;
     let mut client = tracker.connect().await;
     // No groups yet: an empty list, and unknown groups are 2.
     assert!(expect_status(&mut client, Command::ListAllGroups, &[], 0)
@@ -447,7 +394,7 @@ async fn list_commands_show_what_storages_reported() {
 #[tokio::test]
 async fn delete_storage_and_group_status_codes() {
     let base = tempfile::tempdir().unwrap();
-    let tracker = TestTracker::start(base.path(), "").await;
+    let tracker = TestTracker::start_in(base.path(), "").await;
     let mut client = tracker.connect().await;
     let report = storage(&tracker, 7, 23007, 50 * GB, None).await;
     let _other = storage(&tracker, 8, 23008, 50 * GB, None).await;
@@ -547,7 +494,7 @@ async fn a_restarted_tracker_remembers_the_cluster() {
         total_upload: 10,
         ..Counters::default()
     };
-    let first = TestTracker::start(base.path(), "").await;
+    let first = TestTracker::start_in(base.path(), "").await;
     let a = storage(&first, 100001, 23000, 60 * GB, Some(counters)).await;
     let b = storage(&first, 100002, 23001, 30 * GB, None).await;
     let c = storage(&first, 100003, 23002, 30 * GB, None).await;
@@ -565,7 +512,7 @@ async fn a_restarted_tracker_remembers_the_cluster() {
     drop((a, b));
     assert!(base.path().join("data/cluster_state.toml").is_file());
 
-    let second = TestTracker::start(base.path(), "").await;
+    let second = TestTracker::start_in(base.path(), "").await;
     let mut client = second.connect().await;
     // Everyone is listed before anyone rejoins: OFFLINE, the deleted one still deleted.
     let records = list_storages(&mut client, "group1").await;
@@ -613,7 +560,7 @@ async fn a_corrupt_state_file_is_set_aside() {
         "format = 1\n[[groups]]\nna",
     )
     .unwrap();
-    let tracker = TestTracker::start(base.path(), "").await;
+    let tracker = TestTracker::start_in(base.path(), "").await;
     let mut client = tracker.connect().await;
     assert!(expect_status(&mut client, Command::ListAllGroups, &[], 0)
         .await
@@ -720,7 +667,7 @@ fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64>
 async fn metrics_are_served_over_http() {
     let base = tempfile::tempdir().unwrap();
     let port = free_port();
-    let tracker = TestTracker::start(base.path(), &format!("http_port = {port}")).await;
+    let tracker = TestTracker::start_in(base.path(), &format!("http_port = {port}")).await;
     let _a = storage(&tracker, 100001, 23000, 60 * GB, None).await;
     let mut client = tracker.connect().await;
     const QUERIES: usize = 7;
@@ -828,7 +775,7 @@ async fn http_port_in_use_is_an_error() {
     let base = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let tracker = TestTracker::start(base.path(), &format!("http_port = {port}")).await;
+    let tracker = TestTracker::start_in(base.path(), &format!("http_port = {port}")).await;
     let result = tokio::time::timeout(Duration::from_secs(10), tracker.task)
         .await
         .expect("run returns at once")

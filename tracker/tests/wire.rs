@@ -1,9 +1,7 @@
 //! In-process tracker on 127.0.0.1:0, driven with raw FastDFS packets.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use fdfs_proto::conn::Connection;
 use fdfs_proto::header::Header;
 use fdfs_proto::name::{size_field, NameFields, Source};
 use fdfs_proto::tracker_msg::{
@@ -11,67 +9,11 @@ use fdfs_proto::tracker_msg::{
     PathUsage, QueryStoreAllReply, QueryStoreReply,
 };
 use fdfs_proto::{cmd::Command, status};
-use fdfs_tracker::{run, TrackerConfig, TrackerError};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-type Conn = Connection<TcpStream>;
+mod common;
 
-struct TestTracker {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), TrackerError>>,
-    _base: tempfile::TempDir,
-}
-
-impl TestTracker {
-    async fn start(extra_config: &str) -> Self {
-        let base = tempfile::tempdir().unwrap();
-        let config = TrackerConfig::from_toml(&format!(
-            "bind_addr = \"127.0.0.1\"\nport = 0\nbase_path = \"{}\"\n{extra_config}",
-            base.path().display()
-        ))
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(config, listener, shutdown.clone()));
-        TestTracker {
-            addr,
-            shutdown,
-            task,
-            _base: base,
-        }
-    }
-
-    async fn connect(&self) -> Conn {
-        Connection::new(TcpStream::connect(self.addr).await.unwrap())
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        result.expect("tracker stops in time").unwrap().unwrap();
-    }
-}
-
-/// Sends a request and returns the reply's status and body, checking the header.
-async fn request(conn: &mut Conn, cmd: Command, body: &[u8]) -> (u8, Vec<u8>) {
-    conn.send_request(cmd.code(), body).await.unwrap();
-    let header = conn.read_header().await.unwrap().expect("a reply");
-    assert_eq!(header.cmd, 100);
-    let len = header.body_len().unwrap();
-    if header.status != 0 {
-        assert_eq!(len, 0, "error replies have empty bodies");
-    }
-    (header.status, conn.read_body(len, 1 << 20).await.unwrap())
-}
-
-async fn expect_status(conn: &mut Conn, cmd: Command, body: &[u8], expected: u8) {
-    let (status, _) = request(conn, cmd, body).await;
-    assert_eq!(status, expected, "{cmd:?} with a {}-byte body", body.len());
-}
+use common::{expect_status, request, Conn, TestTracker};
 
 /// The connection still answers requests.
 async fn assert_open(conn: &mut Conn) {
