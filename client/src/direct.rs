@@ -3,8 +3,10 @@
 //! polling every peer of a group for a file). Ordinary code should use the routed operations
 //! of [`Client`], which ask a tracker first as FastDFS clients do.
 
+use fdfs_proto::cmd::Command;
 use fdfs_proto::file_id::validate_group;
 use fdfs_proto::name::validate_ext;
+use fdfs_proto::scrub_msg::{ScrubAction, ScrubReport};
 use fdfs_proto::tracker_msg::QueryStoreReply;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -139,6 +141,32 @@ impl Client {
             kind,
             source: fields.source,
         })
+    }
+
+    /// SCRUB (fdfs-rs command 220) on the storage at `storage`: starts a scrub of its files
+    /// ([`ScrubAction::Start`], a no-op while one runs) or reads the counts of the current or
+    /// last one ([`ScrubAction::Status`]). A FastDFS storage answers EINVAL.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: fdfs_client::Client) -> Result<(), fdfs_client::ClientError> {
+    /// use fdfs_proto::scrub_msg::ScrubAction;
+    /// let report = client.scrub("127.0.0.1:23000", ScrubAction::Start).await?;
+    /// println!("started: {}", report.started_now);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn scrub(
+        &self,
+        storage: &str,
+        action: ScrubAction,
+    ) -> Result<ScrubReport, ClientError> {
+        validate_storage(storage)?;
+        let body = on_conn!(self.inner.pool, storage, true, |conn| conn.call(
+            Command::Scrub.code(),
+            &action.encode(),
+            ScrubReport::LEN as u64
+        ))?;
+        ScrubReport::decode(&body).map_err(ClientError::Protocol)
     }
 }
 

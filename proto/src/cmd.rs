@@ -74,6 +74,8 @@ commands! {
     QueryStoreWithGroupAll = 107,
     DeleteGroup = 108,
     ActiveTest = 111,
+    // fdfs-rs's own storage admin command, see crate::scrub_msg
+    Scrub = 220,
 }
 
 impl Command {

@@ -16,6 +16,7 @@ pub mod file_id;
 pub mod header;
 pub mod metadata;
 pub mod name;
+pub mod scrub_msg;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod stat;

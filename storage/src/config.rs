@@ -63,6 +63,16 @@ pub struct StorageConfig {
     pub sendfile: bool,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    // Faults: see crate::store (store path health) and crate::scrub.
+    /// Every store path is probed this often; a failed one comes back once a probe passes.
+    #[serde(default = "default_store_path_check", with = "serde_duration")]
+    pub store_path_check_interval: Duration,
+    /// A background scrub starts this often; 0 = never (scrubs then run only on request).
+    #[serde(default, with = "serde_duration")]
+    pub scrub_interval: Duration,
+    /// Bytes per second a background scrub reads at most.
+    #[serde(default = "default_scrub_rate", with = "serde_size")]
+    pub scrub_rate: u64,
     // Replication: see crate::replication.
     #[serde(default)]
     pub write_ack: crate::replication::WriteAck,
@@ -136,6 +146,12 @@ fn default_buff_size() -> u64 {
 }
 fn default_write_ack_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_store_path_check() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_scrub_rate() -> u64 {
+    8 << 20
 }
 fn default_log_level() -> String {
     "info".to_string()
@@ -249,6 +265,7 @@ impl StorageConfig {
             ("network_timeout", self.network_timeout),
             ("idle_timeout", self.idle_timeout),
             ("write_ack_timeout", self.write_ack_timeout),
+            ("store_path_check_interval", self.store_path_check_interval),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be above zero"));

@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod persist;
 pub mod replication;
+pub mod scrub;
 pub mod sendfile;
 pub mod stats;
 pub mod store;
@@ -159,9 +160,13 @@ pub async fn run(
             source,
         })?,
     );
+    // not a child of `shutdown` either: a repair in progress finishes its rename first
+    let scrub_stop = CancellationToken::new();
+    let scrub = scrub::Scrubber::new(repl.clone(), scrub_stop.clone());
     let exporter = Arc::new(metrics::Exporter {
         metrics: metrics.clone(),
         repl: repl.clone(),
+        scrub: scrub.clone(),
         paths: config
             .effective_store_paths()
             .iter()
@@ -207,6 +212,20 @@ pub async fn run(
                 Err(err) => error!(error = %err, "cannot count stored files"),
             }
         });
+    }
+
+    // failed store paths come back once a probe passes (crate::store::health)
+    background.spawn(
+        store
+            .clone()
+            .run_health_checks(config.store_path_check_interval, shutdown.child_token()),
+    );
+    if !config.scrub_interval.is_zero() {
+        background.spawn(
+            scrub
+                .clone()
+                .run_periodic(config.scrub_interval, Some(config.scrub_rate)),
+        );
     }
 
     // saved once more after the requests have drained
@@ -255,6 +274,7 @@ pub async fn run(
         repl,
         stats: stats.clone(),
         metrics,
+        scrub,
     });
     let options = ServerOptions {
         max_connections: config.max_connections,
@@ -272,6 +292,7 @@ pub async fn run(
     .await;
 
     link_shutdown.cancel();
+    scrub_stop.cancel();
     repl_stop.cancel();
     stats_stop.cancel();
     if let Some(http) = http {

@@ -26,6 +26,7 @@ use crate::stats::Outcome;
 pub struct Exporter {
     pub metrics: std::sync::Arc<Metrics>,
     pub repl: std::sync::Arc<Replication>,
+    pub scrub: std::sync::Arc<crate::scrub::Scrubber>,
     /// Store paths, in index order (the `path` label).
     pub paths: Vec<String>,
 }
@@ -44,6 +45,8 @@ impl Exporter {
             .map(|peer| (peer.id.clone(), peer.sync_errors()))
             .collect();
         self.metrics.sync_errors(&errors);
+        self.metrics
+            .faults(&self.paths, &store.path_states(), &self.scrub);
         self.metrics.render()
     }
 }
@@ -59,6 +62,13 @@ pub const SYNC_RECORDS_BEHIND: &str = "fdfs_storage_sync_records_behind";
 pub const SYNC_SECONDS_BEHIND: &str = "fdfs_storage_sync_seconds_behind";
 pub const SYNC_ERRORS: &str = "fdfs_storage_sync_errors_total";
 pub const FILES: &str = "fdfs_storage_files";
+pub const STORE_PATH_HEALTHY: &str = "fdfs_storage_store_path_healthy";
+pub const SCRUB_RUNNING: &str = "fdfs_storage_scrub_running";
+pub const SCRUB_CHECKED: &str = "fdfs_storage_scrub_checked_files_total";
+pub const SCRUB_CORRUPT: &str = "fdfs_storage_scrub_corrupt_files_total";
+pub const SCRUB_REPAIRED: &str = "fdfs_storage_scrub_repaired_files_total";
+pub const SCRUB_UNREPAIRABLE: &str = "fdfs_storage_scrub_unrepairable_files_total";
+pub const SCRUB_BYTES: &str = "fdfs_storage_scrub_read_bytes_total";
 
 /// Storage requests take from microseconds (metadata) to seconds (large files).
 const DURATION_BUCKETS: [f64; 16] = [
@@ -161,6 +171,22 @@ impl Metrics {
                 SYNC_ERRORS,
                 "Failed attempts to sync with the peer (connection, protocol or refused record)."
             );
+            describe_gauge!(
+                STORE_PATH_HEALTHY,
+                "1 while the store path's disk works, 0 once a probe failed (no new files go there)."
+            );
+            describe_gauge!(SCRUB_RUNNING, "1 while a scrub runs.");
+            describe_counter!(
+                SCRUB_CHECKED,
+                "Files whose size and CRC32 a scrub compared with their name."
+            );
+            describe_counter!(SCRUB_CORRUPT, "Damaged files found (scrubs and downloads).");
+            describe_counter!(SCRUB_REPAIRED, "Damaged files replaced by a peer's good copy.");
+            describe_counter!(
+                SCRUB_UNREPAIRABLE,
+                "Damaged files no ACTIVE peer had a good copy of."
+            );
+            describe_counter!(SCRUB_BYTES, Unit::Bytes, "Bytes read by scrubs.");
             describe_gauge!(
                 FILES,
                 "Stored files of the store path (metadata sidecars not counted)."
@@ -265,6 +291,32 @@ impl Metrics {
                 gauge!(SYNC_SECONDS_BEHIND, "peer" => peer.peer_id.clone())
                     .set(peer.seconds_behind as f64);
             }
+        });
+    }
+
+    /// Store path health (1 healthy, 0 failed) and the scrub counters since start.
+    pub fn faults(
+        &self,
+        paths: &[String],
+        states: &[crate::store::PathState],
+        scrub: &crate::scrub::Scrubber,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.record(|| {
+            for (path, state) in paths.iter().zip(states) {
+                gauge!(STORE_PATH_HEALTHY, "path" => path.clone()).set(if state.healthy {
+                    1.0
+                } else {
+                    0.0
+                });
+            }
+            gauge!(SCRUB_RUNNING).set(if scrub.report().running { 1.0 } else { 0.0 });
+            let totals = scrub.totals();
+            counter!(SCRUB_CHECKED).absolute(totals.checked.load(Relaxed));
+            counter!(SCRUB_CORRUPT).absolute(totals.corrupt.load(Relaxed));
+            counter!(SCRUB_REPAIRED).absolute(totals.repaired.load(Relaxed));
+            counter!(SCRUB_UNREPAIRABLE).absolute(totals.unrepairable.load(Relaxed));
+            counter!(SCRUB_BYTES).absolute(totals.bytes.load(Relaxed));
         });
     }
 

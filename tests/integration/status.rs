@@ -147,7 +147,7 @@ fn decode_storages(body: &[u8]) -> Result<Vec<RawStorage>> {
         .collect())
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     let mut stream = TcpStream::connect(addr).await?;
     stream
         .write_all(
@@ -165,7 +165,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
 }
 
 /// The value of the sample `name{labels}` (labels exactly as rendered, sorted by the exporter).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (key, value) = l.rsplit_once(' ')?;
         (key == series).then(|| value.parse().ok())?

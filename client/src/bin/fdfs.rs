@@ -18,6 +18,7 @@ use fdfs_client::{
     UploadOptions,
 };
 use fdfs_proto::name::{classify, NameFields};
+use fdfs_proto::scrub_msg::{ScrubAction, ScrubReport};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 #[path = "fdfs/migrate.rs"]
@@ -107,6 +108,25 @@ enum Command {
     Storage {
         #[command(subcommand)]
         command: StorageCommand,
+    },
+    /// Check every file of the storages against the size and CRC32 recorded in its name and
+    /// repair damaged copies from a peer (fdfs-rs storages only).
+    ///
+    /// Scrubs every storage of GROUP (default: of every group) the tracker lists, or each
+    /// --storage, all at once, and waits until they finish, printing each storage's counts.
+    /// Exit code 1 when a damaged file could not be repaired or a storage did not answer.
+    Scrub {
+        /// Only the storages of this group.
+        group: Option<String>,
+        /// Scrub this storage (HOST:PORT) instead of asking a tracker; repeatable.
+        #[arg(long = "storage", value_name = "HOST:PORT")]
+        storages: Vec<String>,
+        /// Start the scrubs and return at once.
+        #[arg(long, conflicts_with = "status")]
+        no_wait: bool,
+        /// Only print the counts of the current or last scrub.
+        #[arg(long)]
+        status: bool,
     },
     /// Append a file's content to an appender file.
     Append {
@@ -494,6 +514,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|reason| anyhow::anyhow!(reason))
                 .with_context(|| format!("storage delete {group} {storage_id}"))?;
         }
+        Command::Scrub {
+            group,
+            storages,
+            no_wait,
+            status,
+        } => {
+            let targets = if storages.is_empty() {
+                scrub_targets(&client, group.as_deref())
+                    .await
+                    .context("scrub: listing storages")?
+            } else {
+                storages
+            };
+            scrub(&client, &targets, status, no_wait).await?;
+        }
         Command::Append { id, file } => {
             let context = || format!("append {id}");
             let file_id = parse_file_id(&id).with_context(context)?;
@@ -567,6 +602,107 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The configuration: `--tracker` if given (over the `-c` file's settings, or the defaults),
 /// else the `-c` file, else `default_file` if it exists.
+/// `ip:port` of every storage of `group` (or of every group) the first answering tracker
+/// lists.
+async fn scrub_targets(client: &Client, group: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let mut last_error = None;
+    for tracker in &client.config().tracker_servers {
+        match status::list_tracker(client.config(), tracker).await {
+            Ok(groups) => {
+                let targets: Vec<String> = groups
+                    .iter()
+                    .filter(|g| group.is_none_or(|wanted| g.stat.name == wanted))
+                    .flat_map(|g| &g.storages)
+                    .map(|s| format!("{}:{}", s.ip, s.storage_port))
+                    .collect();
+                if targets.is_empty() {
+                    bail!(
+                        "the tracker at {tracker} lists no storage{}",
+                        group.map(|g| format!(" in group {g}")).unwrap_or_default()
+                    );
+                }
+                return Ok(targets);
+            }
+            Err(err) => {
+                last_error = Some(anyhow::Error::new(err).context(format!("tracker {tracker}")))
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no tracker configured")))
+}
+
+fn scrub_line(addr: &str, report: &ScrubReport) -> String {
+    let state = if report.running {
+        "running"
+    } else if report.started_at == 0 {
+        "never scrubbed"
+    } else {
+        "finished"
+    };
+    format!(
+        "{addr}: {state}: checked {} corrupt {} repaired {} unrepairable {} skipped {} read {} bytes",
+        report.checked, report.corrupt, report.repaired, report.unrepairable, report.skipped, report.bytes
+    )
+}
+
+/// Starts (unless `status_only`) a scrub on every target, then (unless `no_wait`) polls
+/// them until none runs; prints one line per storage.
+async fn scrub(
+    client: &Client,
+    targets: &[String],
+    status_only: bool,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let action = if status_only {
+        ScrubAction::Status
+    } else {
+        ScrubAction::Start
+    };
+    let mut failed = Vec::new();
+    let mut pending = Vec::new();
+    for addr in targets {
+        match client.scrub(addr, action).await {
+            Ok(report) if report.running && !status_only && !no_wait => pending.push(addr.clone()),
+            Ok(report) => println!("{}", scrub_line(addr, &report)),
+            Err(err) => {
+                eprintln!("fdfs: scrub {addr}: {err}");
+                failed.push(addr.clone());
+            }
+        }
+    }
+    let mut finished = Vec::new();
+    while !pending.is_empty() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut still = Vec::new();
+        for addr in pending {
+            match client.scrub(&addr, ScrubAction::Status).await {
+                Ok(report) if report.running => still.push(addr),
+                Ok(report) => {
+                    println!("{}", scrub_line(&addr, &report));
+                    finished.push(report);
+                }
+                Err(err) => {
+                    eprintln!("fdfs: scrub {addr}: {err}");
+                    failed.push(addr);
+                }
+            }
+        }
+        pending = still;
+    }
+    let unrepairable: i64 = finished.iter().map(|r| r.unrepairable).sum();
+    if !failed.is_empty() {
+        bail!(
+            "scrub: {} storage(s) did not answer: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+    }
+    if unrepairable > 0 {
+        bail!("scrub: {unrepairable} damaged file(s) had no good copy on any peer — see the storage logs for their names");
+    }
+    Ok(())
+}
+
 fn load_config(
     file: Option<&Path>,
     trackers: &[String],

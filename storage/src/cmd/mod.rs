@@ -12,6 +12,7 @@ mod get_metadata;
 mod modify;
 mod query_file_info;
 mod regenerate;
+mod scrub;
 mod set_metadata;
 mod sync;
 mod truncate;
@@ -48,6 +49,7 @@ pub struct Ctx {
     pub repl: Arc<Replication>,
     pub stats: Arc<crate::stats::Stats>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub scrub: Arc<crate::scrub::Scrubber>,
 }
 
 /// Why a command failed.
@@ -71,6 +73,7 @@ pub fn status_of(err: &CmdError) -> u8 {
         // the change is stored here, but not as the client asked: never a false success
         CmdError::Repl(ReplError::Binlog(_)) => status::EIO,
         CmdError::Repl(ReplError::NotConfirmed { .. }) => status::ETIMEDOUT,
+        CmdError::Store(err) if err.is_no_space() => status::ENOSPC,
         CmdError::Store(err) => match err {
             StoreError::NotFound => status::ENOENT,
             StoreError::NotRegularFile => status::EISDIR,
@@ -78,7 +81,9 @@ pub fn status_of(err: &CmdError) -> u8 {
             StoreError::NoSpace => status::ENOSPC,
             StoreError::Exists | StoreError::NameCollision => status::EEXIST,
             StoreError::NameBusy => status::EBUSY,
-            StoreError::ShortBody { .. } | StoreError::Body(_) => status::EIO,
+            StoreError::ShortBody { .. } | StoreError::Body(_) | StoreError::Corrupt(_) => {
+                status::EIO
+            }
             StoreError::Io { source, .. } => status::from_io(source),
         },
     }
@@ -187,6 +192,7 @@ async fn dispatch(
         | Command::SyncRenameFile => sync::handle(ctx, conn, header, command).await,
         // FETCH_FILE_LIST (fdfs_proto::sync_msg)
         Command::SyncSrcReq => sync::file_list(ctx, conn, header).await,
+        Command::Scrub => small(ctx, conn, header, |body| scrub::handle(ctx, body)).await,
         _ => {
             debug!(cmd = header.cmd, "command not served by a storage");
             reject(conn).await
@@ -403,7 +409,16 @@ mod tests {
                 .into(),
                 5,
             ),
+            (StoreError::Corrupt("x".into()).into(), 5),
         ];
+        // a write that ran out of room midway answers 28 however the file system said it
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EFBIG] {
+            let err = StoreError::Io {
+                context: "writing file",
+                source: std::io::Error::from_raw_os_error(errno),
+            };
+            assert_eq!(status_of(&err.into()), 28, "errno {errno}");
+        }
         for (err, code) in cases {
             assert_eq!(status_of(&err), code, "{err}");
         }

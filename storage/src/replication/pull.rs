@@ -35,7 +35,7 @@ const SOURCE_WAIT: Duration = Duration::from_secs(30);
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
-enum PullError {
+pub(crate) enum PullError {
     #[error("source {0} is not an ACTIVE member")]
     SourceGone(String),
     #[error("connect failed: {0}")]
@@ -121,7 +121,10 @@ fn source_addr(repl: &Replication, source: &str) -> Result<String, PullError> {
         .ok_or_else(|| PullError::SourceGone(source.to_string()))
 }
 
-async fn connect(repl: &Replication, addr: &str) -> Result<Connection<TcpStream>, PullError> {
+pub(crate) async fn connect(
+    repl: &Replication,
+    addr: &str,
+) -> Result<Connection<TcpStream>, PullError> {
     let limit = repl.config().network_timeout;
     let stream = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
@@ -281,31 +284,9 @@ async fn copy_file(
             return Ok(false);
         }
     }
-    let limit = repl.config().network_timeout;
-    let request = DownloadRequest {
-        offset: 0,
-        length: 0,
-        group: repl.config().group.clone(),
-        name: entry.name.clone(),
-    }
-    .encode();
-    let len = match tokio::time::timeout(limit, async {
-        conn.send(
-            Header::request(Command::DownloadFile.code(), request.len() as u64),
-            &request,
-        )
-        .await?;
-        conn.read_response_header().await
-    })
-    .await
-    {
-        Ok(Ok(len)) => len,
+    let Some(len) = request_file(repl, conn, &entry.name).await? else {
         // deleted at the source since the list was made
-        Ok(Err(ProtoError::Status {
-            status: status::ENOENT,
-        })) => return Ok(false),
-        Ok(Err(err)) => return Err(err.into()),
-        Err(_) => return Err(PullError::Timeout),
+        return Ok(false);
     };
     let mut body = conn.body_reader(len);
     let written = repl
@@ -320,4 +301,39 @@ async fn copy_file(
     }
     written?;
     Ok(true)
+}
+
+/// Asks the storage at the other end of `conn` for the whole content of `name`
+/// (DOWNLOAD_FILE); the content, `len` bytes, follows on `conn`. `None` when it does not hold
+/// the file. Also used to repair a damaged copy (`crate::scrub`).
+pub(crate) async fn request_file(
+    repl: &Replication,
+    conn: &mut Connection<TcpStream>,
+    name: &str,
+) -> Result<Option<u64>, PullError> {
+    let limit = repl.config().network_timeout;
+    let request = DownloadRequest {
+        offset: 0,
+        length: 0,
+        group: repl.config().group.clone(),
+        name: name.to_string(),
+    }
+    .encode();
+    match tokio::time::timeout(limit, async {
+        conn.send(
+            Header::request(Command::DownloadFile.code(), request.len() as u64),
+            &request,
+        )
+        .await?;
+        conn.read_response_header().await
+    })
+    .await
+    {
+        Ok(Ok(len)) => Ok(Some(len)),
+        Ok(Err(ProtoError::Status {
+            status: status::ENOENT,
+        })) => Ok(None),
+        Ok(Err(err)) => Err(err.into()),
+        Err(_) => Err(PullError::Timeout),
+    }
 }

@@ -6,8 +6,9 @@
 //! are harmless to the receiver.
 //!
 //! A peer that is down or busy (still copying files, status 16) is retried with a backoff of
-//! 0.5 s doubling to 2 s (0.5 s while it is busy). An idle connection sends ACTIVE_TEST
-//! every `keepalive`.
+//! 0.5 s doubling to 2 s (0.5 s while it is busy). A peer whose disk is full (status 28) is
+//! offered the refused record again every 5 s: replication pauses there and resumes once the
+//! peer has room. An idle connection sends ACTIVE_TEST every `keepalive`.
 
 use std::io;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A peer still copying files is asked again this often.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
+/// A peer without room for a record (status 28) is offered it again this often: its disk
+/// fills and frees in minutes, not milliseconds, and each try may carry the whole file.
+const FULL_RETRY: Duration = Duration::from_secs(5);
 /// Files at least this big are probed before their content is sent.
 const PROBE_MIN: u64 = 64 * 1024;
 /// The mark is saved after this many records or this much time, whichever comes first.
@@ -95,11 +99,18 @@ pub async fn run(repl: Arc<Replication>, peer: Arc<Peer>) {
     });
     let mut backoff = MIN_BACKOFF;
     let mut failures = 0u32;
+    // the peer refused a record for want of space, and has not taken one since
+    let mut paused_full = false;
     loop {
         if peer.stop.is_cancelled() {
             break;
         }
+        let acked_before = mark.acked_seq;
         let result = session(&repl, &peer, &mut mark).await;
+        if paused_full && mark.acked_seq != acked_before {
+            info!(peer = %id, seq = mark.acked_seq, "peer has room again: replication resumed");
+            paused_full = false;
+        }
         peer.update(|s| s.connected = false);
         save_mark(&repl, &id, &mark).await;
         if peer.stop.is_cancelled() {
@@ -122,6 +133,15 @@ pub async fn run(repl: Arc<Replication>, peer: Arc<Peer>) {
             // one warning per outage; the rest at debug level
             match err {
                 SyncError::Busy => debug!(peer = %id, "peer is still copying files, waiting"),
+                SyncError::Refused {
+                    seq,
+                    status: status::ENOSPC,
+                } => {
+                    if !paused_full {
+                        warn!(peer = %id, seq, retry_every = ?FULL_RETRY, "peer has no space left: replication to it paused");
+                    }
+                    paused_full = true;
+                }
                 _ if failures == 1 => {
                     warn!(peer = %id, error = %err, retry_in = ?backoff, "sync with peer failed")
                 }
@@ -129,10 +149,14 @@ pub async fn run(repl: Arc<Replication>, peer: Arc<Peer>) {
             }
             note_pending(&repl, &peer, &mark).await;
         }
-        let pause = if matches!(result, Err(SyncError::Busy)) {
-            BUSY_RETRY
-        } else {
-            backoff
+        let pause = match &result {
+            Err(SyncError::Busy) => BUSY_RETRY,
+            // the cursor stays on the refused record: replication resumes there
+            Err(SyncError::Refused {
+                status: status::ENOSPC,
+                ..
+            }) => FULL_RETRY,
+            _ => backoff,
         };
         tokio::select! {
             _ = peer.stop.cancelled() => break,

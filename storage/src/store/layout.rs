@@ -16,7 +16,11 @@ pub(super) fn prepare_store_path(root: &Path) -> io::Result<StorePath> {
     if swept > 0 {
         tracing::info!(path = %tmp.display(), files = swept, "removed leftover temp files");
     }
-    Ok(StorePath { data, tmp })
+    Ok(StorePath {
+        data,
+        tmp,
+        health: Default::default(),
+    })
 }
 
 /// Creates the missing `XX/YY` directories whose `XX` is `first`, `first + step`, ...

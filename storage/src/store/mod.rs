@@ -9,6 +9,7 @@
 mod appender;
 mod count;
 mod distribute;
+mod health;
 mod layout;
 mod locks;
 mod metadata;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use count::FileCounts;
 pub use distribute::{DistState, DistributeMode, Distributor};
+pub use health::{PathState, PROBE_TIMEOUT};
 pub use locks::{FileGuard, FileLocks};
 pub use replica::{Applied, LocalFile};
 pub use space::disk_usage;
@@ -71,9 +73,26 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The file on disk does not match what its name records (size, CRC32).
+    #[error("stored file is damaged: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {
+    /// Whether the disk ran out of room: no space above the reserve, or the file system
+    /// refused to grow a file (ENOSPC, a quota's EDQUOT, or EFBIG past a file size limit).
+    /// Clients hear 28 for all of them.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::NoSpace => true,
+            StoreError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> StoreError {
         move |source| StoreError::Io { context, source }
     }
@@ -133,6 +152,7 @@ struct StorePath {
     data: PathBuf,
     /// `<store_path>/data/.tmp`
     tmp: PathBuf,
+    health: Arc<health::PathHealth>,
 }
 
 /// What `stat` says about a stored file.
@@ -267,20 +287,42 @@ impl Store {
         blocking("saving distribution state", move || distributor.save()).await
     }
 
-    /// Total and free bytes of every store path, in index order.
+    /// Total and free bytes of every store path, in index order. A bad store path reports
+    /// nothing (0 and 0), so the trackers send no uploads there.
     pub async fn usage(&self) -> Vec<PathUsage> {
         let mut out = Vec::with_capacity(self.paths.len());
-        for path in &self.paths {
-            let data = path.data.clone();
-            match blocking("statvfs", move || disk_usage(&data)).await {
-                Ok(usage) => out.push(usage),
+        for index in 0..self.paths.len() {
+            match self.path_usage(index as u8).await {
+                Ok(Some(usage)) => out.push(usage),
+                Ok(None) => out.push(PathUsage::default()),
                 Err(err) => {
-                    tracing::warn!(path = %path.data.display(), error = %err, "cannot read disk usage");
+                    tracing::warn!(path = %self.paths[index].data.display(), error = %err, "cannot read disk usage");
                     out.push(PathUsage::default());
                 }
             }
         }
         out
+    }
+
+    /// statvfs of a healthy store path (`None` for a bad one), bounded by
+    /// [`PROBE_TIMEOUT`]: a path that takes longer is marked bad.
+    async fn path_usage(&self, index: u8) -> Result<Option<PathUsage>, StoreError> {
+        let path = self.store_path(index)?;
+        if path.health.is_bad() {
+            return Ok(None);
+        }
+        let data = path.data.clone();
+        let read = blocking("statvfs", move || disk_usage(&data));
+        match tokio::time::timeout(PROBE_TIMEOUT, read).await {
+            Ok(result) => self.note_result(index, result).map(Some),
+            Err(_) => {
+                self.mark_bad(
+                    index,
+                    format!("statvfs did not finish within {PROBE_TIMEOUT:?}"),
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// The on-disk path of a logical name; the store path index must exist (else 22).
@@ -304,43 +346,55 @@ impl Store {
         })
     }
 
-    /// Whether store path `index` keeps more than its reserved space after `size` more bytes.
+    /// Whether store path `index` keeps more than its reserved space after `size` more bytes
+    /// (never for a bad path).
     async fn has_room(&self, index: u8, size: u64) -> Result<bool, StoreError> {
-        let data = self.store_path(index)?.data.clone();
-        let usage = blocking("statvfs", move || disk_usage(&data)).await?;
+        let Some(usage) = self.path_usage(index).await? else {
+            return Ok(false);
+        };
         Ok(match usage.free_bytes.checked_sub(size) {
             Some(left) => self.options.reserved.has_room(usage.total_bytes, left),
             None => false,
         })
     }
 
-    /// The store path for a new file: the requested one, or round robin over paths with room.
+    /// The store path for a new file: the requested one, or round robin over paths with
+    /// room. A requested path that is bad is replaced by a healthy one (the name tells the
+    /// client where the file went); one without room is [`StoreError::NoSpace`].
     pub async fn choose_store_path(&self, wanted: Option<u8>, size: u64) -> Result<u8, StoreError> {
-        match wanted {
-            Some(index) => {
-                self.store_path(index)?;
-                if self.has_room(index, size).await? {
+        if let Some(index) = wanted {
+            self.store_path(index)?;
+            if self.path_healthy(index) {
+                return if self.has_room(index, size).await? {
                     Ok(index)
                 } else {
                     Err(StoreError::NoSpace)
-                }
-            }
-            None => {
-                let count = self.paths.len();
-                let start = self.next_path.fetch_add(1, Ordering::Relaxed);
-                for step in 0..count {
-                    let index = ((start + step) % count) as u8;
-                    if self.has_room(index, size).await? {
-                        return Ok(index);
-                    }
-                }
-                Err(StoreError::NoSpace)
+                };
             }
         }
+        let count = self.paths.len();
+        let start = self.next_path.fetch_add(1, Ordering::Relaxed);
+        for step in 0..count {
+            let index = ((start + step) % count) as u8;
+            // a path whose disk fails is skipped, not the end of the upload
+            match self.has_room(index, size).await {
+                Ok(true) => return Ok(index),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(store_path = index, error = %err, "cannot check free space, trying the next store path");
+                }
+            }
+        }
+        Err(StoreError::NoSpace)
     }
 
     /// Opens a stored regular file for reading; returns it with its current size.
     pub async fn open_read(&self, name: &LogicalName) -> Result<(File, u64), StoreError> {
+        let opened = self.open_read_unchecked(name).await;
+        self.note_result(name.store_path(), opened)
+    }
+
+    async fn open_read_unchecked(&self, name: &LogicalName) -> Result<(File, u64), StoreError> {
         let path = self.resolve(name)?;
         let file = File::open(&path)
             .await

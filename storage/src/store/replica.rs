@@ -119,7 +119,9 @@ impl Store {
 
     /// SYNC_CREATE_FILE (`create`) / SYNC_UPDATE_FILE: stores `size` bytes from `reader` as
     /// `name` with mtime `mtime`, replacing what is there. A create of a file we already hold
-    /// with the same size and mtime reads nothing and answers [`Applied::Have`].
+    /// with the same size and mtime reads nothing and answers [`Applied::Have`]. A store path
+    /// without `size` bytes above its reserve answers [`StoreError::NoSpace`] before reading
+    /// anything: the sender keeps the record and tries again later.
     pub async fn replica_write<R: AsyncRead + Unpin + ?Sized>(
         &self,
         name: &LogicalName,
@@ -128,14 +130,52 @@ impl Store {
         reader: &mut R,
         create: bool,
     ) -> Result<Applied, StoreError> {
-        let path = self.resolve(name)?;
         let _guard = self.locks.lock(&name.to_string()).await;
         if create && self.replica_probe(name, size, mtime).await? == Applied::Have {
             return Ok(Applied::Have);
         }
+        if !self.has_room(name.store_path(), size).await? {
+            return Err(StoreError::NoSpace);
+        }
+        self.replace_locked(name, size, mtime, reader, None).await?;
+        Ok(Applied::Done)
+    }
+
+    /// Replaces a damaged copy of `name` with `size` bytes from `reader` (a peer's copy),
+    /// but only when their CRC32 is `crc32`: a bad peer copy leaves ours as it was
+    /// ([`StoreError::Corrupt`]). No reserve check: the file takes the room it had.
+    pub async fn repair_write<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        name: &LogicalName,
+        size: u64,
+        mtime: u32,
+        crc32: u32,
+        reader: &mut R,
+    ) -> Result<(), StoreError> {
+        let _guard = self.locks.lock(&name.to_string()).await;
+        self.replace_locked(name, size, mtime, reader, Some(crc32))
+            .await
+    }
+
+    /// Streams into a temp file, checks the CRC32 when asked, then renames over `name`
+    /// (whose lock the caller holds).
+    async fn replace_locked<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        name: &LogicalName,
+        size: u64,
+        mtime: u32,
+        reader: &mut R,
+        expect_crc: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let path = self.resolve(name)?;
         let (tmp, mut file) = TempFile::create(self.tmp_dir(name.store_path())?, "sync").await?;
         let result = async {
-            stream_to(reader, &mut file, size).await?;
+            let crc = stream_to(reader, &mut file, size).await?;
+            if let Some(expected) = expect_crc.filter(|&e| e != crc) {
+                return Err(StoreError::Corrupt(format!(
+                    "copy of {name} has CRC32 {crc:08x}, its name says {expected:08x}"
+                )));
+            }
             let file = file.into_std().await;
             let fsync = self.options.fsync;
             let tmp_path = tmp.path().to_path_buf();
@@ -169,7 +209,7 @@ impl Store {
         }
         .await;
         tmp.remove().await;
-        result.map(|()| Applied::Done)
+        self.note_result(name.store_path(), result)
     }
 
     /// SYNC_DELETE_FILE: deletes like a client delete (a data file takes its sidecar, a link
@@ -224,6 +264,10 @@ impl Store {
             } else {
                 Applied::Missing
             });
+        }
+        let growth = end.saturating_sub(size);
+        if growth > 0 && !self.has_room(name.store_path(), growth).await? {
+            return Err(StoreError::NoSpace);
         }
         let written = async {
             file.seek(SeekFrom::Start(offset))

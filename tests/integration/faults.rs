@@ -1,0 +1,303 @@
+//! Faults, injected for real into running storages: a peer without room (its reserve above
+//! its free space) pauses replication without losing its place; a store path whose disk goes
+//! away is reported to the tracker, skipped and taken back once it returns; damaged copies
+//! are refused by downloads and repaired from a peer by `fdfs scrub`.
+//!
+//! Running as root, `chmod` cannot make a store path fail; removing the directory under it (as
+//! an unmounted or dead disk does) gives the real errors a storage sees then.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use fdfs_client::{Client, ClientError, FileId, UploadOptions};
+use fdfs_proto::scrub_msg::ScrubAction;
+use fdfs_tests::{bin_path, wait_for, Cluster, StorageSpec};
+
+use crate::status::{http_get, sample};
+use rand::{Rng, SeedableRng};
+
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut data = vec![0u8; len];
+    rng.fill(&mut data[..]);
+    data
+}
+
+/// The whole content of `id` as the storage at `addr` serves it.
+async fn content_on(client: &Client, addr: &str, id: &FileId) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::new();
+    client.download_from(addr, id, 0, 0, &mut out).await?;
+    Ok(out)
+}
+
+/// Where storage `index` of `cluster` keeps `id` (single store path storages).
+fn path_on(cluster: &Cluster, index: usize, id: &FileId) -> PathBuf {
+    cluster
+        .store_path(index, usize::from(id.name.store_path()))
+        .join("data")
+        .join(id.name.data_relative_path())
+}
+
+/// Waits until the storage at `addr` serves `id` with exactly `data`.
+async fn wait_content(client: &Client, addr: &str, id: &FileId, data: &[u8]) -> Result<()> {
+    wait_for(
+        &format!("{id} served by {addr}"),
+        Duration::from_secs(60),
+        || async {
+            match content_on(client, addr, id).await {
+                Ok(got) if got == data => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn replication_into_a_full_peer_pauses_and_resumes_in_place() -> Result<()> {
+    let mut cluster = Cluster::builder().start().await?;
+    // the second storage keeps its whole disk in reserve: no room for anything
+    cluster
+        .add_storage(StorageSpec {
+            group: "group1".into(),
+            server_id: 100_002,
+            store_path_count: 1,
+            extra: "reserved_storage_space = \"100%\"\n".into(),
+        })
+        .await?;
+    cluster.wait_active("group1", 2).await?;
+    let client = cluster.client();
+    let source = cluster.storages[0].addr.to_string();
+    let full = cluster.storages[1].addr.to_string();
+
+    // uploads to the full storage are refused before anything is written
+    let refused = client
+        .upload_reader_to(&full, None, &b"nothing"[..], 7, "txt")
+        .await;
+    assert!(matches!(refused, Err(ClientError::NoSpace)), "{refused:?}");
+
+    let mut files = Vec::new();
+    for seed in 0..4u64 {
+        let data = random_bytes(seed, 1000 + seed as usize * 70_000);
+        let id = client
+            .upload_reader_to(&source, None, &data[..], data.len() as u64, "bin")
+            .await?;
+        files.push((id, data));
+    }
+    // the peer answers 28; the source pauses on the first record instead of skipping it
+    wait_for("the source to pause", Duration::from_secs(30), || async {
+        cluster.storages[0]
+            .log()
+            .contains("peer has no space left: replication to it paused")
+            .then_some(())
+    })
+    .await?;
+    for (id, _) in &files {
+        let held = client.file_info_from(&full, id).await;
+        assert!(matches!(held, Err(ClientError::NotFound)), "{id}: {held:?}");
+    }
+    let tmp = cluster.store_path(1, 0).join("data/.tmp");
+    assert_eq!(std::fs::read_dir(&tmp)?.count(), 0, "temp files left");
+
+    // room again: the peer comes back without the reserve
+    let conf = cluster.storages[1].config.clone();
+    let text = std::fs::read_to_string(&conf)?.replace("reserved_storage_space = \"100%\"", "");
+    std::fs::write(&conf, text)?;
+    cluster.restart_storage(1).await?;
+    let full = cluster.storages[1].addr.to_string();
+    // and a change made after the pause goes out after the earlier ones
+    let data = random_bytes(99, 5000);
+    let id = client
+        .upload_reader_to(&source, None, &data[..], data.len() as u64, "bin")
+        .await?;
+    files.push((id, data));
+
+    for (id, data) in &files {
+        wait_content(&client, &full, id, data).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_store_path_is_skipped_reported_and_taken_back() -> Result<()> {
+    let cluster = Cluster::builder()
+        .store_paths(2)
+        .storage_config("store_path_check_interval = \"1s\"\n")
+        .start()
+        .await?;
+    let client = cluster.client();
+    let http = cluster.storages[0].http_addr().await?;
+    let store1 = cluster.store_path(0, 1);
+    let series = format!(
+        "fdfs_storage_store_path_healthy{{path=\"{}\"}}",
+        store1.display()
+    );
+    let healthy = |want: f64| {
+        let series = series.clone();
+        async move {
+            let text = http_get(http, "/metrics").await.ok()?;
+            (sample(&text, &series)? == want).then_some(())
+        }
+    };
+    wait_for("store path 1 healthy", Duration::from_secs(20), || {
+        healthy(1.0)
+    })
+    .await?;
+
+    // the disk under store path 1 goes away
+    std::fs::rename(store1.join("data"), store1.join("data.away"))?;
+    wait_for("store path 1 marked bad", Duration::from_secs(30), || {
+        healthy(0.0)
+    })
+    .await?;
+    // the tracker hears of it with the next beat: uploads are sent to path 0 only
+    let offered = || async {
+        let mut paths = Vec::new();
+        for _ in 0..4 {
+            paths.push(
+                client
+                    .query_store(Some("group1"))
+                    .await
+                    .ok()?
+                    .store_path_index,
+            );
+        }
+        Some(paths)
+    };
+    wait_for(
+        "the tracker to offer path 0 only",
+        Duration::from_secs(20),
+        || async { offered().await.filter(|p| p.iter().all(|&i| i == 0)) },
+    )
+    .await?;
+    let options = UploadOptions::default();
+    for seed in 0..6u64 {
+        let data = random_bytes(seed, 3000);
+        let id = client.upload_bytes(&data, &options).await?;
+        assert_eq!(id.name.store_path(), 0, "{id}");
+        assert_eq!(client.download_bytes(&id, 0, 0).await?, data);
+    }
+    // even a client that asks for path 1 gets a file on path 0
+    let direct = cluster.storages[0].addr.to_string();
+    let id = client
+        .upload_reader_to(&direct, Some(1), &b"redirected"[..], 10, "txt")
+        .await?;
+    assert_eq!(id.name.store_path(), 0, "{id}");
+
+    // the disk returns: the periodic probe takes the path back, the tracker offers it again
+    std::fs::rename(store1.join("data.away"), store1.join("data"))?;
+    wait_for(
+        "store path 1 healthy again",
+        Duration::from_secs(30),
+        || healthy(1.0),
+    )
+    .await?;
+    wait_for(
+        "the tracker to offer path 1 again",
+        Duration::from_secs(20),
+        || async { offered().await.filter(|p| p.contains(&1)) },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn damaged_copies_are_refused_and_repaired_from_a_peer() -> Result<()> {
+    let cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let client = cluster.client();
+    let a = cluster.storages[0].addr.to_string();
+    let b = cluster.storages[1].addr.to_string();
+    let options = UploadOptions::default();
+    let mut files = Vec::new();
+    for seed in 0..4u64 {
+        let data = random_bytes(seed, 20_000 + seed as usize * 1000);
+        let id = client
+            .upload_reader_to(&a, None, &data[..], data.len() as u64, "bin")
+            .await?;
+        files.push((id, data));
+    }
+    let appender = client.upload_appender_bytes(b"grows", &options).await?;
+    for (id, data) in &files {
+        wait_content(&client, &b, id, data).await?;
+    }
+    wait_for("the appender on both", Duration::from_secs(30), || async {
+        content_on(&client, &b, &appender).await.ok().map(|_| ())
+    })
+    .await?;
+
+    // damage on b: a flipped byte (same size), a cut file, and one damaged on both storages
+    let flip = |path: &PathBuf, at: usize| -> Result<()> {
+        let mut bytes = std::fs::read(path)?;
+        bytes[at] ^= 0xFF;
+        std::fs::write(path, bytes)?;
+        Ok(())
+    };
+    flip(&path_on(&cluster, 1, &files[0].0), 100)?;
+    let cut = path_on(&cluster, 1, &files[1].0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)?
+        .set_len(files[1].1.len() as u64 / 2)?;
+    flip(&path_on(&cluster, 1, &files[2].0), 7)?;
+    flip(&path_on(&cluster, 0, &files[2].0), 9)?;
+
+    // a download of a copy of the wrong size is refused, not served short
+    let refused = content_on(&client, &b, &files[1].0).await;
+    assert!(
+        matches!(refused, Err(ClientError::Status(5))),
+        "{refused:?}"
+    );
+    // the storage then repairs that file on its own
+    wait_content(&client, &b, &files[1].0, &files[1].1).await?;
+
+    // `fdfs scrub` on b: checks every normal file, repairs the flipped one, cannot repair the
+    // one damaged everywhere (exit code 1), skips the appender
+    let args = [
+        "--tracker".to_string(),
+        cluster.tracker_addr(),
+        "scrub".to_string(),
+        "--storage".to_string(),
+        b.clone(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin_path("fdfs"))
+            .args(&args)
+            .output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "{b}: finished: checked 4 corrupt 2 repaired 1 unrepairable 1 skipped 1 "
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("1 damaged file(s) had no good copy"),
+        "{stderr}"
+    );
+    assert_eq!(content_on(&client, &b, &files[0].0).await?, files[0].1);
+    assert_eq!(content_on(&client, &b, &files[3].0).await?, files[3].1);
+    // the copy without a good twin is left as it was (and still served: same size)
+    assert_ne!(content_on(&client, &b, &files[2].0).await?, files[2].1);
+
+    // the counts stay readable, and the metrics show them
+    let report = client.scrub(&b, ScrubAction::Status).await?;
+    assert!(!report.running);
+    assert_eq!((report.corrupt, report.repaired), (2, 1));
+    let http = cluster.storages[1].http_addr().await?;
+    let text = http_get(http, "/metrics").await?;
+    assert_eq!(
+        sample(&text, "fdfs_storage_scrub_repaired_files_total"),
+        Some(2.0),
+        "the download-triggered repair and the scrub's"
+    );
+    assert_eq!(
+        sample(&text, "fdfs_storage_scrub_unrepairable_files_total"),
+        Some(1.0)
+    );
+    Ok(())
+}
