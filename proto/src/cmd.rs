@@ -76,6 +76,10 @@ commands! {
     ActiveTest = 111,
     // fdfs-rs's own storage admin command, see crate::scrub_msg
     Scrub = 220,
+    // fdfs-rs extension, cluster-secret authentication (crate::auth): far above every
+    // FastDFS code (the highest is 111)
+    AuthChallenge = 240,
+    AuthProof = 241,
 }
 
 impl Command {

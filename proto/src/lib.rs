@@ -8,6 +8,8 @@
 //!
 //! Everything follows `shared/spec/fastdfs-wire.md`; section letters in comments refer to it.
 
+pub mod acl;
+pub mod auth;
 pub mod cmd;
 pub mod conn;
 pub mod error;

@@ -3,13 +3,15 @@
 //! One task per connection, a cap on concurrent connections, per-IO timeouts, an idle timeout
 //! between requests, and a two-phase shutdown: stop accepting, then let each connection finish
 //! the request it is serving (connections are only cancelled between requests) until a
-//! deadline, after which the rest are dropped.
+//! deadline, after which the rest are dropped. Peers outside `allow_hosts` are closed at
+//! accept, before a byte is read.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -18,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::acl::HostList;
+use crate::auth::{self, AuthError, Challenge, ClusterSecret, Purpose};
 use crate::cmd::Command;
 use crate::conn::Connection;
 use crate::error::ProtoError;
@@ -43,6 +47,28 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Cancelled when the server shuts down; long-lived request loops watch it.
     pub shutdown: CancellationToken,
+    /// Set once the peer has proved the cluster secret on this connection (crate::auth).
+    pub authenticated: Arc<AtomicBool>,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, shutdown: CancellationToken) -> Self {
+        ConnInfo {
+            peer,
+            local,
+            shutdown,
+            authenticated: Arc::default(),
+        }
+    }
+
+    /// Whether the peer proved the cluster secret on this connection.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+
+    pub fn set_authenticated(&self) {
+        self.authenticated.store(true, Ordering::Release);
+    }
 }
 
 /// A request handler: called once per request whose header has been read. The service must
@@ -64,6 +90,9 @@ pub trait Service: Send + Sync + 'static {
     fn close_after_einval(&self) -> bool {
         true
     }
+
+    /// Called when a peer outside `allow_hosts` was turned away at accept (for a metric).
+    fn refused(&self, _peer: SocketAddr) {}
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +104,49 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// How long in-flight requests get after shutdown starts.
     pub shutdown_timeout: Duration,
+    /// Peers that may connect (`allow_hosts`); others are closed at accept.
+    pub allow_hosts: HostList,
+}
+
+/// Rate limit for warnings a hostile peer can trigger at will (refused connections, failed
+/// authentication): at most one per `interval`; the ones in between go to DEBUG and are
+/// counted in the next warning, so a scan or a flood cannot fill the log.
+#[derive(Debug)]
+pub struct WarnLimiter {
+    interval: Duration,
+    state: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl WarnLimiter {
+    pub fn new(interval: Duration) -> Self {
+        WarnLimiter {
+            interval,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)`: warn now, `n` events were only logged at DEBUG since the last warning.
+    /// `None`: log this one at DEBUG.
+    pub fn check(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, suppressed) = &mut *state;
+        if last.is_some_and(|last| now.duration_since(last) < self.interval) {
+            *suppressed += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(suppressed))
+    }
+}
+
+impl Default for WarnLimiter {
+    fn default() -> Self {
+        WarnLimiter::new(Duration::from_secs(60))
+    }
 }
 
 /// Runs the accept loop until `shutdown` is cancelled, then drains connections.
@@ -87,6 +159,7 @@ pub async fn serve<S: Service>(
     let limit = Arc::new(Semaphore::new(options.max_connections));
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
+    let refused_log = WarnLimiter::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -105,6 +178,21 @@ pub async fn serve<S: Service>(
                 continue;
             }
         };
+        if !options.allow_hosts.allows(peer.ip()) {
+            // closed before a byte is read; an RST would be kinder to nobody
+            drop(stream);
+            service.refused(peer);
+            match refused_log.check() {
+                Some(suppressed) => warn!(
+                    %peer,
+                    allow_hosts = %options.allow_hosts,
+                    suppressed,
+                    "connection refused: peer not in allow_hosts (more within a minute are logged at debug)"
+                ),
+                None => debug!(%peer, "connection refused: peer not in allow_hosts"),
+            }
+            continue;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, max = options.max_connections, "connection limit reached, closing new connection");
             drop(stream);
@@ -112,11 +200,7 @@ pub async fn serve<S: Service>(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        let info = ConnInfo {
-            peer,
-            local,
-            shutdown: shutdown.clone(),
-        };
+        let info = ConnInfo::new(peer, local, shutdown.clone());
         let service = service.clone();
         let options = options.clone();
         let span = tracing::info_span!("conn", %peer);
@@ -226,6 +310,41 @@ async fn refuse_and_continue(conn: &mut ServerConn, len: u64) -> Result<Flow, Pr
     Ok(Flow::Continue)
 }
 
+/// Serves AUTH_CHALLENGE (crate::auth) on a server connection whose header was just read:
+/// runs the whole exchange (reading the AUTH_PROOF itself) and marks the connection
+/// authenticated. `Ok(Err(why))`: the peer did not prove the secret (AUTH_PROOF out of turn,
+/// an oversized challenge, a wrong proof, a hang-up); what could be answered was, and the
+/// caller logs, counts and closes.
+pub async fn authenticate(
+    conn: &mut ServerConn,
+    header: Header,
+    secret: &ClusterSecret,
+    purpose: Purpose,
+    info: &ConnInfo,
+) -> Result<Result<(), AuthError>, ProtoError> {
+    let len = header.body_len()?;
+    if header.cmd != Command::AuthChallenge.code() {
+        conn.send_response(status::EINVAL, &[]).await?;
+        return Ok(Err(AuthError::UnexpectedCommand(header.cmd)));
+    }
+    if len > Challenge::LEN as u64 {
+        conn.send_response(status::EINVAL, &[]).await?;
+        return Ok(Err(AuthError::BadLength {
+            what: "AUTH_CHALLENGE",
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+        }));
+    }
+    let body = conn.read_body(len, Challenge::LEN as u64).await?;
+    match auth::respond(conn, secret, purpose, &body).await {
+        Ok(()) => {
+            info.set_authenticated();
+            Ok(Ok(()))
+        }
+        Err(AuthError::Proto(err)) => Err(err),
+        Err(err) => Ok(Err(err)),
+    }
+}
+
 /// Answers EINVAL and closes: the request stream may be out of sync (O.2).
 pub async fn reject(conn: &mut ServerConn) -> Result<Flow, ProtoError> {
     conn.send_response(status::EINVAL, &[]).await?;
@@ -271,4 +390,20 @@ fn write_atomic(path: &std::path::Path, content: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, content)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_rate_limited() {
+        let limiter = WarnLimiter::new(Duration::from_secs(3600));
+        assert_eq!(limiter.check(), Some(0));
+        assert_eq!(limiter.check(), None);
+        assert_eq!(limiter.check(), None);
+        let open = WarnLimiter::new(Duration::ZERO);
+        assert_eq!(open.check(), Some(0));
+        assert_eq!(open.check(), Some(0));
+    }
 }

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fdfs_proto::acl::HostList;
+use fdfs_proto::auth::ClusterSecret;
 use fdfs_proto::units::{serde_duration, serde_reserved, serde_size, ReservedSpace};
 use serde::Deserialize;
 
@@ -63,6 +65,19 @@ pub struct StorageConfig {
     pub sendfile: bool,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    // Security: see the README, "Security".
+    /// Peers that may connect to `port` (fdfs_proto::acl); everyone by default.
+    #[serde(default)]
+    pub allow_hosts: HostList,
+    /// Peers that may use the HTTP port; unset means the same list as `allow_hosts`.
+    #[serde(default)]
+    pub http_allow_hosts: Option<HostList>,
+    /// Shared secret for tracker joins and storage ↔ storage sync (fdfs_proto::auth).
+    #[serde(default)]
+    pub cluster_secret: Option<ClusterSecret>,
+    /// The same, read from a file (one trailing newline ignored).
+    #[serde(default)]
+    pub cluster_secret_file: Option<PathBuf>,
     // Faults: see crate::store (store path health) and crate::scrub.
     /// Every store path is probed this often; a failed one comes back once a probe passes.
     #[serde(default = "default_store_path_check", with = "serde_duration")]
@@ -195,7 +210,15 @@ impl StorageConfig {
         Self::from_toml(&text)
     }
 
+    /// The cluster secret, read from `cluster_secret_file` when that is how it is given.
+    pub fn secret(&self) -> Result<Option<ClusterSecret>, ConfigError> {
+        let file = self.cluster_secret_file.as_deref();
+        ClusterSecret::from_config(self.cluster_secret.as_ref(), file)
+            .map_err(|(key, err)| invalid(key, err.to_string()))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.secret()?;
         fdfs_proto::file_id::validate_group(&self.group_name)
             .map_err(|err| invalid("group_name", err.to_string()))?;
         if !(1..=fdfs_proto::name::MAX_STORAGE_ID).contains(&self.server_id) {
@@ -372,6 +395,35 @@ tracker_servers = ["127.0.0.1:22122"]
         let many: Vec<String> = (0..257).map(|i| format!("\"/p{i}\"")).collect();
         let text = format!("{MINIMAL}\nstore_paths = [{}]\n", many.join(","));
         assert!(StorageConfig::from_toml(&text).is_err());
+    }
+
+    #[test]
+    fn security_keys() {
+        let config = StorageConfig::from_toml(MINIMAL).unwrap();
+        assert!(config.allow_hosts.allows_all());
+        assert!(config.http_allow_hosts.is_none());
+        assert!(config.secret().unwrap().is_none());
+        let text = format!(
+            "{MINIMAL}\nallow_hosts = [\"10.0.0.0/8\"]\nhttp_allow_hosts = [\"*\"]\ncluster_secret = \"0123456789abcdef\"\n"
+        );
+        let config = StorageConfig::from_toml(&text).unwrap();
+        assert!(!config.allow_hosts.allows("127.0.0.1".parse().unwrap()));
+        assert!(config.http_allow_hosts.as_ref().unwrap().allows_all());
+        assert!(config.secret().unwrap().is_some());
+        for (line, key) in [
+            ("allow_hosts = [\"10.0.0.0/33\"]", "allow_hosts"),
+            ("http_allow_hosts = [\"example.com\"]", "http_allow_hosts"),
+            ("cluster_secret = \"short\"", "cluster_secret"),
+            (
+                "cluster_secret_file = \"/nonexistent/secret\"",
+                "cluster_secret_file",
+            ),
+        ] {
+            let err = StorageConfig::from_toml(&format!("{MINIMAL}\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
     }
 
     #[test]

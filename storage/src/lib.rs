@@ -75,7 +75,10 @@ pub fn store_options(config: &StorageConfig) -> StoreOptions {
 }
 
 /// Builds replication's settings from the config.
-pub fn replication_config(config: &StorageConfig) -> replication::ReplicationConfig {
+pub fn replication_config(
+    config: &StorageConfig,
+    cluster_secret: Option<fdfs_proto::auth::ClusterSecret>,
+) -> replication::ReplicationConfig {
     replication::ReplicationConfig {
         group: config.group_name.clone(),
         self_id: config.server_id.to_string(),
@@ -87,6 +90,7 @@ pub fn replication_config(config: &StorageConfig) -> replication::ReplicationCon
         network_timeout: config.network_timeout,
         keepalive: config.heart_beat_interval,
         binlog_rotate_size: replication::binlog::DEFAULT_ROTATE_SIZE,
+        cluster_secret,
     }
 }
 
@@ -98,6 +102,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StorageError> {
     config.validate()?;
+    // read once: every user of the secret sees the same one
+    let secret = config.secret()?;
     let up_time = unix_now();
     let local = listener.local_addr().map_err(|source| StorageError::Io {
         context: "reading the bound address",
@@ -149,7 +155,7 @@ pub async fn run(
     let members = Arc::new(Members::default());
     let repl = Arc::new(
         replication::Replication::open(
-            replication_config(&config),
+            replication_config(&config, secret.clone()),
             store.clone(),
             members.clone(),
             stats.clone(),
@@ -281,7 +287,11 @@ pub async fn run(
         network_timeout: config.network_timeout,
         idle_timeout: config.idle_timeout,
         shutdown_timeout: config.shutdown_timeout,
+        allow_hosts: config.allow_hosts.clone(),
     };
+    if secret.is_some() {
+        info!("cluster secret set: tracker links and sync connections authenticate");
+    }
     info!(addr = %local, group = %config.group_name, id = config.server_id, "storage serving");
     serve(
         listener,

@@ -62,6 +62,7 @@ pub const SYNC_RECORDS_BEHIND: &str = "fdfs_storage_sync_records_behind";
 pub const SYNC_SECONDS_BEHIND: &str = "fdfs_storage_sync_seconds_behind";
 pub const SYNC_ERRORS: &str = "fdfs_storage_sync_errors_total";
 pub const FILES: &str = "fdfs_storage_files";
+pub const REFUSED: &str = "fdfs_storage_refused_total";
 pub const STORE_PATH_HEALTHY: &str = "fdfs_storage_store_path_healthy";
 pub const SCRUB_RUNNING: &str = "fdfs_storage_scrub_running";
 pub const SCRUB_CHECKED: &str = "fdfs_storage_scrub_checked_files_total";
@@ -191,6 +192,10 @@ impl Metrics {
                 FILES,
                 "Stored files of the store path (metadata sidecars not counted)."
             );
+            describe_counter!(
+                REFUSED,
+                "Connections and requests refused, by reason: allow_hosts (closed at accept), http_allow_hosts (answered 403), auth_failed (wrong cluster secret), not_authenticated (sync command before authenticating)."
+            );
             gauge!(CONNECTIONS_OPEN).set(0.0);
             counter!(BYTES_RECEIVED).absolute(0);
             counter!(BYTES_SENT).absolute(0);
@@ -200,6 +205,11 @@ impl Metrics {
 
     fn record<T>(&self, f: impl FnOnce() -> T) -> T {
         with_local_recorder(&self.recorder, f)
+    }
+
+    /// A connection or request refused by the security settings (see [`REFUSED`]).
+    pub fn refused(&self, reason: &'static str) {
+        self.record(|| counter!(REFUSED, "reason" => reason).increment(1));
     }
 
     /// A finished request: counters, latency, bytes and the access log line.
@@ -332,11 +342,11 @@ mod tests {
     use super::*;
 
     fn info() -> ConnInfo {
-        ConnInfo {
-            peer: "127.0.0.1:4000".parse().unwrap(),
-            local: "127.0.0.1:23000".parse().unwrap(),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-        }
+        ConnInfo::new(
+            "127.0.0.1:4000".parse().unwrap(),
+            "127.0.0.1:23000".parse().unwrap(),
+            tokio_util::sync::CancellationToken::new(),
+        )
     }
 
     fn value(text: &str, prefix: &str) -> Option<f64> {

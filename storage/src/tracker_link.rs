@@ -111,6 +111,8 @@ enum LinkError {
     Proto(#[from] ProtoError),
     #[error("join refused with status {status} ({})", status::describe(*status))]
     Refused { status: u8 },
+    #[error("cluster authentication failed: {0}")]
+    Auth(#[from] fdfs_proto::auth::AuthError),
 }
 
 /// Keeps a report connection to `tracker` until `shutdown`.
@@ -179,6 +181,10 @@ async fn session(
     };
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(stream);
+    // with a cluster secret, both sides prove it before JOIN
+    let secret = repl.config().cluster_secret.as_ref();
+    let purpose = fdfs_proto::auth::Purpose::TrackerLink;
+    crate::replication::authenticate(&mut conn, secret, purpose, limit).await?;
     let reply = match timed(
         limit,
         conn.call(Command::StorageJoin.code(), &settings.join.encode(), 64),

@@ -10,5 +10,6 @@ mod membership;
 mod operations;
 mod replication;
 mod router;
+mod security;
 mod status;
 mod wire;

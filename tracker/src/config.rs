@@ -4,6 +4,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fdfs_proto::acl::HostList;
+use fdfs_proto::auth::ClusterSecret;
 use fdfs_proto::units::{serde_duration, serde_reserved, ReservedSpace};
 use serde::Deserialize;
 
@@ -150,6 +152,14 @@ pub struct TrackerConfig {
     pub log_level: String,
     /// Port of the HTTP endpoint (`/metrics`, `/healthz`) on `bind_addr`; 0 disables it.
     pub http_port: u16,
+    /// Peers that may connect to `port` (fdfs_proto::acl); everyone by default.
+    pub allow_hosts: HostList,
+    /// Peers that may send admin commands (DELETE_STORAGE, DELETE_GROUP); everyone by default.
+    pub admin_hosts: HostList,
+    /// Shared secret storages must prove before JOIN (fdfs_proto::auth); off when unset.
+    pub cluster_secret: Option<ClusterSecret>,
+    /// The same, read from a file (one trailing newline ignored).
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl Default for TrackerConfig {
@@ -173,6 +183,10 @@ impl Default for TrackerConfig {
             storage_sync_file_max_time: Duration::from_secs(300),
             log_level: "info".to_string(),
             http_port: 0,
+            allow_hosts: HostList::allow_all(),
+            admin_hosts: HostList::allow_all(),
+            cluster_secret: None,
+            cluster_secret_file: None,
         }
     }
 }
@@ -190,8 +204,16 @@ impl TrackerConfig {
         Self::from_toml(&std::fs::read_to_string(path)?)
     }
 
+    /// The cluster secret, read from `cluster_secret_file` when that is how it is given.
+    pub fn secret(&self) -> Result<Option<ClusterSecret>, ConfigError> {
+        let file = self.cluster_secret_file.as_deref();
+        ClusterSecret::from_config(self.cluster_secret.as_ref(), file)
+            .map_err(|(key, err)| invalid(key, err.to_string()))
+    }
+
     /// Checks the values serde cannot check on its own.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.secret()?;
         if self.base_path.as_os_str().is_empty() {
             return Err(invalid("base_path", "must not be empty"));
         }
@@ -266,6 +288,9 @@ mod tests {
         assert_eq!(config.storage_sync_file_max_time, Duration::from_secs(300));
         assert_eq!(config.log_level, "info");
         assert_eq!(config.http_port, 0);
+        assert!(config.allow_hosts.allows_all());
+        assert!(config.admin_hosts.allows_all());
+        assert!(config.secret().unwrap().is_none());
         // An empty file is the defaults too.
         assert_eq!(parse("").unwrap().port, 22122);
     }
@@ -274,6 +299,35 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = parse("prot = 1").unwrap_err().to_string();
         assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn security_keys() {
+        let config = parse(
+            "allow_hosts = [\"10.0.0.0/8\", \"::1\"]\nadmin_hosts = [\"127.0.0.1\"]\ncluster_secret = \"0123456789abcdef\"",
+        )
+        .unwrap();
+        assert!(config.allow_hosts.allows("10.9.8.7".parse().unwrap()));
+        assert!(!config.allow_hosts.allows("11.0.0.1".parse().unwrap()));
+        assert!(!config.admin_hosts.allows("127.0.0.2".parse().unwrap()));
+        assert!(config.secret().unwrap().is_some());
+        for (text, key) in [
+            ("allow_hosts = [\"10.0.0.1/8\"]", "allow_hosts"),
+            ("admin_hosts = [\"somehost\"]", "admin_hosts"),
+            ("allow_hosts = []", "allow_hosts"),
+            ("cluster_secret = \"short\"", "cluster_secret"),
+            (
+                "cluster_secret_file = \"/nonexistent/secret\"",
+                "cluster_secret_file",
+            ),
+            (
+                "cluster_secret = \"0123456789abcdef\"\ncluster_secret_file = \"/x\"",
+                "cluster_secret",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod cluster;
 mod cmd;
 pub mod config;
+pub mod guard;
 mod http;
 pub mod metrics;
 pub mod persist;
@@ -65,7 +66,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), TrackerError> {
     config.validate()?;
-    let tracker = Arc::new(Tracker::new(&config));
+    let secret = config.secret()?;
+    if secret.is_some() {
+        info!("cluster secret set: storages must authenticate before joining");
+    }
+    let tracker = Arc::new(Tracker::new(&config).with_secret(secret));
     let state_path = persist::state_path(&config.base_path);
     let restored = restore_state(&tracker, &state_path);
 
@@ -99,6 +104,7 @@ pub async fn run(
         network_timeout: config.network_timeout,
         idle_timeout: config.idle_timeout,
         shutdown_timeout: config.shutdown_timeout,
+        allow_hosts: config.allow_hosts.clone(),
     };
     serve(listener, options, tracker.clone(), shutdown).await;
     // serve returns once shutdown is cancelled, which also ends the other tasks.

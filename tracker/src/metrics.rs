@@ -32,6 +32,7 @@ pub const FREE_BYTES: &str = "fdfs_tracker_storage_free_bytes";
 pub const TOTAL_BYTES: &str = "fdfs_tracker_storage_total_bytes";
 pub const SYNC_RECORDS_BEHIND: &str = "fdfs_tracker_replication_records_behind";
 pub const SYNC_SECONDS_BEHIND: &str = "fdfs_tracker_replication_seconds_behind";
+pub const REFUSED: &str = "fdfs_tracker_refused_total";
 
 /// Tracker requests take microseconds to milliseconds; the top buckets catch stalls.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -145,9 +146,18 @@ impl Metrics {
                 Unit::Seconds,
                 "Age of the oldest change of the source storage its peer has not confirmed (0 when caught up)."
             );
+            describe_counter!(
+                REFUSED,
+                "Connections and requests refused, by reason: allow_hosts (closed at accept), auth_failed (wrong cluster secret), not_authenticated (storage command before authenticating), admin_hosts (admin command from another host)."
+            );
             gauge!(CONNECTIONS_OPEN).set(0.0);
         });
         metrics
+    }
+
+    /// A connection or request refused by the security settings (see [`REFUSED`]).
+    pub fn refused(&self, reason: &'static str) {
+        self.record(|| counter!(REFUSED, "reason" => reason).increment(1));
     }
 
     fn record<T>(&self, f: impl FnOnce() -> T) -> T {

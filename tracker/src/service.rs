@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 use crate::cluster::Cluster;
 use crate::cmd;
 use crate::config::TrackerConfig;
+use crate::guard::{Guard, Verdict};
 use crate::metrics::Metrics;
 use crate::select::Policy;
 
@@ -26,6 +27,7 @@ pub struct Tracker {
     parameters: String,
     check_active_interval: Duration,
     metrics: Metrics,
+    guard: Guard,
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -43,7 +45,15 @@ impl Tracker {
             parameters: cmd::parameter_text(config),
             check_active_interval: config.check_active_interval,
             metrics: Metrics::new(),
+            guard: Guard::new(None, config.admin_hosts.clone()),
         }
+    }
+
+    /// Requires storages to prove `secret` before their commands are served (see
+    /// [`crate::guard`]); `None` leaves authentication off.
+    pub fn with_secret(mut self, secret: Option<fdfs_proto::auth::ClusterSecret>) -> Self {
+        self.guard = Guard::new(secret, self.guard.admin_hosts().clone());
+        self
     }
 
     /// Replaces the registry, e.g. with the state restored at start.
@@ -145,6 +155,29 @@ impl Service for Tracker {
             debug!(cmd = header.cmd, "unknown command, closing");
             return Ok(Flow::Close);
         };
+        if matches!(command, Command::AuthChallenge | Command::AuthProof) {
+            return self
+                .guard
+                .authenticate(conn, header, info, &self.metrics)
+                .await;
+        }
+        if let Verdict::Refuse {
+            status,
+            flow,
+            reason,
+        } = self.guard.check(command, info)
+        {
+            self.guard
+                .note_refusal(&self.metrics, command, info, reason);
+            let len = header.body_len()?;
+            if len > MAX_PKG_SIZE {
+                return Ok(Flow::Close);
+            }
+            conn.discard(len).await?;
+            conn.send_response(status, &[]).await?;
+            self.metrics.request(command, status, started.elapsed());
+            return Ok(flow);
+        }
         let result = self.serve_request(conn, header, command, info.peer).await;
         let status = match &result {
             Ok((_, status)) => *status,
@@ -162,5 +195,9 @@ impl Service for Tracker {
     /// The tracker keeps connections open after EINVAL (A.4).
     fn close_after_einval(&self) -> bool {
         false
+    }
+
+    fn refused(&self, _peer: std::net::SocketAddr) {
+        self.metrics.refused("allow_hosts");
     }
 }

@@ -6,6 +6,7 @@
 //! otherwise.
 
 mod append;
+mod auth;
 mod delete;
 mod download;
 mod get_metadata;
@@ -131,6 +132,10 @@ async fn counted(
     let Ok(command) = Command::try_from(header.cmd) else {
         return reject(conn).await;
     };
+    // cluster-secret authentication and what it guards (before any stats: not a FastDFS op)
+    if let Some(flow) = auth::guard(ctx, conn, header, command, info).await {
+        return flow;
+    }
     let started = std::time::Instant::now();
     let (result, outcome) = crate::stats::scoped(dispatch(ctx, conn, header, command)).await;
     let outcome = crate::stats::Outcome {

@@ -105,6 +105,15 @@ async fn route<B>(state: &State, request: &Request<B>) -> Response<Body> {
     }
 }
 
+/// The answer to a peer outside the HTTP allow list; the connection closes after it.
+pub fn forbidden() -> Response<Body> {
+    let mut response = text(StatusCode::FORBIDDEN, "host not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 fn text(status: StatusCode, message: &str) -> Response<Body> {
     let mut response = Response::new(body::full(message.to_string()));
     *response.status_mut() = status;

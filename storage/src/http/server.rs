@@ -1,7 +1,7 @@
 //! The accept loop: HTTP/1.1 with keep-alive on hyper, at most `max_connections` open
 //! connections (more are closed at once), request headers (and idle keep-alive connections)
 //! timing out after `network_timeout`, and a graceful stop that lets requests in flight finish
-//! within `shutdown_timeout`.
+//! within `shutdown_timeout`. Peers outside the HTTP allow list are answered 403.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,12 +43,27 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // a peer outside the allow list gets one 403 per request, then the connection closes
+        let allowed = state.settings.allow_hosts.allows(peer.ip());
+        if !allowed {
+            debug!(%peer, "http peer not in http_allow_hosts: 403");
+            if let Some(exporter) = &state.exporter {
+                exporter.metrics.refused("http_allow_hosts");
+            }
+        }
         let state = state.clone();
         let service = service_fn(move |request| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handler::handle(state, request).await) }
+            async move {
+                Ok::<_, Infallible>(if allowed {
+                    handler::handle(state, request).await
+                } else {
+                    handler::forbidden()
+                })
+            }
         });
         let connection = http1::Builder::new()
+            .keep_alive(allowed)
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(stream), service);

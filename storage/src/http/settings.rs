@@ -168,6 +168,9 @@ pub struct HttpSettings {
     pub network_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
+    /// Peers that may use the HTTP port (`http_allow_hosts`, else `allow_hosts`); others get
+    /// 403 Forbidden.
+    pub allow_hosts: fdfs_proto::acl::HostList,
     peers: HashMap<String, String>,
     /// `http_port - port` when both are fixed: how to guess a peer's HTTP port.
     port_offset: Option<i32>,
@@ -201,6 +204,10 @@ impl HttpSettings {
             network_timeout: config.network_timeout,
             shutdown_timeout: config.shutdown_timeout,
             max_connections: config.max_connections,
+            allow_hosts: config
+                .http_allow_hosts
+                .clone()
+                .unwrap_or_else(|| config.allow_hosts.clone()),
             peers: config
                 .http_peers
                 .iter()

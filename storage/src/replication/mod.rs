@@ -67,6 +67,28 @@ pub struct ReplicationConfig {
     /// Idle sync connections send ACTIVE_TEST this often.
     pub keepalive: Duration,
     pub binlog_rotate_size: u64,
+    /// Peers must prove it before a sync connection carries anything (fdfs_proto::auth).
+    pub cluster_secret: Option<fdfs_proto::auth::ClusterSecret>,
+}
+
+/// Proves the cluster secret to the server at the other end of a fresh connection, and
+/// checks its proof (`fdfs_proto::auth`), within `limit`. Nothing to do without a secret.
+pub(crate) async fn authenticate<S>(
+    conn: &mut fdfs_proto::conn::Connection<S>,
+    secret: Option<&fdfs_proto::auth::ClusterSecret>,
+    purpose: fdfs_proto::auth::Purpose,
+    limit: Duration,
+) -> Result<(), fdfs_proto::auth::AuthError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some(secret) = secret else {
+        return Ok(());
+    };
+    match tokio::time::timeout(limit, fdfs_proto::auth::initiate(conn, secret, purpose)).await {
+        Ok(result) => result,
+        Err(_) => Err(fdfs_proto::ProtoError::Io(std::io::ErrorKind::TimedOut.into()).into()),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

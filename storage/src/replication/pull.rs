@@ -50,6 +50,8 @@ pub(crate) enum PullError {
     Store(#[from] StoreError),
     #[error("stopped")]
     Stopped,
+    #[error("cluster authentication failed: {0}")]
+    Auth(#[from] fdfs_proto::auth::AuthError),
 }
 
 fn list_path(repl: &Replication) -> PathBuf {
@@ -132,7 +134,11 @@ pub(crate) async fn connect(
         Err(_) => return Err(PullError::Timeout),
     };
     let _ = stream.set_nodelay(true);
-    Ok(Connection::new(stream))
+    let mut conn = Connection::new(stream);
+    // the source only lists its files to a peer that holds the secret, and proves it too
+    let secret = repl.config().cluster_secret.as_ref();
+    super::authenticate(&mut conn, secret, fdfs_proto::auth::Purpose::Sync, limit).await?;
+    Ok(conn)
 }
 
 /// Copies every store path from the state's position on.

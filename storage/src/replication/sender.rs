@@ -73,6 +73,8 @@ enum SyncError {
     Binlog(io::Error),
     #[error("local store: {0}")]
     Store(#[from] StoreError),
+    #[error("cluster authentication failed: {0}")]
+    Auth(#[from] fdfs_proto::auth::AuthError),
 }
 
 /// Runs until the peer leaves the group or the storage stops.
@@ -254,6 +256,9 @@ async fn session(repl: &Replication, peer: &Peer, mark: &mut Mark) -> Result<boo
     };
     let _ = stream.set_nodelay(true);
     let mut conn = Connection::new(stream);
+    // the receiver proves the secret before anything of ours goes out
+    let secret = repl.config().cluster_secret.as_ref();
+    super::authenticate(&mut conn, secret, fdfs_proto::auth::Purpose::Sync, limit).await?;
     let id_body = sync_msg::encode_server_id(&repl.config().self_id);
     let reply = timed(
         limit,
