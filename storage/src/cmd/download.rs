@@ -43,6 +43,18 @@ async fn open(ctx: &Ctx, body: &[u8]) -> Result<(File, u64, u64), CmdError> {
     check_group(ctx, &req.group)?;
     let name = parse_name(&req.name)?;
     let (file, size) = ctx.store.open_read(&name).await?;
+    // a normal file's name records its size: a copy of another size is damaged, and sending
+    // it would hand the client bytes it cannot tell from the real ones
+    if let Some((recorded, _)) = crate::scrub::recorded(&name) {
+        if recorded != size {
+            tracing::error!(file = %name, on_disk = size, recorded, "damaged file: size differs from its name, not sent; repairing it from a peer");
+            ctx.scrub.repair_soon(&name);
+            return Err(StoreError::Corrupt(format!(
+                "{name} has {size} bytes on disk, its name says {recorded}"
+            ))
+            .into());
+        }
+    }
     let count = byte_count(size, req.offset, req.length)?;
     Ok((file, req.offset, count))
 }

@@ -250,7 +250,9 @@ impl Store {
             }
         }
 
-        let (tmp, file) = TempFile::create(self.tmp_dir(index)?, "upload").await?;
+        let created = TempFile::create(self.tmp_dir(index)?, "upload").await;
+        // a disk error has the store path probed (store::health)
+        let (tmp, file) = self.note_result(index, created)?;
         let placed = Placement {
             index,
             high,
@@ -263,7 +265,7 @@ impl Store {
             .await;
         // on success the content lives on under its final name; on failure it goes
         tmp.remove().await;
-        result
+        self.note_result(index, result)
     }
 
     async fn fill_and_link<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
