@@ -29,7 +29,11 @@ pub(super) async fn handle(
         }
     };
     let req = NewFile {
-        store_path: prefix.store_path_index,
+        // the tracker may not have heard yet that a store path failed: the storage picks a
+        // healthy one then, and the name tells the client where the file went
+        store_path: prefix
+            .store_path_index
+            .filter(|&index| ctx.store.path_healthy(index) || index >= path_count(ctx)),
         size: prefix.file_size,
         ext: &prefix.ext,
         appender,
@@ -55,4 +59,8 @@ pub(super) async fn handle(
         .encode()
     });
     respond(conn, result, consumed).await
+}
+
+fn path_count(ctx: &Ctx) -> u8 {
+    u8::try_from(ctx.store.store_path_count()).unwrap_or(u8::MAX)
 }

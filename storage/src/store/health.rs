@@ -255,15 +255,23 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("probe failed"));
-        // new files all go to path 0 now, also when path 1 is asked for
-        for wanted in [None, Some(1), None] {
-            let req = NewFile {
-                store_path: wanted,
-                ..upload(1)
-            };
-            let name = store.write_new_file(&req, &mut &b"y"[..]).await.unwrap();
+        // new files all go to path 0 now; path 1 itself has no room (a slave of a file there
+        // cannot be stored; the upload command asks for any path instead)
+        for _ in 0..3 {
+            let name = store
+                .write_new_file(&upload(1), &mut &b"y"[..])
+                .await
+                .unwrap();
             assert_eq!(name.store_path(), 0);
         }
+        let req = NewFile {
+            store_path: Some(1),
+            ..upload(1)
+        };
+        assert!(matches!(
+            store.write_new_file(&req, &mut &b"y"[..]).await,
+            Err(StoreError::NoSpace)
+        ));
         // the trackers hear that it has no space
         let usage = store.usage().await;
         assert_eq!((usage[1].total_bytes, usage[1].free_bytes), (0, 0));

@@ -359,18 +359,16 @@ impl Store {
     }
 
     /// The store path for a new file: the requested one, or round robin over paths with
-    /// room. A requested path that is bad is replaced by a healthy one (the name tells the
-    /// client where the file went); one without room is [`StoreError::NoSpace`].
+    /// room (a bad path has none: see `health`). A requested path without room is
+    /// [`StoreError::NoSpace`].
     pub async fn choose_store_path(&self, wanted: Option<u8>, size: u64) -> Result<u8, StoreError> {
         if let Some(index) = wanted {
             self.store_path(index)?;
-            if self.path_healthy(index) {
-                return if self.has_room(index, size).await? {
-                    Ok(index)
-                } else {
-                    Err(StoreError::NoSpace)
-                };
-            }
+            return if self.has_room(index, size).await? {
+                Ok(index)
+            } else {
+                Err(StoreError::NoSpace)
+            };
         }
         let count = self.paths.len();
         let start = self.next_path.fetch_add(1, Ordering::Relaxed);
