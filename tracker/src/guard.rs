@@ -34,7 +34,10 @@ pub enum Verdict {
 pub struct Guard {
     secret: Option<ClusterSecret>,
     admin_hosts: HostList,
-    warnings: WarnLimiter,
+    /// One WARN a minute per kind of refusal, so one kind cannot hide another.
+    auth_warnings: WarnLimiter,
+    unauthenticated_warnings: WarnLimiter,
+    admin_warnings: WarnLimiter,
 }
 
 /// Commands only a storage sends to a tracker (K.2, K.3).
@@ -68,7 +71,9 @@ impl Guard {
         Guard {
             secret,
             admin_hosts,
-            warnings: WarnLimiter::default(),
+            auth_warnings: WarnLimiter::default(),
+            unauthenticated_warnings: WarnLimiter::default(),
+            admin_warnings: WarnLimiter::default(),
         }
     }
 
@@ -103,12 +108,17 @@ impl Guard {
         reason: &'static str,
     ) {
         metrics.refused(reason);
-        let why = match reason {
-            "not_authenticated" => "storage command before proving the cluster secret",
-            "admin_hosts" => "admin command from a host not in admin_hosts",
-            _ => "refused",
+        let (why, limiter) = match reason {
+            "admin_hosts" => (
+                "admin command from a host not in admin_hosts",
+                &self.admin_warnings,
+            ),
+            _ => (
+                "storage command before proving the cluster secret",
+                &self.unauthenticated_warnings,
+            ),
         };
-        match self.warnings.check() {
+        match limiter.check() {
             Some(suppressed) => warn!(peer = %info.peer, ?command, suppressed, "{why}"),
             None => debug!(peer = %info.peer, ?command, "{why}"),
         }
@@ -135,7 +145,7 @@ impl Guard {
             }
             Err(err) => {
                 metrics.refused("auth_failed");
-                match self.warnings.check() {
+                match self.auth_warnings.check() {
                     Some(suppressed) => warn!(
                         peer = %info.peer,
                         error = %err,

@@ -17,8 +17,10 @@ use tracing::{debug, warn};
 
 use super::{linger, Ctx};
 
-/// One WARN a minute for refusals a hostile peer can trigger at will; the rest at DEBUG.
-static WARNINGS: LazyLock<WarnLimiter> = LazyLock::new(WarnLimiter::default);
+/// One WARN a minute for each kind of refusal a hostile peer can trigger at will; the rest
+/// at DEBUG.
+static UNAUTHENTICATED_WARNINGS: LazyLock<WarnLimiter> = LazyLock::new(WarnLimiter::default);
+static AUTH_WARNINGS: LazyLock<WarnLimiter> = LazyLock::new(WarnLimiter::default);
 
 /// Commands only a peer storage sends.
 pub(super) fn sync_only(command: Command) -> bool {
@@ -57,7 +59,7 @@ pub(super) async fn guard(
         }
         _ if secret.is_some() && sync_only(command) && !info.is_authenticated() => {
             ctx.metrics.refused("not_authenticated");
-            match WARNINGS.check() {
+            match UNAUTHENTICATED_WARNINGS.check() {
                 Some(suppressed) => warn!(
                     peer = %info.peer,
                     ?command,
@@ -94,7 +96,7 @@ async fn authenticate(
         }
         Err(err) => {
             ctx.metrics.refused("auth_failed");
-            match WARNINGS.check() {
+            match AUTH_WARNINGS.check() {
                 Some(suppressed) => warn!(
                     peer = %info.peer,
                     error = %err,
