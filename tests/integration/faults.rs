@@ -301,3 +301,44 @@ async fn damaged_copies_are_refused_and_repaired_from_a_peer() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_background_scrub_finds_damage_at_its_own_pace() -> Result<()> {
+    let cluster = Cluster::builder()
+        .storage_config("scrub_interval = \"1s\"\nscrub_rate = \"1MB\"\n")
+        .start()
+        .await?;
+    let client = cluster.client();
+    let mut ids = Vec::new();
+    for seed in 0..3u64 {
+        let data = random_bytes(seed, 50_000);
+        ids.push(
+            client
+                .upload_bytes(&data, &UploadOptions::default())
+                .await?,
+        );
+    }
+    let path = path_on(&cluster, 0, &ids[1]);
+    let mut bytes = std::fs::read(&path)?;
+    bytes[10] ^= 1;
+    std::fs::write(&path, bytes)?;
+    // one storage: no peer to repair from
+    let http = cluster.storages[0].http_addr().await?;
+    wait_for(
+        "a background scrub to find the damage",
+        Duration::from_secs(30),
+        || async {
+            let text = http_get(http, "/metrics").await.ok()?;
+            let unrepairable = sample(&text, "fdfs_storage_scrub_unrepairable_files_total")?;
+            (unrepairable >= 1.0).then_some(())
+        },
+    )
+    .await?;
+    let text = http_get(http, "/metrics").await?;
+    assert!(sample(&text, "fdfs_storage_scrub_checked_files_total").unwrap_or(0.0) >= 3.0);
+    assert_eq!(
+        sample(&text, "fdfs_storage_scrub_repaired_files_total"),
+        Some(0.0)
+    );
+    Ok(())
+}
