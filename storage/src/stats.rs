@@ -166,19 +166,21 @@ fn kind_of(command: Command) -> Kind {
 /// count when the handler noted none.
 pub fn apply(block: &mut StatBlock, command: Command, outcome: Outcome, body_len: u64, now: i64) {
     let ok = outcome.status == Some(0);
-    let bytes = outcome.bytes.unwrap_or(body_len) as i64;
+    // body_len is what the client announced (up to i64::MAX, refused unread): counters
+    // saturate rather than overflow on it
+    let bytes = i64::try_from(outcome.bytes.unwrap_or(body_len)).unwrap_or(i64::MAX);
     let succ = i64::from(ok);
     macro_rules! count {
         ($total:ident, $success:ident) => {{
-            block.$total += 1;
-            block.$success += succ;
+            block.$total = block.$total.saturating_add(1);
+            block.$success = block.$success.saturating_add(succ);
         }};
     }
     macro_rules! bytes {
         ($total:ident, $success:ident) => {{
-            block.$total += bytes;
+            block.$total = block.$total.saturating_add(bytes);
             if ok {
-                block.$success += bytes;
+                block.$success = block.$success.saturating_add(bytes);
             }
         }};
     }
@@ -203,8 +205,8 @@ pub fn apply(block: &mut StatBlock, command: Command, outcome: Outcome, body_len
             count!(total_download_count, success_download_count);
             // a failed download sent nothing
             let sent = if ok { bytes } else { 0 };
-            block.total_download_bytes += sent;
-            block.success_download_bytes += sent;
+            block.total_download_bytes = block.total_download_bytes.saturating_add(sent);
+            block.success_download_bytes = block.success_download_bytes.saturating_add(sent);
         }
         Kind::GetMeta => count!(total_get_meta_count, success_get_meta_count),
         Kind::SyncIn => {
@@ -393,6 +395,30 @@ mod tests {
             bytes: Some(bytes),
             ..Outcome::default()
         }
+    }
+
+    /// A refused request announcing a huge body (hostile client) must not overflow the byte
+    /// counters: this panicked the debug build (tests/integration/hostile.rs).
+    #[test]
+    fn huge_announced_lengths_saturate() {
+        let mut block = StatBlock::default();
+        let refused = Outcome {
+            status: Some(28),
+            ..Outcome::default()
+        };
+        for _ in 0..3 {
+            apply(&mut block, Command::UploadFile, refused, u64::MAX, 100);
+            apply(
+                &mut block,
+                Command::AppendFile,
+                refused,
+                i64::MAX as u64,
+                100,
+            );
+        }
+        assert_eq!(block.total_upload_bytes, i64::MAX);
+        assert_eq!(block.total_append_bytes, i64::MAX);
+        assert_eq!(block.total_upload_count, 3);
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod appender;
 mod bad_input;
 mod cli;
 mod durability;
+mod hostile;
 mod faults;
 mod http;
 mod membership;
