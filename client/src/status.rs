@@ -8,11 +8,18 @@
 //! tracker). Replication lag is `now - last_synced_timestamp` of the stat block: the tracker
 //! sets that timestamp from the peers' reports (J.4), so it is an age, per storage, of the
 //! newest change known to be on it from every source.
+//!
+//! An fdfs-rs tracker also answers STORAGE_HEALTH (200, `fdfs_proto::health_msg`), asked
+//! after the list commands: per storage its clock offset, the IP it listens on, another
+//! storage at the same address, and its replication lag behind each peer in records and
+//! seconds. Those give the clock skew, address mismatch and per-peer lag warnings. A FastDFS
+//! tracker answers EINVAL; the status then has what the list replies carry and no more.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fdfs_proto::cmd::Command;
+use fdfs_proto::health_msg::{HealthReport, StorageHealth};
 use fdfs_proto::stat::{GroupStat, StorageStat};
 use fdfs_proto::tracker_msg::{encode_group, storage_status};
 use fdfs_proto::{status as code, GROUP_NAME_LEN};
@@ -25,7 +32,11 @@ use crate::ClientConfig;
 /// Groups per tracker (A.5: at most 64) and storages per group the replies may hold.
 const MAX_GROUPS: u64 = 64;
 const MAX_STORAGES: u64 = 256;
-
+/// Largest STORAGE_HEALTH reply read: far above 64 groups of 256 storages with a few peers.
+const MAX_HEALTH_REPLY: u64 = 16 << 20;
+/// Clocks further apart than this are warned about (the tracker's `MAX_CLOCK_SKEW`: reads of
+/// fresh files compare timestamps across servers, J.4).
+pub const MAX_CLOCK_SKEW: i64 = 1;
 /// One group as one tracker sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupView {
@@ -38,6 +49,19 @@ pub struct GroupView {
 pub struct TrackerView {
     pub addr: String,
     pub groups: Result<Vec<GroupView>, String>,
+    /// The STORAGE_HEALTH reply; `None` when the tracker does not answer it (FastDFS).
+    pub health: Option<HealthReport>,
+}
+
+impl TrackerView {
+    /// The health record of one storage, if the tracker sent one.
+    pub fn storage_health(&self, group: &str, id: &str) -> Option<&StorageHealth> {
+        self.health
+            .as_ref()?
+            .storages
+            .iter()
+            .find(|h| h.group == group && h.id == id)
+    }
 }
 
 /// The whole cluster, as every tracker sees it, with the warnings it deserves.
@@ -74,12 +98,26 @@ async fn connect(config: &ClientConfig, addr: &str) -> Result<Conn, ClientError>
     Conn::connect(addr, config.connect_timeout, config.network_timeout).await
 }
 
-/// Every group and its storages, from the tracker at `addr` (91, then 92 per group).
+/// Every group and its storages, from the tracker at `addr` (91, then 92 per group), and its
+/// STORAGE_HEALTH reply when it has one.
 pub async fn list_tracker(
     config: &ClientConfig,
     addr: &str,
-) -> Result<Vec<GroupView>, ClientError> {
+) -> Result<(Vec<GroupView>, Option<HealthReport>), ClientError> {
     let mut conn = connect(config, addr).await?;
+    let groups = list_groups(&mut conn).await?;
+    // Last on the connection: a tracker that does not know the command may close it.
+    let health = match conn
+        .call(Command::StorageHealth.code(), &[], MAX_HEALTH_REPLY)
+        .await
+    {
+        Ok(body) => HealthReport::decode(&body).ok(),
+        Err(_) => None,
+    };
+    Ok((groups, health))
+}
+
+async fn list_groups(conn: &mut Conn) -> Result<Vec<GroupView>, ClientError> {
     let body = conn
         .call(
             Command::ListAllGroups.code(),
@@ -109,12 +147,14 @@ pub async fn list_tracker(
 pub async fn cluster_status(config: &ClientConfig, options: &StatusOptions) -> ClusterStatus {
     let mut trackers = Vec::new();
     for addr in &config.tracker_servers {
-        let groups = list_tracker(config, addr)
-            .await
-            .map_err(|err| err.to_string());
+        let (groups, health) = match list_tracker(config, addr).await {
+            Ok((groups, health)) => (Ok(groups), health),
+            Err(err) => (Err(err.to_string()), None),
+        };
         trackers.push(TrackerView {
             addr: addr.clone(),
             groups,
+            health,
         });
     }
     let now = unix_now();
@@ -180,7 +220,10 @@ pub fn warnings(trackers: &[TrackerView], now: i64, options: &StatusOptions) -> 
         }
     }
     // per-storage warnings once, from the first tracker that answered
-    let Some(groups) = trackers.iter().find_map(|t| t.groups.as_ref().ok()) else {
+    let Some((first, groups)) = trackers
+        .iter()
+        .find_map(|t| t.groups.as_ref().ok().map(|g| (t, g)))
+    else {
         if !trackers.is_empty() {
             out.push("no tracker answered".to_string());
         }
@@ -197,9 +240,22 @@ pub fn warnings(trackers: &[TrackerView], now: i64, options: &StatusOptions) -> 
                 "group {name} storage {} ({}:{})",
                 s.id, s.ip, s.storage_port
             );
+            let health = first.storage_health(name, &s.id);
+            if let Some(other) = health
+                .map(|h| h.same_address_as.as_str())
+                .filter(|o| !o.is_empty())
+            {
+                out.push(format!(
+                    "{who} address mismatch: storage {other} is registered at the same address; \
+                     delete the stale one (fdfs storage delete) or fix the storage ids"
+                ));
+            }
             if s.status != storage_status::ACTIVE {
                 out.push(format!("{who} is {}", storage_status::name(s.status)));
                 continue;
+            }
+            if let Some(h) = health {
+                storage_health_warnings(&who, s, h, options, &mut out);
             }
             if s.total_mb > 0 && s.free_mb <= s.reserved_mb {
                 out.push(format!(
@@ -215,6 +271,43 @@ pub fn warnings(trackers: &[TrackerView], now: i64, options: &StatusOptions) -> 
         }
     }
     out
+}
+
+/// Clock skew, address mismatch and per-peer lag of a live storage.
+fn storage_health_warnings(
+    who: &str,
+    s: &StorageStat,
+    h: &StorageHealth,
+    options: &StatusOptions,
+    out: &mut Vec<String>,
+) {
+    if let Some(skew) = h.clock_skew.filter(|skew| skew.abs() > MAX_CLOCK_SKEW) {
+        out.push(format!(
+            "{who} clock skew: its clock is {skew:+} s off the tracker's (more than \
+             {MAX_CLOCK_SKEW} s); reads of fresh files may be routed wrongly, fix the clocks (NTP)"
+        ));
+    }
+    if !h.listen_ip.is_empty() && !same_ip(&h.listen_ip, &s.ip) {
+        out.push(format!(
+            "{who} address mismatch: it listens on {} but connects to the tracker from {}, \
+             where clients are sent",
+            h.listen_ip, s.ip
+        ));
+    }
+    let lag_limit = options.lag_warning.as_secs() as i64;
+    for p in h.peers.iter().filter(|p| p.seconds_behind > lag_limit) {
+        out.push(format!(
+            "{who} lags behind storage {}: {} records, {} s (threshold {lag_limit} s)",
+            p.source_id, p.records_behind, p.seconds_behind
+        ));
+    }
+}
+
+fn same_ip(a: &str, b: &str) -> bool {
+    match (a.parse::<std::net::IpAddr>(), b.parse::<std::net::IpAddr>()) {
+        (Ok(a), Ok(b)) => a.to_canonical() == b.to_canonical(),
+        _ => a == b,
+    }
 }
 
 fn describe_difference(a: &Fingerprint, b: &Fingerprint) -> String {
@@ -247,7 +340,24 @@ fn format_age(seconds: i64) -> String {
     }
 }
 
-fn storage_json(s: &StorageStat, now: i64) -> Value {
+fn health_json(h: Option<&StorageHealth>, now: i64) -> Value {
+    let Some(h) = h else {
+        return Value::Null;
+    };
+    json!({
+        "clock_skew_seconds": h.clock_skew,
+        "listen_ip": h.listen_ip,
+        "same_address_as": h.same_address_as,
+        "replication": h.peers.iter().map(|p| json!({
+            "source": p.source_id,
+            "records_behind": p.records_behind,
+            "seconds_behind": p.seconds_behind,
+            "report_age_seconds": (p.reported > 0).then(|| now.saturating_sub(p.reported).max(0)),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn storage_json(s: &StorageStat, health: Option<&StorageHealth>, now: i64) -> Value {
     let counters: serde_json::Map<String, Value> = s
         .stat
         .fields()
@@ -271,6 +381,7 @@ fn storage_json(s: &StorageStat, now: i64) -> Value {
         "src_id": s.src_id,
         "heartbeat_age_seconds": heartbeat_age(s, now),
         "sync_lag_seconds": sync_lag(s, now),
+        "health": health_json(health, now),
         "stat": counters,
     })
 }
@@ -285,6 +396,7 @@ impl ClusterStatus {
                 Ok(groups) => json!({
                     "addr": t.addr,
                     "ok": true,
+                    "health_supported": t.health.is_some(),
                     "groups": groups.iter().map(|g| json!({
                         "name": g.stat.name,
                         "total_mb": g.stat.total_mb,
@@ -295,7 +407,7 @@ impl ClusterStatus {
                         "readable_server_count": g.stat.readable_server_count,
                         "writable_server_count": g.stat.writable_server_count,
                         "current_write_server": g.stat.current_write_server,
-                        "storages": g.storages.iter().map(|s| storage_json(s, self.now)).collect::<Vec<_>>(),
+                        "storages": g.storages.iter().map(|s| storage_json(s, t.storage_health(&g.stat.name, &s.id), self.now)).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 }),
                 Err(err) => json!({ "addr": t.addr, "ok": false, "error": err }),
@@ -321,12 +433,12 @@ impl ClusterStatus {
             };
             let _ = writeln!(out, "tracker {}: {state}", t.addr);
         }
-        if let Some((addr, groups)) = self
+        if let Some((tracker, groups)) = self
             .trackers
             .iter()
-            .find_map(|t| t.groups.as_ref().ok().map(|g| (&t.addr, g)))
+            .find_map(|t| t.groups.as_ref().ok().map(|g| (t, g)))
         {
-            let _ = writeln!(out, "\n(as seen by {addr})");
+            let _ = writeln!(out, "\n(as seen by {})", tracker.addr);
             for g in groups {
                 let active = g
                     .storages
@@ -374,6 +486,9 @@ impl ClusterStatus {
                         beat,
                         lag
                     );
+                    if let Some(h) = tracker.storage_health(&g.stat.name, &s.id) {
+                        render_health(&mut out, h);
+                    }
                 }
             }
         }
@@ -386,6 +501,21 @@ impl ClusterStatus {
             }
         }
         out
+    }
+}
+
+/// The clock offset and one line per peer under a storage's line.
+fn render_health(out: &mut String, h: &StorageHealth) {
+    use std::fmt::Write;
+    if let Some(skew) = h.clock_skew {
+        let _ = writeln!(out, "    clock {skew:+}s vs tracker");
+    }
+    for p in &h.peers {
+        let _ = writeln!(
+            out,
+            "    replication from {}: {} records, {}s behind",
+            p.source_id, p.records_behind, p.seconds_behind
+        );
     }
 }
 
@@ -477,6 +607,7 @@ mod tests {
                 },
                 storages,
             }]),
+            health: None,
         }
     }
 
@@ -501,6 +632,7 @@ mod tests {
         let c = TrackerView {
             addr: "t3".into(),
             groups: Err("refused".into()),
+            health: None,
         };
         let options = StatusOptions {
             lag_warning: Duration::from_secs(60),
@@ -537,6 +669,134 @@ mod tests {
         assert_eq!(st["heartbeat_age_seconds"], 5);
         assert_eq!(v["agree"], true);
         assert!(status.render().contains("upload 10/0"));
+    }
+
+    fn health(id: &str) -> StorageHealth {
+        StorageHealth {
+            group: "group1".into(),
+            id: id.into(),
+            clock_skew: Some(0),
+            ..StorageHealth::default()
+        }
+    }
+
+    #[test]
+    fn clock_skew_address_mismatch_and_lag_per_peer() {
+        use fdfs_proto::health_msg::PeerLag;
+        let mut t = view(
+            "t1",
+            vec![
+                storage("1", storage_status::ACTIVE),
+                storage("2", storage_status::ACTIVE),
+                storage("3", storage_status::ACTIVE),
+                storage("4", storage_status::OFFLINE),
+            ],
+        );
+        let mut skewed = health("1");
+        skewed.clock_skew = Some(-7);
+        let mut moved = health("2");
+        moved.listen_ip = "127.0.0.2".into();
+        moved.peers = vec![
+            PeerLag {
+                source_id: "1".into(),
+                records_behind: 40,
+                seconds_behind: 90,
+                reported: 95,
+            },
+            PeerLag {
+                source_id: "3".into(),
+                records_behind: 0,
+                seconds_behind: 0,
+                reported: 95,
+            },
+        ];
+        // a one-second difference is rounding, not skew; the same IP written as IPv6-mapped
+        // is no mismatch
+        let mut fine = health("3");
+        fine.clock_skew = Some(1);
+        fine.listen_ip = "::ffff:127.0.0.1".into();
+        fine.same_address_as = "4".into();
+        let mut stale = health("4");
+        stale.same_address_as = "3".into();
+        t.health = Some(HealthReport {
+            tracker_time: 100,
+            storages: vec![skewed, moved, fine, stale],
+        });
+        let options = StatusOptions {
+            lag_warning: Duration::from_secs(60),
+        };
+        let w = warnings(std::slice::from_ref(&t), 100, &options);
+        let text = w.join("\n");
+        assert!(
+            text.contains("storage 1 (127.0.0.1:23000) clock skew: its clock is -7 s off"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "storage 2 (127.0.0.1:23000) address mismatch: it listens on 127.0.0.2 but connects to the tracker from 127.0.0.1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("storage 2 (127.0.0.1:23000) lags behind storage 1: 40 records, 90 s"),
+            "{text}"
+        );
+        assert!(!text.contains("behind storage 3"), "{text}");
+        assert!(
+            text.contains("storage 3 (127.0.0.1:23000) address mismatch: storage 4 is registered at the same address"),
+            "{text}"
+        );
+        assert!(
+            text.contains("storage 4 (127.0.0.1:23000) address mismatch: storage 3"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("storage 3 (127.0.0.1:23000) clock"),
+            "{text}"
+        );
+        assert_eq!(w.len(), 6, "{text}");
+
+        let status = ClusterStatus {
+            now: 100,
+            trackers: vec![t],
+            warnings: w,
+        };
+        let rendered = status.render();
+        assert!(rendered.contains("    clock -7s vs tracker"), "{rendered}");
+        assert!(
+            rendered.contains("    replication from 1: 40 records, 90s behind"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("WARNING: group group1 storage 1 (127.0.0.1:23000) clock skew"),
+            "{rendered}"
+        );
+        let json = status.to_json();
+        let tracker = &json["trackers"][0];
+        assert_eq!(tracker["health_supported"], true);
+        let two = &tracker["groups"][0]["storages"][1]["health"];
+        assert_eq!(two["listen_ip"], "127.0.0.2");
+        assert_eq!(two["replication"][0]["source"], "1");
+        assert_eq!(two["replication"][0]["records_behind"], 40);
+        assert_eq!(two["replication"][0]["seconds_behind"], 90);
+        assert_eq!(two["replication"][0]["report_age_seconds"], 5);
+        assert_eq!(
+            tracker["groups"][0]["storages"][0]["health"]["clock_skew_seconds"],
+            -7
+        );
+    }
+
+    #[test]
+    fn without_health_the_list_replies_suffice() {
+        let status = ClusterStatus {
+            now: 100,
+            trackers: vec![view("t1", vec![storage("1", storage_status::ACTIVE)])],
+            warnings: vec![],
+        };
+        let json = status.to_json();
+        assert_eq!(json["trackers"][0]["health_supported"], false);
+        assert!(json["trackers"][0]["groups"][0]["storages"][0]["health"].is_null());
+        assert!(!status.render().contains("replication from"));
     }
 
     #[test]

@@ -74,6 +74,8 @@ commands! {
     QueryStoreWithGroupAll = 107,
     DeleteGroup = 108,
     ActiveTest = 111,
+    // fdfs-rs's own tracker command, see crate::health_msg
+    StorageHealth = 200,
     // fdfs-rs's own storage admin command, see crate::scrub_msg
     Scrub = 220,
     // fdfs-rs extension, cluster-secret authentication (crate::auth): far above every
@@ -103,6 +105,6 @@ mod tests {
             }
         }
         assert_eq!(Command::try_from(11), Ok(Command::UploadFile));
-        assert_eq!(Command::try_from(200), Err(200));
+        assert_eq!(Command::try_from(201), Err(201));
     }
 }

@@ -16,6 +16,9 @@ pub mod error;
 pub mod field;
 pub mod file_id;
 pub mod header;
+pub mod health_msg;
+#[cfg(feature = "server")]
+pub mod logging;
 pub mod metadata;
 pub mod name;
 pub mod scrub_msg;

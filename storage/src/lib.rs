@@ -20,6 +20,7 @@ pub mod tracker_link;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fdfs_proto::logging::AccessLog;
 use fdfs_proto::server::{serve, ServerOptions};
 use fdfs_proto::tracker_msg::JoinRequest;
 use tokio::net::TcpListener;
@@ -101,6 +102,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StorageError> {
+    let access_log = AccessLog::new(config.access_log);
+    run_with_access_log(config, listener, shutdown, access_log).await
+}
+
+/// [`run`], with the access log following `access_log`, which the caller may switch while
+/// the storage runs (fdfs-storaged does on SIGHUP).
+pub async fn run_with_access_log(
+    config: StorageConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    access_log: AccessLog,
+) -> Result<(), StorageError> {
     config.validate()?;
     // read once: every user of the secret sees the same one
     let secret = config.secret()?;
@@ -137,7 +150,7 @@ pub async fn run(
                 source,
             })?,
     );
-    let metrics = Arc::new(metrics::Metrics::new(config.access_log, &config.group_name));
+    let metrics = Arc::new(metrics::Metrics::new(access_log, &config.group_name));
 
     let started = std::time::Instant::now();
     let store = Arc::new(Store::open(store_options(&config)).await?);
@@ -257,6 +270,11 @@ pub async fn run(
         heart_beat_interval: config.heart_beat_interval,
         network_timeout: config.network_timeout,
         stats: stats.clone(),
+        listen_ip: if local.ip().is_unspecified() {
+            String::new()
+        } else {
+            local.ip().to_canonical().to_string()
+        },
     });
     let links = TaskTracker::new();
     let link_shutdown = shutdown.child_token();

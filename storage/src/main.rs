@@ -1,15 +1,14 @@
 //! `fdfs-storaged -c storage.toml`: the storage server daemon.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use fdfs_proto::logging::{self, AccessLog, LogControl};
 use fdfs_storage::StorageConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 /// fdfs-rs storage server.
 #[derive(Debug, Parser)]
@@ -24,7 +23,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = StorageConfig::load(&args.config)
         .with_context(|| format!("loading config {}", args.config.display()))?;
-    init_logging(&config.log_level)?;
+    let log = logging::init(&config.log_level, config.access_log)
+        .with_context(|| format!("invalid log_level in {}", args.config.display()))?;
     // a panicking server is in an unknown state: log and abort, supervision restarts it
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |panic| {
@@ -36,29 +36,24 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, args.config, log))
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = match EnvFilter::try_from_default_env() {
-        Ok(filter) => filter,
-        Err(_) => {
-            EnvFilter::try_new(level).with_context(|| format!("invalid log_level {level:?}"))?
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    Ok(())
-}
-
-async fn serve(config: StorageConfig) -> anyhow::Result<()> {
+async fn serve(config: StorageConfig, path: PathBuf, log: LogControl) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.base_path)
         .with_context(|| format!("creating base_path {}", config.base_path.display()))?;
     // handlers go in before the address file announces us: an early SIGTERM is never fatal
     let signal = fdfs_proto::server::shutdown_signal();
+    // SIGHUP re-reads log_level and access_log; connections are not touched
+    let access_log = AccessLog::new(config.access_log);
+    logging::reload_on_hangup(
+        path,
+        StorageConfig::load,
+        |c| (c.log_level.clone(), c.access_log),
+        log,
+        access_log.clone(),
+    )
+    .context("installing the SIGHUP handler")?;
     let listener = TcpListener::bind((config.bind_addr.as_str(), config.port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind_addr, config.port))?;
@@ -72,7 +67,7 @@ async fn serve(config: StorageConfig) -> anyhow::Result<()> {
         signal.await;
         trigger.cancel();
     });
-    fdfs_storage::run(config, listener, shutdown)
+    fdfs_storage::run_with_access_log(config, listener, shutdown, access_log)
         .await
         .context("storage server failed")?;
     Ok(())

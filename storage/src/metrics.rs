@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use fdfs_proto::cmd::Command;
+use fdfs_proto::logging::AccessLog;
 use fdfs_proto::server::ConnInfo;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -80,8 +81,8 @@ const DURATION_BUCKETS: [f64; 16] = [
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    /// One `access` log line per request.
-    access_log: bool,
+    /// One `access` log line per request while on (switched on SIGHUP).
+    access_log: AccessLog,
     /// The group, for the file IDs of the access log.
     group: String,
 }
@@ -89,7 +90,7 @@ pub struct Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
-            .field("access_log", &self.access_log)
+            .field("access_log", &self.access_log.enabled())
             .finish_non_exhaustive()
     }
 }
@@ -117,7 +118,7 @@ fn sends_content(command: Command) -> bool {
 }
 
 impl Metrics {
-    pub fn new(access_log: bool, group: &str) -> Self {
+    pub fn new(access_log: AccessLog, group: &str) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &DURATION_BUCKETS)
             .expect("the bucket list is a non-empty constant")
@@ -235,7 +236,7 @@ impl Metrics {
             counter!(BYTES_RECEIVED).increment(body_len);
             counter!(BYTES_SENT).increment(sent);
         });
-        if self.access_log {
+        if self.access_log.enabled() {
             let bytes = if sends_content(command) {
                 sent
             } else {
@@ -358,7 +359,7 @@ mod tests {
 
     #[test]
     fn requests_and_bytes_are_rendered() {
-        let metrics = Metrics::new(false, "group1");
+        let metrics = Metrics::new(AccessLog::new(false), "group1");
         let ok = |bytes| Outcome {
             status: Some(0),
             bytes: Some(bytes),

@@ -1,6 +1,7 @@
 //! The long-lived report connection to each tracker: JOIN (81), then BEAT (83) with the disk
-//! usage of every store path every `heart_beat_interval`, each followed by SYNC_REPORT (89)
-//! with the replication progress of every peer. The member list carried by each beat reply
+//! usage of every store path, the counters and the IP we listen on every
+//! `heart_beat_interval`, each followed by SYNC_REPORT (89) with the replication progress of
+//! every peer. The member list carried by each beat reply
 //! is kept in [`Members`] (QUERY_FILE_INFO maps storage ids in names to IPs with it, the sync
 //! workers follow it). Any failure closes the connection; the link reconnects with a backoff
 //! of 1 s doubling to 10 s and joins again.
@@ -99,6 +100,9 @@ pub struct LinkSettings {
     pub network_timeout: Duration,
     /// Counters appended to every BEAT (E.3).
     pub stats: Arc<crate::stats::Stats>,
+    /// The IP this storage listens on, sent after the counters so the tracker can tell when
+    /// it differs from the IP the report connection comes from; empty when listening on all.
+    pub listen_ip: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +225,11 @@ async fn session(
         // the tracker reads the stat block after the path figures (E.3)
         let mut body = BeatRequest { paths: usage }.encode();
         settings.stats.snapshot().encode_into(&mut body);
+        fdfs_proto::field::put_fixed(
+            &mut body,
+            settings.listen_ip.as_bytes(),
+            fdfs_proto::IP_WIDTH_LONG,
+        );
         let reply = timed(
             limit,
             conn.call(Command::StorageBeat.code(), &body, MAX_BEAT_REPLY),

@@ -25,6 +25,17 @@ fn fdfs(trackers: &[String], args: &[&str]) -> Output {
     cmd.args(args).output().expect("run fdfs")
 }
 
+/// `fdfs` that must succeed.
+fn fdfs_ok(trackers: &[String], args: &[&str]) -> Output {
+    let out = fdfs(trackers, args);
+    assert!(
+        out.status.success(),
+        "fdfs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn status_json(trackers: &[String]) -> Result<Value> {
     let out = fdfs(trackers, &["status", "--json"]);
     if !out.status.success() {
@@ -51,17 +62,19 @@ async fn wait_status(
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
-    wait_for(what, DEADLINE, || {
-        let status = status_json(trackers).ok();
-        let ok = status.as_ref().and_then(first_storage).is_some_and(&check);
-        async move { status.filter(|_| ok) }
-    })
-    .await
+    wait_cluster_status(trackers, what, |s| first_storage(s).is_some_and(&check)).await
 }
 
 /// One tracker request with a raw socket; returns the reply body (status must be 0).
 async fn tracker_call(addr: &str, cmd: u8, body: &[u8]) -> Result<Vec<u8>> {
     let mut stream = TcpStream::connect(addr).await?;
+    let (status, reply) = call_on(&mut stream, cmd, body).await?;
+    anyhow::ensure!(status == 0, "reply status {status}");
+    Ok(reply)
+}
+
+/// One request on an open tracker connection; returns the reply status and body.
+async fn call_on(stream: &mut TcpStream, cmd: u8, body: &[u8]) -> Result<(u8, Vec<u8>)> {
     let mut request = (body.len() as u64).to_be_bytes().to_vec();
     request.extend_from_slice(&[cmd, 0]);
     request.extend_from_slice(body);
@@ -70,11 +83,10 @@ async fn tracker_call(addr: &str, cmd: u8, body: &[u8]) -> Result<Vec<u8>> {
     stream.read_exact(&mut header).await?;
     let len = u64::from_be_bytes(header[..8].try_into()?);
     anyhow::ensure!(header[8] == 100, "reply command {}", header[8]);
-    anyhow::ensure!(header[9] == 0, "reply status {}", header[9]);
     anyhow::ensure!(len < 1 << 20, "reply length {len}");
     let mut reply = vec![0u8; len as usize];
     stream.read_exact(&mut reply).await?;
-    Ok(reply)
+    Ok((header[9], reply))
 }
 
 fn be64(bytes: &[u8], offset: usize) -> i64 {
@@ -422,12 +434,7 @@ async fn storage_delete_is_refused_while_active_and_accepted_once_offline() -> R
         text.contains("WARNING: group group1 storage 100001") && text.contains("is OFFLINE"),
         "{text}"
     );
-    let accepted = fdfs(&trackers, &["storage", "delete", "group1", "100001"]);
-    assert!(
-        accepted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&accepted.stderr)
-    );
+    fdfs_ok(&trackers, &["storage", "delete", "group1", "100001"]);
     let status = status_json(&trackers)?;
     let left = status["trackers"][0]["groups"]
         .as_array()
@@ -546,5 +553,436 @@ async fn two_trackers_survive_a_kill_and_converge() -> Result<()> {
         async move { ok.then_some(()) }
     })
     .await?;
+    Ok(())
+}
+
+/// The warning lines of a status object.
+fn warnings_of(status: &Value) -> Vec<String> {
+    status["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|w| w.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The storage `id` in a status object, from any group of the first tracker.
+fn storage_in<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
+    status["trackers"][0]["groups"]
+        .as_array()?
+        .iter()
+        .flat_map(|g| g["storages"].as_array().into_iter().flatten())
+        .find(|s| s["id"] == id)
+}
+
+/// Polls `fdfs status --json` until `check` holds for the whole status.
+async fn wait_cluster_status(
+    trackers: &[String],
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    wait_for(what, DEADLINE, || {
+        let status = status_json(trackers).ok().filter(&check);
+        async move { status }
+    })
+    .await
+}
+
+/// Writes the config of storage `id` of `group` with `edit` applied and starts it (the
+/// harness's config otherwise).
+async fn start_storage(
+    cluster: &Cluster,
+    group: &str,
+    id: u32,
+    edit: impl Fn(String) -> String,
+) -> Result<Daemon> {
+    let spec = fdfs_tests::StorageSpec {
+        group: group.into(),
+        server_id: id,
+        store_path_count: 1,
+        extra: String::new(),
+    };
+    let base = cluster.root.path().join(format!("storage{id}"));
+    std::fs::create_dir_all(&base)?;
+    let conf = base.join("storage.toml");
+    std::fs::write(&conf, edit(cluster.storage_toml(&spec)))?;
+    Daemon::start("fdfs-storaged", &conf, &base).await
+}
+
+#[tokio::test]
+async fn status_warns_about_a_storage_listening_where_it_does_not_connect_from() -> Result<()> {
+    let cluster = Cluster::builder().groups(&[]).start().await?;
+    let trackers = vec![cluster.tracker_addr()];
+    // listens on 127.0.0.2 but reaches the tracker from 127.0.0.1, the address the tracker
+    // then hands to clients
+    let storage = start_storage(&cluster, "group1", 100001, |text| {
+        text.replace("bind_addr = \"127.0.0.1\"", "bind_addr = \"127.0.0.2\"")
+    })
+    .await?;
+    assert_eq!(storage.addr.ip().to_string(), "127.0.0.2");
+    let expected = format!(
+        "group group1 storage 100001 (127.0.0.1:{}) address mismatch: it listens on 127.0.0.2 but connects to the tracker from 127.0.0.1",
+        storage.addr.port()
+    );
+    let status = wait_cluster_status(&trackers, "the address mismatch warning", |s| {
+        warnings_of(s).iter().any(|w| w.starts_with(&expected))
+    })
+    .await
+    .with_context(|| format!("tracker log:\n{}", cluster.tracker.log()))?;
+    let me = storage_in(&status, "100001").unwrap();
+    assert_eq!(me["ip"], "127.0.0.1");
+    assert_eq!(me["health"]["listen_ip"], "127.0.0.2");
+    assert_eq!(status["trackers"][0]["health_supported"], true);
+    let text = String::from_utf8(fdfs(&trackers, &["status"]).stdout)?;
+    assert!(text.contains(&format!("WARNING: {expected}")), "{text}");
+    assert!(
+        cluster
+            .tracker
+            .log()
+            .contains("storage listens on another IP than it connects from"),
+        "{}",
+        cluster.tracker.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_warns_about_two_storages_at_one_address_until_the_stale_one_is_deleted(
+) -> Result<()> {
+    let mut cluster = Cluster::builder().start().await?;
+    let trackers = vec![cluster.tracker_addr()];
+    let port = cluster.storages[0].addr.port();
+    // storage 100001 goes away; 100002 (another group: ids are unique across groups) comes
+    // up on its address
+    cluster.storages[0].kill();
+    wait_status(&trackers, "storage offline", |s| s["state"] == "OFFLINE").await?;
+    let second_storage = start_storage(&cluster, "group2", 100002, |text| {
+        text.replace("\nport = 0\n", &format!("\nport = {port}\n"))
+    })
+    .await?;
+    let first = format!(
+        "group group1 storage 100001 (127.0.0.1:{port}) address mismatch: storage 100002 is registered at the same address"
+    );
+    let second = format!(
+        "group group2 storage 100002 (127.0.0.1:{port}) address mismatch: storage 100001 is registered at the same address"
+    );
+    wait_cluster_status(&trackers, "both address warnings", |s| {
+        let w = warnings_of(s);
+        w.iter().any(|w| w.starts_with(&first)) && w.iter().any(|w| w.starts_with(&second))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "tracker log:\n{}\nstorage 100002 log:\n{}",
+            cluster.tracker.log(),
+            second_storage.log()
+        )
+    })?;
+    assert!(
+        cluster
+            .tracker
+            .log()
+            .contains("two storages are registered at the same address"),
+        "{}",
+        cluster.tracker.log()
+    );
+    fdfs_ok(&trackers, &["storage", "delete", "group1", "100001"]);
+    let status = status_json(&trackers)?;
+    let warnings = warnings_of(&status);
+    assert!(
+        !warnings.iter().any(|w| w.contains("address mismatch")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        storage_in(&status, "100002").unwrap()["health"]["same_address_as"],
+        ""
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_shows_replication_lag_per_peer() -> Result<()> {
+    let cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let trackers = vec![cluster.tracker_addr()];
+    let client = cluster.client();
+    for i in 0..5 {
+        client
+            .upload_bytes(format!("lag {i}").as_bytes(), &UploadOptions::default())
+            .await?;
+    }
+    // each storage shows how far the other's changes reached it: caught up, in records and
+    // seconds, reported by the other storage
+    let caught_up = |status: &Value, id: &str, source: &str| {
+        storage_in(status, id).is_some_and(|s| {
+            s["health"]["replication"].as_array().is_some_and(|peers| {
+                peers.iter().any(|p| {
+                    p["source"] == source
+                        && p["records_behind"] == 0
+                        && p["seconds_behind"] == 0
+                        && p["report_age_seconds"].as_i64().is_some_and(|age| age >= 0)
+                })
+            })
+        })
+    };
+    let status = wait_cluster_status(&trackers, "per-peer replication figures", |s| {
+        caught_up(s, "100001", "100002") && caught_up(s, "100002", "100001")
+    })
+    .await?;
+    for id in ["100001", "100002"] {
+        let skew = &storage_in(&status, id).unwrap()["health"]["clock_skew_seconds"];
+        // one clock on this machine: at most a second apart from rounding
+        assert!(skew.as_i64().is_some_and(|s| s.abs() <= 1), "{status}");
+    }
+    let warnings = warnings_of(&status);
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.contains("clock skew") || w.contains("lags")),
+        "{warnings:?}"
+    );
+    let text = String::from_utf8(fdfs(&trackers, &["status"]).stdout)?;
+    assert!(
+        text.contains("    replication from 100002: 0 records, 0s behind")
+            && text.contains("    replication from 100001: 0 records, 0s behind"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// A FastDFS-like tracker for the list commands: one group without storages; any other
+/// command (STORAGE_HEALTH included) is answered EINVAL and the connection kept (A.2, A.4).
+async fn fastdfs_like_tracker() -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut header = [0u8; 10];
+                while stream.read_exact(&mut header).await.is_ok() {
+                    let len = u64::from_be_bytes(header[..8].try_into().unwrap());
+                    let mut body = vec![0u8; len.min(1024) as usize];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let (status, reply) = match header[8] {
+                        91 => {
+                            // E.1: name char[17] and 12 int64, all zero but the name
+                            let mut group = b"group1".to_vec();
+                            group.resize(113, 0);
+                            (0, group)
+                        }
+                        92 => (0, Vec::new()),
+                        _ => (22, Vec::new()),
+                    };
+                    let mut out = (reply.len() as u64).to_be_bytes().to_vec();
+                    out.extend_from_slice(&[100, status]);
+                    out.extend_from_slice(&reply);
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+#[tokio::test]
+async fn status_degrades_to_the_list_replies_against_a_tracker_without_storage_health() -> Result<()>
+{
+    let (addr, server) = fastdfs_like_tracker().await?;
+    let trackers = vec![addr];
+    let out = tokio::task::spawn_blocking({
+        let trackers = trackers.clone();
+        move || fdfs(&trackers, &["status", "--json"])
+    })
+    .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout)?;
+    let tracker = &status["trackers"][0];
+    assert_eq!(tracker["ok"], true, "{status}");
+    assert_eq!(tracker["health_supported"], false, "{status}");
+    assert_eq!(tracker["groups"][0]["name"], "group1", "{status}");
+    server.abort();
+    Ok(())
+}
+
+/// QUERY_FETCH_ONE for a file of an unknown group (ENOENT), then ACTIVE_TEST: once that is
+/// answered, the tracker has finished with the query, its log lines included.
+async fn query_unknown_group(stream: &mut TcpStream, group: &str) -> Result<()> {
+    let mut body = padded_group(group);
+    body.extend_from_slice(b"M00/00/00/wKgAAWXXXXXXXXXXXXXXXXXXXXXX.txt");
+    assert_eq!(call_on(stream, 102, &body).await?.0, 2);
+    assert_eq!(call_on(stream, 111, &[]).await?.0, 0);
+    Ok(())
+}
+
+async fn wait_log(daemon: &Daemon, what: &str, needle: &str) -> Result<()> {
+    wait_for(what, DEADLINE, || {
+        let found = daemon.log().contains(needle);
+        async move { found.then_some(()) }
+    })
+    .await
+    .with_context(|| format!("{} log:\n{}", daemon.name, daemon.log()))
+}
+
+#[tokio::test]
+async fn tracker_sighup_reloads_log_level_and_access_log_and_keeps_connections() -> Result<()> {
+    let root = tempfile::Builder::new().prefix("fdfs-test-").tempdir()?;
+    let base = root.path().join("tracker");
+    std::fs::create_dir_all(&base)?;
+    let conf = base.join("tracker.toml");
+    let write = |extra: &str| std::fs::write(&conf, tracker_toml(&base, extra));
+    write("log_level = \"warn\"\naccess_log = false")?;
+    // without RUST_LOG, which would override log_level
+    let tracker = Daemon::start_with_rust_log("fdfs-trackerd", &conf, &base, None).await?;
+    let mut stream = TcpStream::connect(tracker.addr).await?;
+    query_unknown_group(&mut stream, "grpbefore").await?;
+
+    write("log_level = \"debug\"\naccess_log = true")?;
+    tracker.signal(libc::SIGHUP);
+    wait_log(&tracker, "the reload", "log_level and access_log reloaded").await?;
+    // the same connection still works; its requests are in the access log now, and the
+    // debug line of the refused query shows the new level
+    query_unknown_group(&mut stream, "grpafter").await?;
+    wait_log(&tracker, "an access log line", "file=\"grpafter/M00/00/00/").await?;
+    let log = tracker.log();
+    let access = log
+        .lines()
+        .find(|l| l.contains(" access: ") && l.contains("grpafter"))
+        .ok_or_else(|| anyhow!("no access line:\n{log}"))?;
+    for field in [
+        "client=127.0.0.1:",
+        "command=query_fetch_one",
+        "status=2",
+        "duration_us=",
+    ] {
+        assert!(access.contains(field), "{field} missing in {access}");
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("request failed")),
+        "{log}"
+    );
+    assert!(!log.contains("grpbefore"), "{log}");
+
+    // an invalid config is refused and the running one kept
+    write("log_level = \"[[[\"\naccess_log = false")?;
+    tracker.signal(libc::SIGHUP);
+    wait_log(&tracker, "the refusal", "config not reloaded").await?;
+    let refusal = tracker.log();
+    let refusal = refusal
+        .lines()
+        .find(|l| l.contains("config not reloaded"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        refusal.contains("log_level") && refusal.contains(&conf.display().to_string()),
+        "{refusal}"
+    );
+    query_unknown_group(&mut stream, "grpstill").await?;
+    wait_log(
+        &tracker,
+        "access log still on",
+        "file=\"grpstill/M00/00/00/",
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn storage_sighup_switches_the_access_log_and_keeps_its_tracker_link() -> Result<()> {
+    let cluster = Cluster::builder().start().await?;
+    let storage = &cluster.storages[0];
+    let client = cluster.client();
+    // uploaded on a connection of our own: once the ACTIVE_TEST after it is answered, the
+    // storage is done with the upload, its access log decision included
+    let mut stream = TcpStream::connect(storage.addr).await?;
+    let content = b"before the reload";
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(content.len() as u64).to_be_bytes());
+    body.extend_from_slice(b"txt\0\0\0");
+    body.extend_from_slice(content);
+    let (status, reply) = call_on(&mut stream, 11, &body).await?;
+    assert_eq!(status, 0);
+    let before = String::from_utf8_lossy(&reply[16..]).into_owned();
+    assert_eq!(call_on(&mut stream, 111, &[]).await?.0, 0);
+    let conf_text = std::fs::read_to_string(&storage.config)?;
+    std::fs::write(&storage.config, format!("{conf_text}access_log = true\n"))?;
+    storage.signal(libc::SIGHUP);
+    wait_log(storage, "the reload", "log_level and access_log reloaded").await?;
+    let after = client
+        .upload_bytes(b"after the reload", &UploadOptions::default())
+        .await?;
+    let name = |id: &fdfs_client::FileId| id.to_string();
+    wait_log(storage, "an access log line", &name(&after)).await?;
+    let log = storage.log();
+    assert!(!log.contains(&before), "{before} in:\n{log}");
+    let access = log
+        .lines()
+        .find(|l| l.contains(" access: ") && l.contains(&name(&after)))
+        .ok_or_else(|| anyhow!("no access line:\n{log}"))?;
+    assert!(
+        access.contains("command=upload_file") && access.contains("status=0"),
+        "{access}"
+    );
+
+    // invalid: the running config stays, the access log keeps going
+    std::fs::write(&storage.config, format!("{conf_text}access_log = 1\n"))?;
+    storage.signal(libc::SIGHUP);
+    wait_log(storage, "the refusal", "config not reloaded").await?;
+    let still = client
+        .upload_bytes(b"after the refusal", &UploadOptions::default())
+        .await?;
+    wait_log(storage, "access log still on", &name(&still)).await?;
+    // one report connection all along: no second join
+    assert_eq!(
+        storage.log().matches("joined tracker").count(),
+        1,
+        "{}",
+        storage.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn config_errors_at_start_name_the_key_and_the_file() -> Result<()> {
+    let root = tempfile::Builder::new().prefix("fdfs-test-").tempdir()?;
+    let cases = [
+        ("fdfs-trackerd", "prot = 1\n", "prot"),
+        ("fdfs-trackerd", "max_connections = 0\n", "max_connections"),
+        ("fdfs-trackerd", "log_level = \"[[[\"\n", "log_level"),
+        (
+            "fdfs-storaged",
+            "group_name = \"group1\"\nserver_id = 1\nbase_path = \"/tmp\"\ntracker_servers = []\n",
+            "tracker_servers",
+        ),
+        (
+            "fdfs-storaged",
+            "group_name = \"group1\"\nserver_id = 1\nbase_path = \"/tmp\"\ntracker_servers = [\"127.0.0.1:1\"]\nheart_beat_intervall = \"1s\"\n",
+            "heart_beat_intervall",
+        ),
+    ];
+    for (i, (binary, text, key)) in cases.into_iter().enumerate() {
+        let conf = root.path().join(format!("bad{i}.toml"));
+        std::fs::write(&conf, text)?;
+        let out = Command::new(bin_path(binary))
+            .arg("-c")
+            .arg(&conf)
+            .env_remove("RUST_LOG")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{binary} {text}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(&conf.display().to_string()),
+            "{binary} with {text:?} should name {key} and the file: {stderr}"
+        );
+    }
     Ok(())
 }

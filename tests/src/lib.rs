@@ -56,8 +56,21 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `binary -c config` and waits for `<base>/<binary>.addr`.
+    /// Starts `binary -c config` and waits for `<base>/<binary>.addr`. RUST_LOG is
+    /// `FDFS_TEST_LOG`, else `info`.
     pub async fn start(binary: &'static str, config: &Path, base: &Path) -> Result<Daemon> {
+        let level = std::env::var("FDFS_TEST_LOG").unwrap_or_else(|_| "info".into());
+        Self::start_with_rust_log(binary, config, base, Some(&level)).await
+    }
+
+    /// [`Daemon::start`] with RUST_LOG set to `rust_log`, or unset (the config's
+    /// `log_level` applies).
+    pub async fn start_with_rust_log(
+        binary: &'static str,
+        config: &Path,
+        base: &Path,
+        rust_log: Option<&str>,
+    ) -> Result<Daemon> {
         let addr_file = base.join(format!("{binary}.addr"));
         let _ = std::fs::remove_file(&addr_file);
         let _ = std::fs::remove_file(base.join(format!("{binary}.http.addr")));
@@ -66,23 +79,23 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(base.join(format!("{binary}.log")))?;
-        let child = Command::new(bin_path(binary))
+        let mut command = Command::new(bin_path(binary));
+        command
             .arg("-c")
             .arg(config)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .env(
-                "RUST_LOG",
-                std::env::var("FDFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            .stderr(log);
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {} (build it first: cargo build --workspace --bins)",
+                bin_path(binary).display()
             )
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (build it first: cargo build --workspace --bins)",
-                    bin_path(binary).display()
-                )
-            })?;
+        })?;
         let mut daemon = Daemon {
             name: binary,
             config: config.to_path_buf(),

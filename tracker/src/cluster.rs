@@ -42,6 +42,9 @@ pub struct Storage {
     pub last_beat_unix: i64,
     /// Counters the storage reported with its last BEAT (zero until it sends them).
     pub stat: StatBlock,
+    /// The IP the storage says it listens on (fdfs-rs BEAT extension); empty when it listens
+    /// on all addresses or has not said. See [`Storage::address_mismatch`].
+    pub listen_ip: String,
     /// Peer address of the report connection the storage joined on, while it is open.
     pub(crate) report_conn: Option<SocketAddr>,
     /// Replication: its data generation, copy source and how far each peer's changes reached
@@ -68,6 +71,29 @@ impl Storage {
 
     pub fn free_bytes(&self) -> u64 {
         self.paths.iter().map(|p| p.free_bytes).sum()
+    }
+
+    /// The storage listens on one IP, but its report connection comes from another: clients
+    /// are sent to the connection's IP ([`Storage::ip`]), where it does not listen.
+    pub fn address_mismatch(&self) -> bool {
+        if self.listen_ip.is_empty() {
+            return false;
+        }
+        match (
+            self.listen_ip.parse::<std::net::IpAddr>(),
+            self.ip.parse::<std::net::IpAddr>(),
+        ) {
+            (Ok(listen), Ok(seen)) => listen.to_canonical() != seen.to_canonical(),
+            _ => self.listen_ip != self.ip,
+        }
+    }
+
+    /// Still a member: deleted and superseded records do not claim their address.
+    fn claims_address(&self) -> bool {
+        !matches!(
+            self.status,
+            storage_status::DELETED | storage_status::IP_CHANGED
+        )
     }
 
     pub fn brief(&self) -> StorageBrief {
@@ -339,6 +365,7 @@ impl Cluster {
             last_synced_timestamp: 0,
             last_beat_unix: 0,
             stat: StatBlock::default(),
+            listen_ip: String::new(),
             report_conn: Some(peer),
             sync: crate::sync::SyncInfo::default(),
         };
@@ -370,6 +397,16 @@ impl Cluster {
             Err(i) => group.storages.insert(i, fresh),
         }
         info!(group = %request.group, id = %id, %peer, port = request.port, "storage joined, now ONLINE");
+        if let Some(other) = self.same_address(&request.group, &id) {
+            warn!(
+                group = %request.group,
+                id = %id,
+                other_group = %other.0,
+                other_id = %other.1,
+                address = %format!("{}:{}", peer.ip().to_canonical(), request.port),
+                "two storages are registered at the same address: delete the stale one (fdfs storage delete) or fix the storage ids"
+            );
+        }
 
         let key = StorageKey {
             group: request.group.clone(),
@@ -442,6 +479,50 @@ impl Cluster {
             .group(&key.group)
             .expect("a storage's group exists while the storage does");
         Ok(group.members())
+    }
+
+    /// Another member storage (group, id) registered at the same ip:port as storage `id` of
+    /// `group`. Storage ids are unique across groups, so a match anywhere is a second server
+    /// record for one address: a stale record after the id changed, or two hosts behind one
+    /// NAT address; either way clients may be sent to the wrong server.
+    pub fn same_address(&self, group: &str, id: &str) -> Option<(String, String)> {
+        let me = self.group(group)?.storage(id)?;
+        if !me.claims_address() {
+            return None;
+        }
+        self.groups.iter().find_map(|g| {
+            g.storages
+                .iter()
+                .find(|s| s.id != me.id && s.claims_address() && s.ip == me.ip && s.port == me.port)
+                .map(|s| (g.name.clone(), s.id.clone()))
+        })
+    }
+
+    /// The IP the storage on the report connection from `peer` says it listens on (fdfs-rs
+    /// BEAT extension). A mismatch with the connection's IP is logged when it appears.
+    pub fn note_listen_ip(&mut self, peer: SocketAddr, listen_ip: &str) {
+        let Some(key) = self.sessions.get(&peer).cloned() else {
+            return;
+        };
+        let Some(storage) = self
+            .storage_mut(&key)
+            .filter(|s| s.report_conn == Some(peer))
+        else {
+            return;
+        };
+        if storage.listen_ip == listen_ip {
+            return;
+        }
+        storage.listen_ip = listen_ip.to_string();
+        if storage.address_mismatch() {
+            warn!(
+                group = %key.group,
+                id = %key.id,
+                listens_on = %storage.listen_ip,
+                connects_from = %storage.ip,
+                "storage listens on another IP than it connects from: clients are sent to the connection's IP; set bind_addr to the address clients should use or route the tracker connection from it"
+            );
+        }
     }
 
     /// DELETE_STORAGE (93): marks a stopped storage DELETED. It stays listed (status 4) and

@@ -150,6 +150,8 @@ pub struct TrackerConfig {
     #[serde(with = "serde_duration")]
     pub storage_sync_file_max_time: Duration,
     pub log_level: String,
+    /// One `access` log line per request; re-read on SIGHUP like `log_level`.
+    pub access_log: bool,
     /// Port of the HTTP endpoint (`/metrics`, `/healthz`) on `bind_addr`; 0 disables it.
     pub http_port: u16,
     /// Peers that may connect to `port` (fdfs_proto::acl); everyone by default.
@@ -182,6 +184,7 @@ impl Default for TrackerConfig {
             storage_sync_file_max_delay: Duration::from_secs(86400),
             storage_sync_file_max_time: Duration::from_secs(300),
             log_level: "info".to_string(),
+            access_log: false,
             http_port: 0,
             allow_hosts: HostList::allow_all(),
             admin_hosts: HostList::allow_all(),
@@ -287,6 +290,7 @@ mod tests {
         );
         assert_eq!(config.storage_sync_file_max_time, Duration::from_secs(300));
         assert_eq!(config.log_level, "info");
+        assert!(!config.access_log);
         assert_eq!(config.http_port, 0);
         assert!(config.allow_hosts.allows_all());
         assert!(config.admin_hosts.allows_all());

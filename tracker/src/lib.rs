@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fdfs_proto::logging::AccessLog;
 use fdfs_proto::server::{serve, ServerOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -65,12 +66,28 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), TrackerError> {
+    let access_log = AccessLog::new(config.access_log);
+    run_with_access_log(config, listener, shutdown, access_log).await
+}
+
+/// [`run`], with the access log following `access_log`, which the caller may switch while
+/// the tracker runs (fdfs-trackerd does on SIGHUP).
+pub async fn run_with_access_log(
+    config: TrackerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    access_log: AccessLog,
+) -> Result<(), TrackerError> {
     config.validate()?;
     let secret = config.secret()?;
     if secret.is_some() {
         info!("cluster secret set: storages must authenticate before joining");
     }
-    let tracker = Arc::new(Tracker::new(&config).with_secret(secret));
+    let tracker = Arc::new(
+        Tracker::new(&config)
+            .with_secret(secret)
+            .with_access_log(access_log),
+    );
     let state_path = persist::state_path(&config.base_path);
     let restored = restore_state(&tracker, &state_path);
 

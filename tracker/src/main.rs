@@ -1,18 +1,17 @@
 //! `fdfs-trackerd -c tracker.toml`
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use fdfs_proto::logging::{self, AccessLog, LogControl};
 use fdfs_proto::server::{shutdown_signal, write_runtime_files};
-use fdfs_tracker::{run, TrackerConfig};
+use fdfs_tracker::{run_with_access_log, TrackerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 /// The fdfs-rs tracker: keeps track of storage servers and tells clients where to go.
 #[derive(Debug, Parser)]
@@ -37,25 +36,27 @@ fn main() -> ExitCode {
 fn start(args: Args) -> anyhow::Result<()> {
     let config = TrackerConfig::load(&args.config)
         .with_context(|| format!("cannot read config {}", args.config.display()))?;
-    init_logging(&config.log_level);
+    let log = logging::init(&config.log_level, config.access_log)
+        .with_context(|| format!("invalid log_level in {}", args.config.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, args.config, log))
 }
 
-fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
-async fn serve(config: TrackerConfig) -> anyhow::Result<()> {
+async fn serve(config: TrackerConfig, path: PathBuf, log: LogControl) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.base_path)
         .with_context(|| format!("cannot create base_path {}", config.base_path.display()))?;
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone()).await;
+    // SIGHUP re-reads log_level and access_log; connections are not touched
+    let access_log = AccessLog::new(config.access_log);
+    logging::reload_on_hangup(
+        path,
+        TrackerConfig::load,
+        |c| (c.log_level.clone(), c.access_log),
+        log,
+        access_log.clone(),
+    )
+    .context("cannot install the SIGHUP handler")?;
     let wanted = SocketAddr::new(config.bind_addr, config.port);
     let listener = TcpListener::bind(wanted)
         .await
@@ -70,7 +71,7 @@ async fn serve(config: TrackerConfig) -> anyhow::Result<()> {
         )
     })?;
     info!(%addr, base_path = %config.base_path.display(), "fdfs-trackerd listening");
-    run(config, listener, shutdown).await?;
+    run_with_access_log(config, listener, shutdown, access_log).await?;
     info!("fdfs-trackerd stopped");
     Ok(())
 }

@@ -32,6 +32,8 @@ pub const FREE_BYTES: &str = "fdfs_tracker_storage_free_bytes";
 pub const TOTAL_BYTES: &str = "fdfs_tracker_storage_total_bytes";
 pub const SYNC_RECORDS_BEHIND: &str = "fdfs_tracker_replication_records_behind";
 pub const SYNC_SECONDS_BEHIND: &str = "fdfs_tracker_replication_seconds_behind";
+pub const CLOCK_SKEW: &str = "fdfs_tracker_storage_clock_skew_seconds";
+pub const ADDRESS_MISMATCH: &str = "fdfs_tracker_storage_address_mismatch";
 pub const REFUSED: &str = "fdfs_tracker_refused_total";
 
 /// Tracker requests take microseconds to milliseconds; the top buckets catch stalls.
@@ -150,6 +152,15 @@ impl Metrics {
                 REFUSED,
                 "Connections and requests refused, by reason: allow_hosts (closed at accept), auth_failed (wrong cluster secret), not_authenticated (storage command before authenticating), admin_hosts (admin command from another host)."
             );
+            describe_gauge!(
+                CLOCK_SKEW,
+                Unit::Seconds,
+                "The storage's clock minus the tracker's at its last replication report."
+            );
+            describe_gauge!(
+                ADDRESS_MISMATCH,
+                "1 when the storage listens on another IP than it connects from, or another storage is registered at its ip:port."
+            );
             gauge!(CONNECTIONS_OPEN).set(0.0);
         });
         metrics
@@ -222,6 +233,12 @@ impl Metrics {
                     }
                     gauge!(FREE_BYTES, &labels).set(storage.free_bytes() as f64);
                     gauge!(TOTAL_BYTES, &labels).set(storage.total_bytes() as f64);
+                    if let Some(skew) = storage.sync.clock_skew {
+                        gauge!(CLOCK_SKEW, &labels).set(skew as f64);
+                    }
+                    let mismatch = storage.address_mismatch()
+                        || cluster.same_address(&group.name, &storage.id).is_some();
+                    gauge!(ADDRESS_MISMATCH, &labels).set(f64::from(u8::from(mismatch)));
                     for (source, figures) in &storage.sync.from {
                         let labels = [
                             ("group", group.name.clone()),
@@ -398,6 +415,29 @@ mod tests {
                 "fdfs_tracker_replication_seconds_behind{group=\"group1\",source=\"7\",peer=\"8\"}"
             ),
             Some(3.0)
+        );
+        // storage 7's clock runs 2 s ahead; storage 8 listens where it does not connect from
+        let ahead = fdfs_proto::sync_msg::SyncReport {
+            unix_time: 1_032,
+            ..report
+        };
+        cluster.sync_report(peer(1), &ahead, now, 1_030).unwrap();
+        cluster.note_listen_ip(peer(2), "127.0.0.2");
+        metrics.observe(&cluster, 1_030);
+        let text = metrics.render();
+        let value = |prefix: &str| line_value(&text, prefix);
+        assert_eq!(
+            value("fdfs_tracker_storage_clock_skew_seconds{group=\"group1\",storage=\"7\"}"),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            value("fdfs_tracker_storage_address_mismatch{group=\"group1\",storage=\"7\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value("fdfs_tracker_storage_address_mismatch{group=\"group1\",storage=\"8\"}"),
+            Some(1.0)
         );
         cluster.disconnect(peer(1));
         metrics.observe(&cluster, 1_031);

@@ -338,6 +338,7 @@ impl StorageState {
             stat: self
                 .stat_block()
                 .map_err(|err| invalid(format!("storage {}: {err}", self.id)))?,
+            listen_ip: String::new(),
             report_conn: None,
             sync: crate::sync::SyncInfo::default(),
         })

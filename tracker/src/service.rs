@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use fdfs_proto::cmd::Command;
 use fdfs_proto::header::Header;
+use fdfs_proto::logging::AccessLog;
 use fdfs_proto::server::{ConnInfo, Flow, ServerConn, Service};
 use fdfs_proto::{status, ProtoError};
 use tracing::{debug, warn};
@@ -28,6 +29,45 @@ pub struct Tracker {
     check_active_interval: Duration,
     metrics: Metrics,
     guard: Guard,
+    access_log: AccessLog,
+}
+
+/// How a request went, for the metrics and the access log.
+struct Served {
+    flow: Flow,
+    status: u8,
+    reply_len: usize,
+    /// `group/name` of the file a query is about.
+    file: Option<String>,
+}
+
+impl Served {
+    fn refused(flow: Flow) -> Self {
+        Served {
+            flow,
+            status: status::EINVAL,
+            reply_len: 0,
+            file: None,
+        }
+    }
+}
+
+/// The file ID a QUERY_FETCH/QUERY_UPDATE body names (D.2: char[16] group, then the name).
+fn queried_file(command: Command, body: &[u8]) -> Option<String> {
+    if !matches!(
+        command,
+        Command::QueryFetchOne | Command::QueryFetchAll | Command::QueryUpdate
+    ) || body.len() <= fdfs_proto::GROUP_NAME_LEN
+    {
+        return None;
+    }
+    let (group, name) = body.split_at(fdfs_proto::GROUP_NAME_LEN);
+    let group = fdfs_proto::field::fixed_bytes(group);
+    Some(format!(
+        "{}/{}",
+        String::from_utf8_lossy(group),
+        String::from_utf8_lossy(name)
+    ))
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -46,7 +86,14 @@ impl Tracker {
             check_active_interval: config.check_active_interval,
             metrics: Metrics::new(),
             guard: Guard::new(None, config.admin_hosts.clone()),
+            access_log: AccessLog::new(config.access_log),
         }
+    }
+
+    /// Makes the access log follow `access_log` (switched on SIGHUP).
+    pub fn with_access_log(mut self, access_log: AccessLog) -> Self {
+        self.access_log = access_log;
+        self
     }
 
     /// Requires storages to prove `secret` before their commands are served (see
@@ -93,24 +140,25 @@ impl Tracker {
     }
 
     /// Skips a body we will not read and answers EINVAL; the tracker keeps the connection (A.4).
-    async fn refuse(conn: &mut ServerConn, len: u64) -> Result<(Flow, u8), ProtoError> {
+    async fn refuse(conn: &mut ServerConn, len: u64) -> Result<Served, ProtoError> {
         conn.discard(len).await?;
         conn.send_response(status::EINVAL, &[]).await?;
-        Ok((Flow::Continue, status::EINVAL))
+        Ok(Served::refused(Flow::Continue))
     }
 
-    /// Serves one request; returns what to do next and the status answered.
+    /// Serves one request; returns what to do next, the status answered and what the access
+    /// log needs.
     async fn serve_request(
         &self,
         conn: &mut ServerConn,
         header: Header,
         command: Command,
         peer: std::net::SocketAddr,
-    ) -> Result<(Flow, u8), ProtoError> {
+    ) -> Result<Served, ProtoError> {
         let len = header.body_len()?;
         if len > MAX_PKG_SIZE {
             warn!(len, ?command, "package larger than the maximum, closing");
-            return Ok((Flow::Close, status::EINVAL));
+            return Ok(Served::refused(Flow::Close));
         }
         let Some(max) = cmd::max_body(command) else {
             debug!(?command, "command not served by the tracker");
@@ -126,18 +174,28 @@ impl Tracker {
         } else {
             cmd::handle(self, command, &body, peer)
         };
-        let status = match result {
+        let file = if self.access_log.enabled() {
+            queried_file(command, &body)
+        } else {
+            None
+        };
+        let (status, reply_len) = match result {
             Ok(reply) => {
                 conn.send_response(status::OK, &reply).await?;
-                status::OK
+                (status::OK, reply.len())
             }
             Err(err) => {
                 debug!(?command, status = err.status(), error = %err, "request failed");
                 conn.send_response(err.status(), &[]).await?;
-                err.status()
+                (err.status(), 0)
             }
         };
-        Ok((Flow::Continue, status))
+        Ok(Served {
+            flow: Flow::Continue,
+            status,
+            reply_len,
+            file,
+        })
     }
 }
 
@@ -180,11 +238,26 @@ impl Service for Tracker {
         }
         let result = self.serve_request(conn, header, command, info.peer).await;
         let status = match &result {
-            Ok((_, status)) => *status,
+            Ok(served) => served.status,
             Err(err) => err.status(),
         };
-        self.metrics.request(command, status, started.elapsed());
-        result.map(|(flow, _)| flow)
+        let elapsed = started.elapsed();
+        self.metrics.request(command, status, elapsed);
+        if self.access_log.enabled() {
+            let served = result.as_ref().ok();
+            tracing::info!(
+                target: "access",
+                client = %info.peer,
+                command = %crate::metrics::command_label(command),
+                file = served.and_then(|s| s.file.as_deref()).unwrap_or("-"),
+                status,
+                bytes_in = header.pkg_len,
+                bytes_out = served.map_or(0, |s| s.reply_len),
+                duration_us = elapsed.as_micros() as u64,
+                "request"
+            );
+        }
+        result.map(|served| served.flow)
     }
 
     fn disconnected(&self, info: &ConnInfo) {

@@ -47,6 +47,8 @@ pub struct SyncInfo {
     pub source: String,
     /// Per source storage id: how far that storage's changes reached this one.
     pub from: BTreeMap<String, PeerSync>,
+    /// Its clock minus the tracker's at its last SYNC_REPORT, in seconds.
+    pub clock_skew: Option<i64>,
     /// Last clock skew warning.
     skew_warned: Option<Instant>,
 }
@@ -196,7 +198,8 @@ impl Cluster {
             }
             reporter.sync.generation = report.generation;
         }
-        let skew = report.unix_time - unix_now;
+        let skew = report.unix_time.saturating_sub(unix_now);
+        reporter.sync.clock_skew = Some(skew);
         if skew.abs() > MAX_CLOCK_SKEW {
             let due = reporter
                 .sync
@@ -259,7 +262,7 @@ impl Cluster {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Instant;
 
     use fdfs_proto::sync_msg::PeerProgress;
@@ -271,7 +274,8 @@ mod tests {
         cluster.group("group1").unwrap().storage(id).unwrap().status
     }
 
-    fn active(cluster: &mut Cluster, n: u16) {
+    /// Joins storage `n` of group1 on `peer(n)` and makes it ACTIVE.
+    pub(crate) fn active(cluster: &mut Cluster, n: u16) {
         cluster
             .join(
                 peer(n),

@@ -608,7 +608,7 @@ async fn scrub_targets(client: &Client, group: Option<&str>) -> anyhow::Result<V
     let mut last_error = None;
     for tracker in &client.config().tracker_servers {
         match status::list_tracker(client.config(), tracker).await {
-            Ok(groups) => {
+            Ok((groups, _)) => {
                 let targets: Vec<String> = groups
                     .iter()
                     .filter(|g| group.is_none_or(|wanted| g.stat.name == wanted))

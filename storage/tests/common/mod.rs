@@ -277,11 +277,15 @@ impl FakeTracker {
                                     break;
                                 }
                                 beats += 1;
-                                // every beat ends with the storage's stat block (E.3)
+                                // every beat ends with the storage's stat block (E.3) and
+                                // the IP it listens on
                                 let paths_len = body
                                     .len()
-                                    .checked_sub(fdfs_proto::stat::StatBlock::LEN)
-                                    .expect("beat with a stat block");
+                                    .checked_sub(
+                                        fdfs_proto::stat::StatBlock::LEN
+                                            + fdfs_proto::IP_WIDTH_LONG,
+                                    )
+                                    .expect("beat with a stat block and listen ip");
                                 fdfs_proto::stat::StatBlock::decode(&body[paths_len..]).unwrap();
                                 let _ =
                                     beat_tx.send(BeatRequest::decode(&body[..paths_len]).unwrap());

@@ -7,7 +7,7 @@ use std::time::Instant;
 use fdfs_proto::field::FieldReader;
 use fdfs_proto::stat::StatBlock;
 use fdfs_proto::tracker_msg::{BeatReply, BeatRequest};
-use fdfs_proto::ProtoError;
+use fdfs_proto::{ProtoError, IP_WIDTH_LONG};
 
 use super::CmdError;
 use crate::cluster::BeatError;
@@ -15,14 +15,16 @@ use crate::service::{unix_now, Tracker};
 
 /// Most store paths a beat may report.
 const MAX_PATHS: usize = 256;
-/// A count, 256 store paths of {total, free} and a stat block.
-pub const MAX_BODY_LEN: usize = 8 + MAX_PATHS * 16 + StatBlock::LEN;
+/// A count, 256 store paths of {total, free}, a stat block and the listen IP.
+pub const MAX_BODY_LEN: usize = 8 + MAX_PATHS * 16 + StatBlock::LEN + IP_WIDTH_LONG;
 
 /// A decoded BEAT body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Beat {
     pub request: BeatRequest,
     pub stat: Option<StatBlock>,
+    /// The IP the storage listens on (empty: all addresses); `None` when not sent.
+    pub listen_ip: Option<String>,
 }
 
 /// Decodes a BEAT body:
@@ -36,10 +38,13 @@ pub struct Beat {
 ///                     int32 × 3 connection counters (alloc, current, max), then the 42 int64
 ///                     counters of E.3 in order; the last two (last_synced_timestamp,
 ///                     last_heart_beat_time) are set by the tracker and sent as 0
+/// 8 + 16n + 348  46   optional, only after the stat block (fdfs-rs): char[46] the IP the
+///                     storage listens on, empty when it listens on all addresses; the
+///                     tracker compares it with the connection's IP (address mismatch)
 /// ```
 ///
-/// So the body is `8 + 16n` bytes (no counters) or `8 + 16n + 348` bytes; any other length
-/// is EINVAL.
+/// So the body is `8 + 16n` bytes (no counters), `8 + 16n + 348` or `8 + 16n + 348 + 46`
+/// bytes; any other length is EINVAL.
 pub fn decode(body: &[u8]) -> Result<Beat, ProtoError> {
     let count = FieldReader::new(body).i64()?;
     let count = usize::try_from(count)
@@ -48,9 +53,14 @@ pub fn decode(body: &[u8]) -> Result<Beat, ProtoError> {
         .ok_or_else(|| ProtoError::invalid("store path count", count.to_string()))?;
     let usage_len = 8 + 16 * count;
     let (usage, rest) = body.split_at(usage_len.min(body.len()));
-    let stat = match rest.len() {
-        0 => None,
-        StatBlock::LEN => Some(StatBlock::decode(rest)?),
+    let (stat, listen_ip) = match rest.len() {
+        0 => (None, None),
+        StatBlock::LEN => (Some(StatBlock::decode(rest)?), None),
+        len if len == StatBlock::LEN + IP_WIDTH_LONG => {
+            let (stat, ip) = rest.split_at(StatBlock::LEN);
+            let ip = FieldReader::new(ip).fixed_str(IP_WIDTH_LONG, "listen ip")?;
+            (Some(StatBlock::decode(stat)?), Some(ip.to_string()))
+        }
         _ => {
             return Err(ProtoError::BadLength {
                 what: "beat",
@@ -61,6 +71,7 @@ pub fn decode(body: &[u8]) -> Result<Beat, ProtoError> {
     Ok(Beat {
         request: BeatRequest::decode(usage)?,
         stat,
+        listen_ip,
     })
 }
 
@@ -78,6 +89,9 @@ pub fn handle(tracker: &Tracker, body: &[u8], peer: SocketAddr) -> Result<Vec<u8
         Instant::now(),
         unix_now(),
     )?;
+    if let Some(ip) = &beat.listen_ip {
+        cluster.note_listen_ip(peer, ip);
+    }
     Ok(BeatReply {
         members: Some(members),
     }
@@ -110,7 +124,8 @@ mod tests {
             decode(&plain).unwrap(),
             Beat {
                 request: usage(2),
-                stat: None
+                stat: None,
+                listen_ip: None,
             }
         );
         let stat = StatBlock {
@@ -126,6 +141,16 @@ mod tests {
         let mut body = usage(0).encode();
         body.extend_from_slice(&stat.encode());
         assert_eq!(decode(&body).unwrap().stat, Some(stat));
+        // the listen IP comes only after the counters
+        let mut ip = [0u8; 46];
+        ip[..8].copy_from_slice(b"10.0.0.7");
+        body.extend_from_slice(&ip);
+        let beat = decode(&body).unwrap();
+        assert_eq!(beat.stat, Some(stat));
+        assert_eq!(beat.listen_ip.as_deref(), Some("10.0.0.7"));
+        let mut without_counters = usage(1).encode();
+        without_counters.extend_from_slice(&ip);
+        assert!(decode(&without_counters).is_err());
     }
 
     #[test]
@@ -148,7 +173,8 @@ mod tests {
         let max = usage(256).encode();
         let mut body = max.clone();
         body.extend_from_slice(&StatBlock::default().encode());
+        body.extend_from_slice(&[0; IP_WIDTH_LONG]);
         assert_eq!(body.len(), MAX_BODY_LEN);
-        assert!(decode(&body).is_ok());
+        assert_eq!(decode(&body).unwrap().listen_ip.as_deref(), Some(""));
     }
 }

@@ -14,6 +14,7 @@ use crate::sync::SyncError;
 
 mod beat;
 mod delete;
+mod health;
 mod join;
 mod list;
 mod parameter;
@@ -74,7 +75,11 @@ fn expect_len(body: &[u8], len: usize, what: &'static str) -> Result<(), CmdErro
 pub fn max_body(command: Command) -> Option<u64> {
     use Command::*;
     let max = match command {
-        QueryStoreWithoutGroupOne | QueryStoreWithoutGroupAll | ParameterReq | ListAllGroups => 0,
+        QueryStoreWithoutGroupOne
+        | QueryStoreWithoutGroupAll
+        | ParameterReq
+        | ListAllGroups
+        | StorageHealth => 0,
         ListOneGroup | DeleteGroup => list::GROUP_BODY_LEN,
         ListStorage | DeleteStorage => list::LIST_STORAGE_MAX_BODY_LEN,
         QueryStoreWithGroupOne | QueryStoreWithGroupAll => query_store::GROUP_BODY_LEN,
@@ -128,6 +133,7 @@ pub fn handle(
         ListStorage => list::list_storage(tracker, body),
         DeleteStorage => delete::delete_storage(tracker, body),
         DeleteGroup => delete::delete_group(tracker, body),
+        StorageHealth => health::handle(tracker, body),
         SyncDestReq => sync::sync_dest(tracker, body, peer),
         StorageChangeStatus => sync::change_status(tracker, body, peer),
         SyncReport => sync::report(tracker, body, peer),
