@@ -262,7 +262,13 @@ async fn run_connection<S: Service>(
             .set_read_timeout_pinned(Some(options.network_timeout));
         let flow = match builtin(&mut conn, header, service.close_after_einval()).await {
             Some(flow) => flow,
-            None => service.call(&mut conn, header, info).await,
+            // one span per request, inside the connection's: every line it logs names the command
+            None => {
+                service
+                    .call(&mut conn, header, info)
+                    .instrument(tracing::info_span!("req", cmd = header.cmd))
+                    .await
+            }
         };
         match flow {
             Ok(Flow::Continue) => {}

@@ -141,6 +141,32 @@ mod tests {
     }
 
     #[test]
+    fn clock_skew_from_a_sync_report_on_the_wire() {
+        use fdfs_proto::cmd::Command;
+        let tracker = Tracker::new(&crate::config::TrackerConfig::default());
+        tracker
+            .cluster()
+            .join(
+                peer(1),
+                &join_request("group1", 1, 23001, 1),
+                Instant::now(),
+            )
+            .unwrap();
+        // the storage's clock runs 30 s ahead of ours
+        let report = SyncReport {
+            unix_time: unix_now() + 30,
+            generation: 1,
+            peers: vec![],
+        };
+        super::super::handle(&tracker, Command::SyncReport, &report.encode(), peer(1)).unwrap();
+        let body = super::super::handle(&tracker, Command::StorageHealth, &[], peer(2)).unwrap();
+        let health = HealthReport::decode(&body).unwrap();
+        let skew = health.storages[0].clock_skew.unwrap();
+        // a second boundary may pass between building the report and handling it
+        assert!((29..=30).contains(&skew), "{skew}");
+    }
+
+    #[test]
     fn a_body_is_refused() {
         let tracker = Tracker::new(&crate::config::TrackerConfig::default());
         assert!(handle(&tracker, &[0]).is_err());
