@@ -342,3 +342,59 @@ async fn the_background_scrub_finds_damage_at_its_own_pace() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
+    let cluster = Cluster::builder().store_paths(2).start().await?;
+    let client = cluster.client();
+    let addr = cluster.storages[0].addr.to_string();
+    let data = random_bytes(5, 4000);
+    let good = client
+        .upload_reader_to(&addr, Some(0), &data[..], data.len() as u64, "bin")
+        .await?;
+    assert_eq!(good.name.store_path(), 0);
+    // a file on path 1 whose open(2) does not return, as an open that must read a directory
+    // or inode from a disk that stopped answering: a FIFO nobody writes to. Requests for it
+    // must wait off the threads that serve connections (the blocking pool)
+    let hanging = FileId::new(
+        "group1",
+        fdfs_proto::file_id::LogicalName::parse(&good.name.to_string().replacen("M00", "M01", 1))?,
+    )?;
+    let fifo = cluster
+        .store_path(0, 1)
+        .join("data")
+        .join(hanging.name.data_relative_path());
+    std::fs::create_dir_all(fifo.parent().unwrap())?;
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    anyhow::ensure!(status.success(), "mkfifo failed");
+
+    // more hung requests than the storage has threads serving connections
+    let mut stuck = Vec::new();
+    for _ in 0..8 {
+        let (client, addr, id) = (client.clone(), addr.clone(), hanging.clone());
+        stuck.push(tokio::spawn(async move {
+            let mut sink = Vec::new();
+            client.download_from(&addr, &id, 0, 0, &mut sink).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        stuck.iter().all(|task| !task.is_finished()),
+        "the FIFO does not hang"
+    );
+    // the other path still answers
+    for _ in 0..3 {
+        let got = tokio::time::timeout(Duration::from_secs(10), content_on(&client, &addr, &good))
+            .await
+            .map_err(|_| anyhow::anyhow!("a download from path 0 waited for path 1"))??;
+        assert_eq!(got, data);
+    }
+    // a writer releases the hung opens: they end with "not a regular file"
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo)?;
+    drop(writer);
+    for task in stuck {
+        let result = tokio::time::timeout(Duration::from_secs(20), task).await??;
+        assert!(matches!(result, Err(ClientError::Status(21))), "{result:?}");
+    }
+    Ok(())
+}
