@@ -242,6 +242,15 @@ async fn damaged_copies_are_refused_and_repaired_from_a_peer() -> Result<()> {
     flip(&path_on(&cluster, 1, &files[2].0), 7)?;
     flip(&path_on(&cluster, 0, &files[2].0), 9)?;
 
+    // served over HTTP neither
+    let http_b = cluster.storages[1].http_addr().await?;
+    let refused = http_get(http_b, &format!("/{}", files[1].0)).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|err| err.to_string().contains("HTTP/1.1 500")),
+        "{refused:?}"
+    );
     // a download of a copy of the wrong size is refused, not served short
     let refused = content_on(&client, &b, &files[1].0).await;
     assert!(
@@ -288,8 +297,7 @@ async fn damaged_copies_are_refused_and_repaired_from_a_peer() -> Result<()> {
     let report = client.scrub(&b, ScrubAction::Status).await?;
     assert!(!report.running);
     assert_eq!((report.corrupt, report.repaired), (2, 1));
-    let http = cluster.storages[1].http_addr().await?;
-    let text = http_get(http, "/metrics").await?;
+    let text = http_get(http_b, "/metrics").await?;
     assert_eq!(
         sample(&text, "fdfs_storage_scrub_repaired_files_total"),
         Some(2.0),

@@ -9,7 +9,7 @@ use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::name::{classify, FileKind, NameFields};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::body::{self, Body};
 use super::conditional::ETag;
@@ -200,6 +200,12 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
     // HEAD too: its ETag must be the one GET gives
     let want_crc = kind == FileKind::Slave;
     match open_local(state, &path, !cond.head, want_crc).await {
+        // a normal file's name records its size: another size on disk is damage (repaired by
+        // a scrub or a DOWNLOAD_FILE of it), not content to send
+        Ok(Lookup::Found(file)) if kind == FileKind::Normal && file.size != fields.file_size() => {
+            error!(name = %target.name, on_disk = file.size, recorded = fields.file_size(), "damaged file: size differs from its name, not served");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "damaged file\n")
+        }
         Ok(Lookup::Found(file)) => {
             let rep = representation(settings, &target.name, &fields, kind, &file, &params);
             local::respond(&cond, file, rep)
