@@ -286,7 +286,9 @@ impl FakeTracker {
                                             + fdfs_proto::IP_WIDTH_LONG,
                                     )
                                     .expect("beat with a stat block and listen ip");
-                                fdfs_proto::stat::StatBlock::decode(&body[paths_len..]).unwrap();
+                                let stat_end = paths_len + fdfs_proto::stat::StatBlock::LEN;
+                                fdfs_proto::stat::StatBlock::decode(&body[paths_len..stat_end])
+                                    .unwrap();
                                 let _ =
                                     beat_tx.send(BeatRequest::decode(&body[..paths_len]).unwrap());
                                 BeatReply {
