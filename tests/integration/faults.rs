@@ -332,22 +332,35 @@ async fn the_background_scrub_finds_damage_at_its_own_pace() -> Result<()> {
     std::fs::write(&path, bytes)?;
     // one storage: no peer to repair from
     let http = cluster.storages[0].http_addr().await?;
-    wait_for(
+    let text = wait_for(
         "a background scrub to find the damage",
         Duration::from_secs(30),
         || async {
             let text = http_get(http, "/metrics").await.ok()?;
             let unrepairable = sample(&text, "fdfs_storage_scrub_unrepairable_files_total")?;
-            (unrepairable >= 1.0).then_some(())
+            // every file of a whole run checked, not just the ones before the damaged one
+            let checked = sample(&text, "fdfs_storage_scrub_checked_files_total")?;
+            (unrepairable >= 1.0 && checked >= 3.0).then_some(text)
         },
     )
     .await?;
-    let text = http_get(http, "/metrics").await?;
-    assert!(sample(&text, "fdfs_storage_scrub_checked_files_total").unwrap_or(0.0) >= 3.0);
     assert_eq!(
         sample(&text, "fdfs_storage_scrub_repaired_files_total"),
         Some(0.0)
     );
+    // `fdfs scrub --status` finds the storages through the tracker
+    let tracker = cluster.tracker_addr();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin_path("fdfs"))
+            .args(["--tracker", &tracker, "scrub", "group1", "--status"])
+            .output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let addr = cluster.storages[0].addr.to_string();
+    assert!(stdout.starts_with(&format!("{addr}: ")), "{stdout}");
+    assert!(stdout.contains(" unrepairable "), "{stdout}");
     Ok(())
 }
 
