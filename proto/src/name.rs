@@ -181,6 +181,19 @@ pub fn classify(logical: &str, fields: &NameFields) -> FileKind {
     }
 }
 
+/// Whether `base` is shaped as a generated normal name: the encoded fields, then the
+/// 7-character suffix of digits and an optional `.ext` (H.6). The length rule of [`classify`]
+/// takes a short slave name (a master without its extension plus a prefix, `<fields>123_s`)
+/// for a normal one; this tells them apart where it matters (checking content against the
+/// fields, which for a slave are its master's).
+pub fn has_normal_suffix(base: &str) -> bool {
+    let Some(suffix) = base.get(ENCODED_LEN..) else {
+        return false;
+    };
+    let digits = suffix.split('.').next().unwrap_or("");
+    suffix.len() == SUFFIX_LEN && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Checks an upload extension: 0..6 characters of `[A-Za-z0-9_.-]` (A.5).
 pub fn validate_ext(ext: &str) -> Result<(), ProtoError> {
     if ext.len() > crate::EXT_LEN {

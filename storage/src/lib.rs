@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod nowait;
 pub mod persist;
 pub mod replication;
 pub mod scrub;

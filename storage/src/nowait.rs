@@ -13,18 +13,28 @@ use bytes::Bytes;
 /// Exactly `len` bytes at `offset` if they can be had without blocking; None otherwise
 /// (including a file shorter than `offset + len`: the blocking path reports that).
 pub fn read_exact_at(file: &File, offset: u64, len: usize) -> Option<Bytes> {
-    read_impl(file, offset, len)
+    let mut buf = Vec::with_capacity(len);
+    append_exact_at(file, offset, len, &mut buf).then(|| Bytes::from(buf))
+}
+
+/// Appends exactly `len` bytes at `offset` to `buf` if they can be had without blocking and
+/// says whether it did; on `false`, `buf` may hold part of them after its old end (truncate
+/// it back before reuse).
+pub fn append_exact_at(file: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> bool {
+    append_impl(file, offset, len, buf).is_some()
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn read_impl(file: &File, offset: u64, len: usize) -> Option<Bytes> {
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
+fn append_impl(file: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> Option<()> {
+    buf.reserve(len);
+    let start = buf.len();
     let mut filled = 0usize;
     while filled < len {
         let at = i64::try_from(offset.checked_add(filled as u64)?).ok()?;
         let iov = libc::iovec {
-            // SAFETY: `filled < len <= capacity`: the pointer stays inside the allocation.
-            iov_base: unsafe { buf.as_mut_ptr().add(filled) }.cast(),
+            // SAFETY: `start + filled < start + len <= capacity`: the pointer stays inside
+            // the allocation.
+            iov_base: unsafe { buf.as_mut_ptr().add(start + filled) }.cast(),
             iov_len: len - filled,
         };
         // SAFETY: one valid iovec describing writable, owned memory; the fd is open.
@@ -35,13 +45,13 @@ fn read_impl(file: &File, offset: u64, len: usize) -> Option<Bytes> {
         }
         filled += n as usize;
         // SAFETY: the kernel initialised the `n` bytes after the first `filled - n` ones.
-        unsafe { buf.set_len(filled) };
+        unsafe { buf.set_len(start + filled) };
     }
-    Some(Bytes::from(buf))
+    Some(())
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn read_impl(_file: &File, _offset: u64, _len: usize) -> Option<Bytes> {
+fn append_impl(_file: &File, _offset: u64, _len: usize, _buf: &mut Vec<u8>) -> Option<()> {
     None
 }
 

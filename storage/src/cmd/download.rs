@@ -38,11 +38,11 @@ pub(super) async fn handle(
 const SENDFILE_MIN: u64 = 64 * 1024;
 
 /// Opens the file and works out the byte range to send (F.3).
-async fn open(ctx: &Ctx, body: &[u8]) -> Result<(File, u64, u64), CmdError> {
+async fn open(ctx: &Ctx, body: &[u8]) -> Result<(std::fs::File, u64, u64), CmdError> {
     let req = DownloadRequest::decode(body)?;
     check_group(ctx, &req.group)?;
     let name = parse_name(&req.name)?;
-    let (file, size) = ctx.store.open_read(&name).await?;
+    let (file, size) = ctx.store.open_read_std(&name).await?;
     // a normal file's name records its size: a copy of another size is damaged, and sending
     // it would hand the client bytes it cannot tell from the real ones
     if let Some((recorded, _)) = crate::scrub::recorded(&name) {
@@ -84,22 +84,76 @@ fn byte_count(size: u64, offset: u64, length: u64) -> Result<u64, StoreError> {
 /// shrinks meanwhile cannot deliver the promised length: the connection is closed.
 async fn stream(
     conn: &mut ServerConn,
-    file: File,
+    file: std::fs::File,
     offset: u64,
     count: u64,
     zero_copy: Option<Duration>,
 ) -> Result<Flow, ProtoError> {
-    match zero_copy {
-        Some(timeout) if count > SENDFILE_MIN => {
-            send_zero_copy(conn, file, offset, count, timeout).await
-        }
-        _ => send_buffered(conn, file, offset, count).await,
+    if count <= SENDFILE_MIN {
+        return send_small(conn, file, offset, count).await;
     }
+    match zero_copy {
+        Some(timeout) => send_zero_copy(conn, file, offset, count, timeout).await,
+        None => send_buffered(conn, File::from_std(file), offset, count).await,
+    }
+}
+
+/// Header and content in one buffer and one write. The content comes straight from the page
+/// cache when it is there (no trip to the blocking pool, which costs more than a small read),
+/// else from one blocking read.
+async fn send_small(
+    conn: &mut ServerConn,
+    file: std::fs::File,
+    offset: u64,
+    count: u64,
+) -> Result<Flow, ProtoError> {
+    let len = usize::try_from(count).expect("at most SENDFILE_MIN");
+    let mut buf = Vec::with_capacity(HEADER_LEN + len);
+    buf.extend_from_slice(&Header::response(0, count).encode());
+    if !crate::nowait::append_exact_at(&file, offset, len, &mut buf) {
+        buf.truncate(HEADER_LEN);
+        buf = tokio::task::spawn_blocking(move || read_up_to(&file, offset, len, buf))
+            .await
+            .map_err(std::io::Error::other)??;
+    }
+    conn.write_all(&buf).await?;
+    conn.flush().await?;
+    if buf.len() < HEADER_LEN + len {
+        warn!(
+            missing = HEADER_LEN + len - buf.len(),
+            "file shrank during download, closing connection"
+        );
+        return Ok(Flow::Close);
+    }
+    Ok(Flow::Continue)
+}
+
+/// Appends up to `len` bytes at `offset` to `buf`: fewer only at the end of the file.
+fn read_up_to(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+    mut buf: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[start + filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    buf.truncate(start + filled);
+    Ok(buf)
 }
 
 async fn send_zero_copy(
     conn: &mut ServerConn,
-    file: File,
+    file: std::fs::File,
     offset: u64,
     count: u64,
     timeout: Duration,
@@ -219,7 +273,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, data).unwrap();
-        let file = File::open(&path).await.unwrap();
+        let file = std::fs::File::open(&path).unwrap();
         let count = byte_count(data.len() as u64, offset, length).unwrap();
         let (mut conn, mut client) = conn_pair().await;
         let reader = tokio::spawn(async move {
@@ -280,34 +334,38 @@ mod tests {
 
     #[tokio::test]
     async fn a_shrunk_file_closes_the_connection() {
-        let data = content(1 << 20);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, &data).unwrap();
-        for zero_copy in [Some(Duration::from_secs(10)), None] {
-            let file = File::open(&path).await.unwrap();
-            // the range was computed before the file shrank to half
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .unwrap()
-                .set_len(512 * 1024)
-                .unwrap();
-            let (mut conn, mut client) = conn_pair().await;
-            let reader = tokio::spawn(async move {
-                let mut received = Vec::new();
-                client.read_to_end(&mut received).await.unwrap();
-                received
-            });
-            let flow = stream(&mut conn, file, 0, 1 << 20, zero_copy)
-                .await
-                .unwrap();
-            assert_eq!(flow, Flow::Close);
-            drop(conn);
-            let received = reader.await.unwrap();
-            assert_eq!(received.len(), HEADER_LEN + 512 * 1024, "{zero_copy:?}");
-            assert!(received[HEADER_LEN..] == data[..512 * 1024]);
+        // large (sendfile or buffered) and small (one write) bodies
+        for size in [1usize << 20, 40 << 10] {
+            let data = content(size);
+            let half = size / 2;
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
             std::fs::write(&path, &data).unwrap();
+            for zero_copy in [Some(Duration::from_secs(10)), None] {
+                let file = std::fs::File::open(&path).unwrap();
+                // the range was computed before the file shrank to half
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(half as u64)
+                    .unwrap();
+                let (mut conn, mut client) = conn_pair().await;
+                let reader = tokio::spawn(async move {
+                    let mut received = Vec::new();
+                    client.read_to_end(&mut received).await.unwrap();
+                    received
+                });
+                let flow = stream(&mut conn, file, 0, size as u64, zero_copy)
+                    .await
+                    .unwrap();
+                assert_eq!(flow, Flow::Close);
+                drop(conn);
+                let received = reader.await.unwrap();
+                assert_eq!(received.len(), HEADER_LEN + half, "{size} {zero_copy:?}");
+                assert!(received[HEADER_LEN..] == data[..half]);
+                std::fs::write(&path, &data).unwrap();
+            }
         }
     }
 

@@ -16,7 +16,7 @@ pub mod disposition;
 pub mod handler;
 pub mod local;
 pub mod mime;
-pub mod nowait;
+pub use crate::nowait;
 pub mod path;
 pub mod peer;
 pub mod query;

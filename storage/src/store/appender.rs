@@ -14,9 +14,7 @@ use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncSeekExt};
 
 use super::metadata::sidecar_path;
-use super::write::{
-    blocking_store, link_once, link_unique, stream_to, unix_now, BeforeLink, NoHook, TempFile,
-};
+use super::write::{blocking_store, link_unique, stream_to, unix_now, BeforeLink, NoHook};
 use super::{Store, StoreError};
 
 /// Puts a file back to its old length unless disarmed: covers requests dropped mid-write.
@@ -298,37 +296,31 @@ impl Store {
         let index = self
             .choose_store_path(Some(master.store_path()), size)
             .await?;
-        let (tmp, mut file) = TempFile::create(self.tmp_dir(index)?, "slave").await?;
-        let result = async {
-            stream_to(reader, &mut file, size).await?;
-            self.finish_file(file).await?;
-            hook.before_link(&slave).await?;
-            let tmp_path = tmp.path().to_path_buf();
-            let fsync = self.options.fsync;
-            let target = slave_path.clone();
-            let counts = self.counts();
-            blocking_store("storing slave file", move || {
-                let change = counts.begin(index);
-                // one name only: taken meanwhile means it exists
-                if !link_once(&tmp_path, &target)? {
-                    return Err(StoreError::Exists);
-                }
-                if let Some(change) = change {
-                    change.note(&target, 1);
-                }
-                if fsync {
-                    if let Some(dir) = target.parent() {
-                        crate::persist::sync_dir(dir)
-                            .map_err(StoreError::io("syncing directory"))?;
+        let received = self.receive(index, "slave", reader, size, None).await?;
+        let linked = match hook.before_link(&slave).await {
+            // one name only: taken meanwhile means it exists
+            Ok(()) => self
+                .link_received(&received.tmp, index, slave_path)
+                .await
+                .and_then(|linked| {
+                    if linked {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Exists)
                     }
-                }
-                Ok(())
-            })
-            .await
+                }),
+            Err(err) => Err(err),
+        };
+        match linked {
+            Ok(()) => {
+                received.tmp.disarm();
+                Ok(slave)
+            }
+            Err(err) => {
+                received.tmp.remove().await;
+                Err(err)
+            }
         }
-        .await;
-        tmp.remove().await;
-        result.map(|()| slave)
     }
 
     /// The symlink variant (`store_slave_file_use_link`, I.4): the content is stored under a

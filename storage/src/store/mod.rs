@@ -393,14 +393,33 @@ impl Store {
     }
 
     async fn open_read_unchecked(&self, name: &LogicalName) -> Result<(File, u64), StoreError> {
+        let (file, size) = self.open_read_std_unchecked(name).await?;
+        Ok((File::from_std(file), size))
+    }
+
+    /// [`Store::open_read`] giving a std file, for callers that read it without the blocking
+    /// pool when they can (page-cache reads, sendfile).
+    pub async fn open_read_std(
+        &self,
+        name: &LogicalName,
+    ) -> Result<(std::fs::File, u64), StoreError> {
+        let opened = self.open_read_std_unchecked(name).await;
+        self.note_result(name.store_path(), opened)
+    }
+
+    /// Opens and stats in one trip to the blocking pool: an open can wait for the disk, and
+    /// a hung store path must not stall the server threads (and with them the other paths).
+    async fn open_read_std_unchecked(
+        &self,
+        name: &LogicalName,
+    ) -> Result<(std::fs::File, u64), StoreError> {
         let path = self.resolve(name)?;
-        let file = File::open(&path)
-            .await
-            .map_err(StoreError::file("opening file"))?;
-        let meta = file
-            .metadata()
-            .await
-            .map_err(StoreError::file("reading file status"))?;
+        let (file, meta) = blocking_file("opening file", move || {
+            let file = std::fs::File::open(&path)?;
+            let meta = file.metadata()?;
+            Ok((file, meta))
+        })
+        .await?;
         if !meta.is_file() {
             return Err(StoreError::NotRegularFile);
         }

@@ -43,14 +43,29 @@ pub(crate) struct TempFile {
 
 impl TempFile {
     /// Creates a fresh, empty temp file in `dir`.
-    pub(crate) async fn create(dir: &Path, kind: &str) -> Result<(TempFile, File), StoreError> {
+    pub(crate) async fn create(
+        dir: &Path,
+        kind: &'static str,
+    ) -> Result<(TempFile, File), StoreError> {
+        let dir = dir.to_path_buf();
+        let (tmp, file) = blocking_store("creating temp file", move || {
+            TempFile::create_blocking(&dir, kind)
+        })
+        .await?;
+        Ok((tmp, File::from_std(file)))
+    }
+
+    /// [`TempFile::create`] for code already on the blocking pool.
+    pub(crate) fn create_blocking(
+        dir: &Path,
+        kind: &str,
+    ) -> Result<(TempFile, std::fs::File), StoreError> {
         for _ in 0..NAME_ATTEMPTS {
             let path = dir.join(format!("{kind}.{:016x}", rand::thread_rng().gen::<u64>()));
-            match tokio::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&path)
-                .await
             {
                 Ok(file) => return Ok((TempFile { path, armed: true }, file)),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -58,6 +73,11 @@ impl TempFile {
             }
         }
         Err(StoreError::NameCollision)
+    }
+
+    /// The temp name is gone (renamed or removed by the caller): nothing left to clean up.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -155,21 +175,25 @@ pub(crate) fn link_unique(
 ) -> Result<LogicalName, StoreError> {
     for _ in 0..NAME_ATTEMPTS {
         let (logical, path) = make_name()?;
-        let mut linked = std::fs::hard_link(tmp, &path);
-        if matches!(&linked, Err(err) if err.kind() == io::ErrorKind::NotFound) {
-            // the data directory is not created yet (first start) or was removed
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(StoreError::io("creating data directory"))?;
-            }
-            linked = std::fs::hard_link(tmp, &path);
-        }
-        match linked {
-            Ok(()) => return Ok(logical),
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(StoreError::io("linking file under its final name")(err)),
+        if link_once(tmp, &path)? {
+            return Ok(logical);
         }
     }
     Err(StoreError::NameCollision)
+}
+
+/// Creates a missing data directory (first start, or removed) and makes its entry in the
+/// parent durable: a file linked into it is synced with its own directory only.
+fn create_data_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(StoreError::io("creating data directory"))?;
+    // data/XX/YY: both levels may be new
+    let mut parent = dir.parent();
+    for _ in 0..2 {
+        let Some(up) = parent else { break };
+        crate::persist::sync_dir(up).map_err(StoreError::io("syncing directory"))?;
+        parent = up.parent();
+    }
+    Ok(())
 }
 
 /// Told the final name of a new file just before the file appears under it. Replication
@@ -196,7 +220,7 @@ pub(crate) fn link_once(tmp: &Path, path: &Path) -> Result<bool, StoreError> {
     let mut linked = std::fs::hard_link(tmp, path);
     if matches!(&linked, Err(err) if err.kind() == io::ErrorKind::NotFound) {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(StoreError::io("creating data directory"))?;
+            create_data_dir(dir)?;
         }
         linked = std::fs::hard_link(tmp, path);
     }
@@ -250,9 +274,9 @@ impl Store {
             }
         }
 
-        let created = TempFile::create(self.tmp_dir(index)?, "upload").await;
         // a disk error has the store path probed (store::health)
-        let (tmp, file) = self.note_result(index, created)?;
+        let received = self.receive(index, "upload", reader, req.size, None).await;
+        let received = self.note_result(index, received)?;
         let placed = Placement {
             index,
             high,
@@ -260,25 +284,20 @@ impl Store {
             appender: req.appender,
             suffix,
         };
-        let result = self
-            .fill_and_link(reader, file, req.size, &tmp, placed, hook)
-            .await;
-        // on success the content lives on under its final name; on failure it goes
-        tmp.remove().await;
-        self.note_result(index, result)
+        let linked = self.name_and_link(received, req.size, placed, hook).await;
+        self.note_result(index, linked)
     }
 
-    async fn fill_and_link<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
+    /// Finds a free final name for a received file and links it there, telling `hook` each
+    /// name just before the file appears under it.
+    async fn name_and_link<H: BeforeLink>(
         &self,
-        reader: &mut R,
-        mut file: File,
+        received: Received,
         size: u64,
-        tmp: &TempFile,
         placed: Placement,
         hook: &mut H,
     ) -> Result<LogicalName, StoreError> {
-        let crc32 = stream_to(reader, &mut file, size).await?;
-        let mtime = self.finish_file(file).await?;
+        let Received { tmp, crc32, mtime } = received;
         let source = Source::Id(self.options.server_id);
         let Placement {
             index,
@@ -297,54 +316,150 @@ impl Store {
             };
             let logical = LogicalName::new(index, high, low, &name::base_name(&fields, &suffix))
                 .map_err(|err| StoreError::Invalid(err.to_string()))?;
-            let path = data.join(logical.data_relative_path());
-            match tokio::fs::symlink_metadata(&path).await {
-                Ok(_) => continue,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(StoreError::io("checking file name")(err)),
-            }
+            // No look before the record: a name taken meanwhile (random bits in the size field
+            // make that rare) leaves a record of a file that is not ours, which is harmless.
             hook.before_link(&logical).await?;
-            let tmp_path = tmp.path().to_path_buf();
-            let fsync = self.options.fsync;
-            let counts = self.counts();
-            let linked = blocking_store("storing file", move || {
-                let change = counts.begin(index);
-                if !link_once(&tmp_path, &path)? {
-                    return Ok(false);
-                }
-                if let Some(change) = change {
-                    change.note(&path, 1);
-                }
-                if fsync {
-                    if let Some(dir) = path.parent() {
-                        crate::persist::sync_dir(dir)
-                            .map_err(StoreError::io("syncing directory"))?;
-                    }
-                }
-                Ok(true)
-            })
-            .await?;
-            if linked {
+            let path = data.join(logical.data_relative_path());
+            if self.link_received(&tmp, index, path).await? {
+                tmp.disarm();
                 return Ok(logical);
             }
-            // taken meanwhile (the record names a file that is not ours: harmless)
         }
+        tmp.remove().await;
         Err(StoreError::NameCollision)
     }
 
-    /// Flushes a fully written file to disk (when configured) and returns its mtime.
-    pub(crate) async fn finish_file(&self, file: File) -> Result<u32, StoreError> {
-        if self.options.fsync {
-            file.sync_all()
-                .await
-                .map_err(StoreError::io("syncing file"))?;
-        }
-        let meta = file
-            .metadata()
-            .await
-            .map_err(StoreError::io("reading file status"))?;
-        Ok(super::unix_seconds(&meta) as u32)
+    /// Links a received file under its final `path` (a new name on store path `index`), syncs
+    /// the directory and drops the temp name, in one trip to the blocking pool. `false` when
+    /// `path` exists; the temp file is then still there.
+    pub(crate) async fn link_received(
+        &self,
+        tmp: &TempFile,
+        index: u8,
+        path: PathBuf,
+    ) -> Result<bool, StoreError> {
+        let tmp_path = tmp.path().to_path_buf();
+        let fsync = self.options.fsync;
+        let counts = self.counts();
+        blocking_store("storing file", move || {
+            let change = counts.begin(index);
+            if !link_once(&tmp_path, &path)? {
+                return Ok(false);
+            }
+            if let Some(change) = change {
+                change.note(&path, 1);
+            }
+            if fsync {
+                if let Some(dir) = path.parent() {
+                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
+                }
+            }
+            // the content lives on under its final name; a leftover temp name is swept at start
+            if let Err(err) = std::fs::remove_file(&tmp_path) {
+                tracing::warn!(path = %tmp_path.display(), error = %err, "cannot remove temp file");
+            }
+            Ok(true)
+        })
+        .await
     }
+
+    /// Receives exactly `size` bytes from `reader` into a new temp file on store path `index`,
+    /// gives it `mtime` when one is set (replicas keep their source's), syncs it when
+    /// configured, and returns it with its CRC32 and mtime. On any error the temp file is gone.
+    pub(crate) async fn receive<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        index: u8,
+        kind: &'static str,
+        reader: &mut R,
+        size: u64,
+        mtime: Option<u32>,
+    ) -> Result<Received, StoreError> {
+        let dir = self.tmp_dir(index)?.to_path_buf();
+        let fsync = self.options.fsync;
+        if size <= SMALL_BODY {
+            let body = read_body(reader, size).await?;
+            let crc32 = crc32fast::hash(&body);
+            return blocking_store("storing file", move || {
+                let (tmp, mut file) = TempFile::create_blocking(&dir, kind)?;
+                std::io::Write::write_all(&mut file, &body)
+                    .map_err(StoreError::io("writing file"))?;
+                let mtime = seal(&file, mtime, fsync)?;
+                Ok(Received { tmp, crc32, mtime })
+            })
+            .await;
+        }
+        let (tmp, mut file) = TempFile::create(&dir, kind).await?;
+        let streamed = stream_to(reader, &mut file, size).await;
+        let crc32 = match streamed {
+            Ok(crc32) => crc32,
+            Err(err) => {
+                tmp.remove().await;
+                return Err(err);
+            }
+        };
+        let file = file.into_std().await;
+        match blocking_store("syncing file", move || seal(&file, mtime, fsync)).await {
+            Ok(mtime) => Ok(Received { tmp, crc32, mtime }),
+            Err(err) => {
+                tmp.remove().await;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Bodies up to this size are read whole before anything touches the disk, then created,
+/// written, synced and stat'ed in one trip to the blocking pool: for a small file a thread
+/// hand-off per step costs more than the I/O itself. Memory stays bounded: one such buffer per
+/// connection at a time, the size of the streaming buffer.
+pub(crate) const SMALL_BODY: u64 = IO_BUFFER as u64;
+
+/// A temp file holding a complete body (synced when configured).
+pub(crate) struct Received {
+    pub(crate) tmp: TempFile,
+    pub(crate) crc32: u32,
+    pub(crate) mtime: u32,
+}
+
+/// Reads exactly `size` (at most [`SMALL_BODY`]) bytes; a stream that ends early is
+/// [`StoreError::ShortBody`].
+async fn read_body<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    size: u64,
+) -> Result<Vec<u8>, StoreError> {
+    debug_assert!(size <= SMALL_BODY);
+    let mut body = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < body.len() {
+        let n = reader
+            .read(&mut body[filled..])
+            .await
+            .map_err(StoreError::Body)?;
+        if n == 0 {
+            return Err(StoreError::ShortBody {
+                expected: size,
+                got: filled as u64,
+            });
+        }
+        filled += n;
+    }
+    Ok(body)
+}
+
+/// Sets the mtime (when given), syncs (when configured) and returns the file's mtime.
+fn seal(file: &std::fs::File, mtime: Option<u32>, fsync: bool) -> Result<u32, StoreError> {
+    if let Some(mtime) = mtime {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(mtime));
+        file.set_modified(at)
+            .map_err(StoreError::io("setting mtime"))?;
+    }
+    if fsync {
+        file.sync_all().map_err(StoreError::io("syncing file"))?;
+    }
+    let meta = file
+        .metadata()
+        .map_err(StoreError::io("reading file status"))?;
+    Ok(super::unix_seconds(&meta) as u32)
 }
 
 /// Runs blocking work that reports [`StoreError`]s itself.
