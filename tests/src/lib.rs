@@ -5,6 +5,8 @@
 //! Binaries are taken from `FDFS_BIN_DIR`, else from the target directory this test binary
 //! was built into (`target/<profile>/`).
 
+pub mod soak;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
