@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use fdfs_proto::cmd::Command;
 use fdfs_proto::file_id::LogicalName;
-use fdfs_proto::name::{classify, FileKind};
 use fdfs_proto::scrub_msg::ScrubReport;
 use fdfs_proto::storage_msg::{FileInfoReply, GroupAndName, FILE_INFO_NO_CRC};
 use fdfs_proto::tracker_msg::storage_status;
@@ -72,15 +71,7 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// What the name of a stored file says its content is: `Some((size, crc32))` for normal
-/// files, `None` for files whose name records no checksum of their content.
-pub fn recorded(name: &LogicalName) -> Option<(u64, u32)> {
-    let fields = Store::name_fields(name).ok()?;
-    match classify(&name.to_string(), &fields) {
-        FileKind::Normal => Some((fields.file_size(), fields.crc32)),
-        FileKind::Appender | FileKind::Slave | FileKind::Trunk => None,
-    }
-}
+pub use crate::store::recorded_content as recorded;
 
 impl Scrubber {
     pub fn new(repl: Arc<Replication>, stop: CancellationToken) -> Arc<Scrubber> {
@@ -249,8 +240,10 @@ impl Scrubber {
                 error!(file = %name, %why, "damaged file found");
                 if self.repair(name, size, crc32, mtime).await {
                     self.update(|r| r.repaired += 1);
+                    self.totals.repaired.fetch_add(1, Ordering::Relaxed);
                 } else {
                     self.update(|r| r.unrepairable += 1);
+                    self.totals.unrepairable.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -336,7 +329,6 @@ impl Scrubber {
             match self.repair_from(&addr, name, size, crc32, mtime).await {
                 Ok(true) => {
                     info!(file = %name, peer = %peer.id, "damaged file repaired from peer");
-                    self.totals.repaired.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
                 Ok(false) => debug!(file = %name, peer = %peer.id, "peer has no good copy"),
@@ -346,7 +338,6 @@ impl Scrubber {
             }
         }
         error!(file = %name, peers = peers.len(), "no peer has a good copy of the damaged file");
-        self.totals.unrepairable.fetch_add(1, Ordering::Relaxed);
         false
     }
 
@@ -435,13 +426,14 @@ impl Scrubber {
         let this = self.clone();
         let name = name.clone();
         tokio::spawn(async move {
-            match this.store().local_file(&name).await {
-                // still damaged (a download that raced an earlier repair finds it repaired)
-                Ok(LocalFile::File { mtime, size: now }) if now != size => {
+            // still damaged? (a download that raced an earlier repair finds it repaired.)
+            // Counted once repaired; a failure is left for a scrub to count, downloads keep
+            // trying meanwhile
+            if let Ok(LocalFile::File { mtime, size: now }) = this.store().local_file(&name).await {
+                if now != size && this.repair(&name, size, crc32, mtime).await {
                     this.totals.corrupt.fetch_add(1, Ordering::Relaxed);
-                    this.repair(&name, size, crc32, mtime).await;
+                    this.totals.repaired.fetch_add(1, Ordering::Relaxed);
                 }
-                _ => {}
             }
             this.repairing
                 .lock()
@@ -495,5 +487,35 @@ impl Throttle {
             self.since = Instant::now();
             self.bytes = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_normal_names_record_their_content() {
+        // encoded fields of a normal, non-appender file
+        let fields = fdfs_proto::name::NameFields {
+            source: fdfs_proto::name::Source::Id(100_001),
+            timestamp: 1_700_000_000,
+            size_field: fdfs_proto::name::size_field(4096, false, 0),
+            crc32: 0xDEAD_BEEF,
+        }
+        .encode();
+        let name = |base: String| LogicalName::parse(&format!("M00/00/00/{base}")).unwrap();
+        assert_eq!(
+            recorded(&name(format!("{fields}123.jpg"))),
+            Some((4096, 0xDEAD_BEEF))
+        );
+        assert_eq!(
+            recorded(&name(format!("{fields}1234567"))),
+            Some((4096, 0xDEAD_BEEF))
+        );
+        // slaves: of a master without extension, cut short, or with a prefix
+        assert_eq!(recorded(&name(format!("{fields}123_s"))), None);
+        assert_eq!(recorded(&name(format!("{fields}1234567_s"))), None);
+        assert_eq!(recorded(&name(format!("{fields}123_150x150.jpg"))), None);
     }
 }

@@ -209,19 +209,22 @@ async fn damaged_copies_are_refused_and_repaired_from_a_peer() -> Result<()> {
     let a = cluster.storages[0].addr.to_string();
     let b = cluster.storages[1].addr.to_string();
     let options = UploadOptions::default();
+    // the files come from b, whose damaged copies are then repaired from a: b is the source,
+    // so a replication replay cannot put them right first (and a refuses damaged pushes)
     let mut files = Vec::new();
     for seed in 0..4u64 {
         let data = random_bytes(seed, 20_000 + seed as usize * 1000);
         let id = client
-            .upload_reader_to(&a, None, &data[..], data.len() as u64, "bin")
+            .upload_reader_to(&b, None, &data[..], data.len() as u64, "bin")
             .await?;
         files.push((id, data));
     }
     let appender = client.upload_appender_bytes(b"grows", &options).await?;
     for (id, data) in &files {
-        wait_content(&client, &b, id, data).await?;
+        wait_content(&client, &a, id, data).await?;
     }
     wait_for("the appender on both", Duration::from_secs(30), || async {
+        content_on(&client, &a, &appender).await.ok()?;
         content_on(&client, &b, &appender).await.ok().map(|_| ())
     })
     .await?;

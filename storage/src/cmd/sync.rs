@@ -17,7 +17,7 @@ use fdfs_proto::sync_msg::{
 };
 use fdfs_proto::{status, Header, ProtoError};
 use tokio::io::AsyncReadExt;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{check_group, respond, small_body, status_of, CmdError, Ctx};
 use crate::store::{Applied, StoreError, IO_BUFFER};
@@ -176,10 +176,24 @@ async fn whole_file(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<
         Err(flow) => return Ok(flow),
     };
     if probe {
-        let result = ctx
-            .store
-            .replica_probe(&name, prefix.file_size, prefix.timestamp)
-            .await;
+        let result = async {
+            let applied = ctx
+                .store
+                .replica_probe(&name, prefix.file_size, prefix.timestamp)
+                .await?;
+            // a file we would refuse for want of space is refused now, before its content is
+            // sent (the sender probes every large file first)
+            if applied == Applied::Missing
+                && !ctx
+                    .store
+                    .room_for(name.store_path(), prefix.file_size)
+                    .await?
+            {
+                return Err(StoreError::NoSpace);
+            }
+            Ok(applied)
+        }
+        .await;
         return answer(conn, result.map_err(CmdError::from)).await;
     }
     let mut body = conn.body_reader(prefix.file_size);
@@ -237,6 +251,15 @@ async fn finish_streamed(
             }
             crate::stats::note_status(code(applied));
             conn.send_response(code(applied), &[]).await?;
+            Ok(Flow::Continue)
+        }
+        // content that is not what its name records: the sender's copy is damaged, and
+        // sending it again cannot help, so it hears 22 and skips the record (our copy, if
+        // any, stays; its own scrub or a download repairs the sender's)
+        Err(err @ StoreError::Corrupt(_)) if unread == 0 => {
+            error!(error = %err, "refused a damaged replicated file");
+            crate::stats::note_status(status::EINVAL);
+            conn.send_response(status::EINVAL, &[]).await?;
             Ok(Flow::Continue)
         }
         Err(err) => {

@@ -305,8 +305,16 @@ async fn copy_file(
             .err()
             .map_or(PullError::Proto(ProtoError::Closed), Into::into));
     }
-    written?;
-    Ok(true)
+    match written {
+        Ok(_) => Ok(true),
+        // the source's copy is damaged: not copied (a scrub there repairs it from another
+        // peer, and the sync that follows brings it here)
+        Err(StoreError::Corrupt(why)) => {
+            warn!(file = %name, %why, "damaged file at the copy source skipped");
+            Ok(false)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Asks the storage at the other end of `conn` for the whole content of `name`

@@ -141,6 +141,12 @@ impl Store {
         Ok(&self.store_path(index)?.data)
     }
 
+    /// Whether store path `index` keeps more than its reserved space after `size` more
+    /// bytes (never for a bad path).
+    pub async fn room_for(&self, index: u8, size: u64) -> Result<bool, StoreError> {
+        self.has_room(index, size).await
+    }
+
     /// Health of every store path, in index order.
     pub fn path_states(&self) -> Vec<PathState> {
         self.paths.iter().map(|p| p.health.state()).collect()

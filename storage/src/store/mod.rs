@@ -33,7 +33,7 @@ pub use count::FileCounts;
 pub use distribute::{DistState, DistributeMode, Distributor};
 pub use health::{PathState, PROBE_TIMEOUT};
 pub use locks::{FileGuard, FileLocks};
-pub use replica::{Applied, LocalFile};
+pub use replica::{recorded_content, Applied, LocalFile};
 pub use space::disk_usage;
 pub use write::{BeforeLink, NewFile, NoHook};
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use fdfs_proto::file_id::LogicalName;
+use fdfs_proto::name::{classify, FileKind};
 use fdfs_proto::sync_msg::FileListEntry;
 use tokio::io::{AsyncRead, AsyncSeekExt};
 
@@ -57,6 +58,20 @@ fn rename_creating_dir(from: &Path, to: &Path) -> io::Result<()> {
             std::fs::rename(from, to)
         }
         other => other,
+    }
+}
+
+/// What the name of a stored file says its content is: `Some((size, crc32))` for normal
+/// files, `None` for those whose name records no checksum of their content (appender files:
+/// not of their current content; slaves, short ones included: their master's).
+pub fn recorded_content(name: &LogicalName) -> Option<(u64, u32)> {
+    if !fdfs_proto::name::has_normal_suffix(name.base()) {
+        return None;
+    }
+    let fields = Store::name_fields(name).ok()?;
+    match classify(&name.to_string(), &fields) {
+        FileKind::Normal => Some((fields.file_size(), fields.crc32)),
+        FileKind::Appender | FileKind::Slave | FileKind::Trunk => None,
     }
 }
 
@@ -137,7 +152,10 @@ impl Store {
         if !self.has_room(name.store_path(), size).await? {
             return Err(StoreError::NoSpace);
         }
-        self.replace_locked(name, size, mtime, reader, None).await?;
+        // a damaged copy does not spread: content that is not what the name records is read
+        // (the stream stays in step) and dropped
+        self.replace_locked(name, size, mtime, reader, recorded_content(name))
+            .await?;
         Ok(Applied::Done)
     }
 
@@ -153,28 +171,31 @@ impl Store {
         reader: &mut R,
     ) -> Result<(), StoreError> {
         let _guard = self.locks.lock(&name.to_string()).await;
-        self.replace_locked(name, size, mtime, reader, Some(crc32))
+        self.replace_locked(name, size, mtime, reader, Some((size, crc32)))
             .await
     }
 
-    /// Streams into a temp file, checks the CRC32 when asked, then renames over `name`
-    /// (whose lock the caller holds).
+    /// Streams `size` bytes into a temp file, checks them against `expect` (size and CRC32)
+    /// when given, then renames over `name` (whose lock the caller holds).
     async fn replace_locked<R: AsyncRead + Unpin + ?Sized>(
         &self,
         name: &LogicalName,
         size: u64,
         mtime: u32,
         reader: &mut R,
-        expect_crc: Option<u32>,
+        expect: Option<(u64, u32)>,
     ) -> Result<(), StoreError> {
         let path = self.resolve(name)?;
         let (tmp, mut file) = TempFile::create(self.tmp_dir(name.store_path())?, "sync").await?;
         let result = async {
             let crc = stream_to(reader, &mut file, size).await?;
-            if let Some(expected) = expect_crc.filter(|&e| e != crc) {
-                return Err(StoreError::Corrupt(format!(
-                    "copy of {name} has CRC32 {crc:08x}, its name says {expected:08x}"
-                )));
+            if let Some((want_size, want_crc)) = expect {
+                if want_size != size || want_crc != crc {
+                    return Err(StoreError::Corrupt(format!(
+                        "copy of {name} has {size} bytes and CRC32 {crc:08x}, its name says \
+                         {want_size} bytes and {want_crc:08x}"
+                    )));
+                }
             }
             let file = file.into_std().await;
             let fsync = self.options.fsync;
