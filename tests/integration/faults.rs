@@ -372,7 +372,11 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
     let cluster = Cluster::builder().store_paths(2).start().await?;
     let client = cluster.client();
     let addr = cluster.storages[0].addr.to_string();
-    let data = random_bytes(5, 4000);
+    // text, so the HTTP helper can read it back
+    let data: Vec<u8> = random_bytes(5, 4000)
+        .iter()
+        .map(|b| b'a' + b % 26)
+        .collect();
     let good = client
         .upload_reader_to(&addr, Some(0), &data[..], data.len() as u64, "bin")
         .await?;
@@ -392,7 +396,12 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
     let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
     anyhow::ensure!(status.success(), "mkfifo failed");
 
-    // more hung requests than the storage has threads serving connections
+    // more hung requests than the storage has threads serving connections, over both ports
+    let http = cluster.storages[0].http_addr().await?;
+    for _ in 0..4 {
+        let path = format!("/{hanging}");
+        tokio::spawn(async move { http_get(http, &path).await });
+    }
     let mut stuck = Vec::new();
     for _ in 0..8 {
         let (client, addr, id) = (client.clone(), addr.clone(), hanging.clone());
@@ -412,6 +421,11 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
             .await
             .map_err(|_| anyhow::anyhow!("a download from path 0 waited for path 1"))??;
         assert_eq!(got, data);
+        let served =
+            tokio::time::timeout(Duration::from_secs(10), http_get(http, &format!("/{good}")))
+                .await
+                .map_err(|_| anyhow::anyhow!("an HTTP GET from path 0 waited for path 1"))??;
+        assert_eq!(served.as_bytes(), &data[..]);
     }
     // a writer releases the hung opens: they end with "not a regular file"
     let writer = std::fs::OpenOptions::new().write(true).open(&fifo)?;

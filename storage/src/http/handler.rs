@@ -227,8 +227,17 @@ async fn open_local(
     want_crc: bool,
 ) -> std::io::Result<Lookup> {
     // links may not leave <store>/data, three levels up
-    let data_root = path.ancestors().nth(3).unwrap_or(Path::new("/"));
-    let mut lookup = local::open(path, data_root)?;
+    let data_root = path
+        .ancestors()
+        .nth(3)
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    // on the blocking pool: an open that has to wait for a disk that hangs must not hold a
+    // thread that serves connections (tests/integration/faults.rs)
+    let file = path.to_path_buf();
+    let mut lookup = tokio::task::spawn_blocking(move || local::open(&file, &data_root))
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err)))?;
     if let Lookup::Found(file) = &mut lookup {
         file.load(read_small, want_crc, &state.crcs).await?;
     }
