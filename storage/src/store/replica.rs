@@ -186,10 +186,12 @@ impl Store {
         expect: Option<(u64, u32)>,
     ) -> Result<(), StoreError> {
         let path = self.resolve(name)?;
-        let (tmp, mut file) = TempFile::create(self.tmp_dir(name.store_path())?, "sync").await?;
+        let index = name.store_path();
+        let received = self.receive(index, "sync", reader, size, Some(mtime)).await;
+        let received = self.note_result(index, received)?;
         let result = async {
-            let crc = stream_to(reader, &mut file, size).await?;
             if let Some((want_size, want_crc)) = expect {
+                let crc = received.crc32;
                 if want_size != size || want_crc != crc {
                     return Err(StoreError::Corrupt(format!(
                         "copy of {name} has {size} bytes and CRC32 {crc:08x}, its name says \
@@ -197,29 +199,20 @@ impl Store {
                     )));
                 }
             }
-            let file = file.into_std().await;
             let fsync = self.options.fsync;
-            let tmp_path = tmp.path().to_path_buf();
-            let target = path.clone();
+            let tmp_path = received.tmp.path().to_path_buf();
             let counts = self.counts();
-            let index = name.store_path();
             blocking_store("storing replicated file", move || {
-                file.set_modified(system_time(mtime))
-                    .map_err(StoreError::io("setting mtime"))?;
-                if fsync {
-                    file.sync_all().map_err(StoreError::io("syncing file"))?;
-                }
-                drop(file);
                 let change = counts.begin(index);
                 // replacing a file we hold adds none
-                let existed = std::fs::symlink_metadata(&target).is_ok();
-                rename_creating_dir(&tmp_path, &target)
+                let existed = std::fs::symlink_metadata(&path).is_ok();
+                rename_creating_dir(&tmp_path, &path)
                     .map_err(StoreError::io("renaming replicated file"))?;
                 if let (Some(change), false) = (change, existed) {
-                    change.note(&target, 1);
+                    change.note(&path, 1);
                 }
                 if fsync {
-                    if let Some(dir) = target.parent() {
+                    if let Some(dir) = path.parent() {
                         crate::persist::sync_dir(dir)
                             .map_err(StoreError::io("syncing directory"))?;
                     }
@@ -229,7 +222,10 @@ impl Store {
             .await
         }
         .await;
-        tmp.remove().await;
+        match &result {
+            Ok(()) => received.tmp.disarm(),
+            Err(_) => received.tmp.remove().await,
+        }
         self.note_result(name.store_path(), result)
     }
 
