@@ -100,8 +100,10 @@ pub struct SoakReport {
     pub kills: BTreeMap<&'static str, u64>,
     /// Files the storages hold at the end (each checked on every storage).
     pub files_checked: usize,
-    /// Acknowledged files missing or with other bytes on some storage.
+    /// Acknowledged files missing or with other bytes on some storage...
     pub files_lost: usize,
+    /// ...of which missing somewhere (the rest have other bytes, e.g. a lost append).
+    pub files_missing: usize,
     /// Acknowledged deletes whose file is still somewhere.
     pub deletes_lost: usize,
     /// Every broken guarantee, in words.
@@ -118,7 +120,7 @@ impl SoakReport {
     pub fn summary(&self) -> String {
         let kills: Vec<String> = self.kills.iter().map(|(k, n)| format!("{k} {n}")).collect();
         format!(
-            "seed {}: {} rounds, {} operations ({} acknowledged: {} uploads, {} appends, {} deletes, {} metadata), kills: {}, {} files checked on every storage, files lost: {}, deletes lost: {}, problems: {}",
+            "seed {}: {} rounds, {} operations ({} acknowledged: {} uploads, {} appends, {} deletes, {} metadata), kills: {}, {} files checked on every storage, files lost: {} ({} missing, the rest with other bytes), deletes lost: {}, problems: {}",
             self.seed,
             self.rounds,
             self.operations,
@@ -130,6 +132,7 @@ impl SoakReport {
             if kills.is_empty() { "none".into() } else { kills.join(", ") },
             self.files_checked,
             self.files_lost,
+            self.files_missing,
             self.deletes_lost,
             self.problems.len()
         )
@@ -599,6 +602,7 @@ fn compare(
         }
     }
     let mut lost = 0;
+    let mut missing = 0;
     let mut deletes_lost = 0;
     let mut seen = BTreeSet::new();
     for file in files {
@@ -626,6 +630,7 @@ fn compare(
                 deletes_lost += 1;
             } else {
                 lost += 1;
+                missing += usize::from(issues.iter().any(|i| i.starts_with("missing")));
             }
             problems.push(format!(
                 "{}: {}; history: {}",
@@ -636,6 +641,7 @@ fn compare(
         }
     }
     report.files_lost = lost;
+    report.files_missing = missing;
     report.deletes_lost = deletes_lost;
     report.files_checked = snapshots.first().map_or(0, BTreeMap::len);
     problems

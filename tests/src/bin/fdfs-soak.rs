@@ -69,8 +69,17 @@ async fn main() -> Result<()> {
         report.rounds, report.operations, report.files_lost
     );
     if !report.passed() {
-        for problem in report.problems.iter().take(40) {
+        // every problem about the cluster as a whole, then the first few about single files
+        let (files, cluster): (Vec<&String>, Vec<&String>) =
+            report.problems.iter().partition(|p| p.starts_with("group"));
+        for problem in cluster.iter().chain(files.iter().take(30)) {
             println!("soak: PROBLEM {problem}");
+        }
+        if files.len() > 30 {
+            println!(
+                "soak: ... and {} more problems with single files",
+                files.len() - 30
+            );
         }
         println!("soak: FAILED (replay with --seed {})", report.seed);
         std::process::exit(1);
