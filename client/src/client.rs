@@ -477,11 +477,30 @@ impl Client {
     }
 
     /// The storage to send updates of `id` to (tracker 103).
+    /// While the file's source storage is away (restarting, or not yet back with a tracker
+    /// that restarted) trackers answer EAGAIN rather than name another writer: ask again for
+    /// up to [`UPDATE_SOURCE_WAIT`].
     pub(crate) async fn update_server(&self, id: &FileId) -> Result<String, ClientError> {
-        let server = on_tracker!(self.inner, |conn| tracker::query_update(conn, id))?;
-        Ok(socket_addr(&server))
+        let deadline = tokio::time::Instant::now() + UPDATE_SOURCE_WAIT;
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            match on_tracker!(self.inner, |conn| tracker::query_update(conn, id)) {
+                Err(ClientError::Status(fdfs_proto::status::EAGAIN))
+                    if tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(%id, "source storage away, asking again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                }
+                other => return other.map(|server| socket_addr(&server)),
+            }
+        }
     }
 }
+
+/// How long an update waits for its file's source storage to come back (see
+/// [`Client::update_server`]).
+const UPDATE_SOURCE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Opens a local file for upload: its size, and the options with the extension taken from
 /// the file name when none was given.

@@ -43,17 +43,16 @@ async fn crash_soak_tracker_kills_lose_no_upload_or_delete() -> anyhow::Result<(
 }
 
 /// The soak the issue asks for: appends and metadata too, tracker and storages killed.
-/// Fails today (see the README, "Crash soak"):
-/// * a storage killed with SIGKILL restarts its sync sender from its last persisted mark (e.g.
-///   seq 11 of 236), replays records the peer applied long ago, and the peer, which keeps no
-///   tombstones, re-creates files deleted since (acknowledged deletes come back everywhere);
-/// * appends and metadata changes acknowledged by a storage other than the file's source
-///   (QUERY_UPDATE answered while the source is unknown or lagging, e.g. after a tracker
-///   restart) conflict with the source's and are lost on every storage.
+/// Updates now go to the file's source storage only (the tracker answers EAGAIN while it is
+/// away, the client asks again), which ended the lost appends, lost metadata and resurrected
+/// deletes this soak found; a sidecar is not stored beside a file the storage does not hold.
+/// Most seeds pass; some still report a metadata sidecar whose content differs between the
+/// storages, or a file every storage holds that the binlogs do not list (see the README,
+/// "Crash soak").
 ///
 /// Run it with `cargo test -p fdfs-tests --test integration soak -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: storage crashes resurrect deleted files; appends/metadata routed off-source are lost"]
+#[ignore = "rare failures left: a metadata sidecar that differs between storages, a file the binlogs do not list"]
 async fn crash_soak_mixed_workload_any_victim_loses_nothing() -> anyhow::Result<()> {
     soak(Victims::All, true).await
 }

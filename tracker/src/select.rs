@@ -6,7 +6,8 @@
 use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::name::{classify, FileKind, NameFields, Source};
 use fdfs_proto::status;
-use fdfs_proto::tracker_msg::StorageAddr;
+
+use fdfs_proto::tracker_msg::{storage_status, StorageAddr};
 use fdfs_proto::units::ReservedSpace;
 
 use crate::cluster::{Cluster, Group, Storage};
@@ -60,6 +61,8 @@ pub enum SelectError {
     NoServer(String),
     #[error("invalid file name: {0}")]
     BadName(String),
+    #[error("the source storage of the file in group {0} is not active; try again")]
+    SourceAway(String),
 }
 
 impl SelectError {
@@ -71,6 +74,7 @@ impl SelectError {
             | SelectError::NoServer(_) => status::ENOENT,
             SelectError::NoSpace => status::ENOSPC,
             SelectError::BadName(_) => status::EINVAL,
+            SelectError::SourceAway(_) => status::EAGAIN,
         }
     }
 }
@@ -498,6 +502,21 @@ pub fn choose_update(
     let file = file_facts(group, name)?;
     if let Some(index) = readable_source(group, &file) {
         return servers(group, &[index]).map(Fetch::Servers);
+    }
+    // The source is the one writer of its files (behaviour beyond J.4, which names another
+    // server): an append, modify, metadata change or delete applied elsewhere while the
+    // source is away races with the source's own changes, and one side is lost on every
+    // storage (found by the crash soak). While the source is a member of the group the client
+    // is asked to try again; only a deleted (or unknown) source hands its files on.
+    let source_member = group.storages().iter().any(|s| {
+        is_source(s, file.source)
+            && !matches!(
+                s.status,
+                storage_status::DELETED | storage_status::IP_CHANGED
+            )
+    });
+    if source_member {
+        return Err(SelectError::SourceAway(group.name.clone()));
     }
     // Updates (deletes included) must reach a server even when disks are full.
     let fallback = choose_server(group, policy.store_server, Storage::is_active);
@@ -972,15 +991,26 @@ mod tests {
         let name = normal_name(Source::Id(2), 1000);
         let update = direct(choose_update(&mut cluster, &policy(), "g", &name, 2000).unwrap());
         assert_eq!(ports(&update.servers), [23002]);
+        // the source away: try again, never another writer of its files
         cluster.disconnect(peer(2));
+        let err = choose_update(&mut cluster, &policy(), "g", &name, 2000).unwrap_err();
+        assert_eq!(err, SelectError::SourceAway("g".into()));
+        assert_eq!(err.status(), status::EAGAIN);
+        // a source that is not a member (never joined here, or deleted): a holder, else the
+        // upload server
+        let stranger = normal_name(Source::Id(9), 1000);
         let (candidates, all, otherwise) =
-            asked(choose_update(&mut cluster, &policy(), "g", &name, 2000).unwrap());
+            asked(choose_update(&mut cluster, &policy(), "g", &stranger, 2000).unwrap());
         assert_eq!(
             (candidates, all, otherwise),
             (vec![23001], false, Some(vec![23001]))
         );
+        cluster.delete_storage("g", "2").unwrap();
+        let (candidates, _, _) =
+            asked(choose_update(&mut cluster, &policy(), "g", &name, 2000).unwrap());
+        assert_eq!(candidates, vec![23001]);
         cluster.disconnect(peer(1));
-        let err = choose_update(&mut cluster, &policy(), "g", &name, 2000).unwrap_err();
+        let err = choose_update(&mut cluster, &policy(), "g", &stranger, 2000).unwrap_err();
         assert_eq!(err.status(), status::ENOENT);
     }
 
@@ -1121,6 +1151,11 @@ mod tests {
                                     let storage = snapshot.storages().iter().find(|s| s.port == addr.port).unwrap();
                                     prop_assert!(storage.is_active());
                                 }
+                            }
+                            Err(SelectError::SourceAway(g)) => {
+                                // updates only: the source is a member that is not active
+                                prop_assert_eq!(&g, &group);
+                                prop_assert!(snapshot.storages().iter().any(|s| s.id == source.to_string() && !s.is_active()));
                             }
                             Err(err) => {
                                 prop_assert_eq!(err, SelectError::NoServer(group.clone()));

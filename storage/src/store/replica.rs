@@ -61,6 +61,17 @@ fn rename_creating_dir(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// The file a metadata sidecar name (`<file>-m`) belongs to; `None` for other names.
+fn sidecar_owner(name: &LogicalName) -> Option<LogicalName> {
+    // a normal file with the extension `-m` is not a sidecar
+    if fdfs_proto::name::has_normal_suffix(name.base()) {
+        return None;
+    }
+    let text = name.to_string();
+    let owner = text.strip_suffix("-m")?;
+    LogicalName::parse(owner).ok()
+}
+
 /// What the name of a stored file says its content is: `Some((size, crc32))` for normal
 /// files, `None` for those whose name records no checksum of their content (appender files:
 /// not of their current content; slaves, short ones included: their master's).
@@ -145,6 +156,21 @@ impl Store {
         reader: &mut R,
         create: bool,
     ) -> Result<Applied, StoreError> {
+        // A metadata sidecar only lives beside its file. Copies of one file and of its
+        // sidecar can come from different peers (a joining storage pulls while the source
+        // pushes a delete): stored after its file was deleted, a sidecar would stay an orphan
+        // here only. Its file's lock is taken first, as a delete of the file takes it.
+        let _owner = match sidecar_owner(name) {
+            Some(owner) => {
+                let guard = self.locks.lock(&owner.to_string()).await;
+                if !matches!(self.local_file(&owner).await?, LocalFile::File { .. }) {
+                    tracing::debug!(file = %name, "metadata of a file we do not hold: not stored");
+                    return Ok(Applied::Have);
+                }
+                Some(guard)
+            }
+            None => None,
+        };
         let _guard = self.locks.lock(&name.to_string()).await;
         if create && self.replica_probe(name, size, mtime).await? == Applied::Have {
             return Ok(Applied::Have);

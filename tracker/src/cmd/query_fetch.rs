@@ -43,6 +43,11 @@ fn reply(servers: Servers) -> Vec<u8> {
     .encode()
 }
 
+/// How long QUERY_UPDATE waits for an away source before answering EAGAIN, and how often it
+/// looks again meanwhile.
+const SOURCE_WAIT: Duration = Duration::from_secs(3);
+const SOURCE_POLL: Duration = Duration::from_millis(100);
+
 /// How long a storage may take to say whether it holds a file.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -51,20 +56,31 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// 3) before anyone is named: a client is never sent to a storage that lacks the file.
 pub async fn handle(tracker: &Tracker, command: Command, body: &[u8]) -> Result<Vec<u8>, CmdError> {
     let (group, name) = decode(body)?;
-    let plan = {
-        let mut cluster = tracker.cluster();
-        match command {
-            Command::QueryUpdate => {
-                choose_update(&mut cluster, tracker.policy(), &group, &name, unix_now())?
+    let waiting_since = tokio::time::Instant::now();
+    let plan = loop {
+        let chosen = {
+            let mut cluster = tracker.cluster();
+            match command {
+                Command::QueryUpdate => {
+                    choose_update(&mut cluster, tracker.policy(), &group, &name, unix_now())
+                }
+                _ => choose_fetch(
+                    &mut cluster,
+                    tracker.policy(),
+                    &group,
+                    &name,
+                    unix_now(),
+                    command == Command::QueryFetchAll,
+                ),
             }
-            _ => choose_fetch(
-                &mut cluster,
-                tracker.policy(),
-                &group,
-                &name,
-                unix_now(),
-                command == Command::QueryFetchAll,
-            )?,
+        };
+        match chosen {
+            // a source restarting (or not yet back after our own restart) is usually back
+            // within a heartbeat: wait a little before telling the client to try again
+            Err(SelectError::SourceAway(_)) if waiting_since.elapsed() < SOURCE_WAIT => {
+                tokio::time::sleep(SOURCE_POLL).await;
+            }
+            other => break other?,
         }
     };
     match plan {
