@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -420,7 +420,8 @@ impl Writer {
 }
 
 /// Finds the last binlog file, cuts a torn tail off it and returns (index, size, last seq).
-fn recover(dir: &Path) -> io::Result<(u32, u64, u64)> {
+/// Indexes of the binlog files in `dir`, oldest first.
+fn binlog_indexes(dir: &Path) -> io::Result<Vec<u32>> {
     let mut indexes: Vec<u32> = std::fs::read_dir(dir)?
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().into_string().ok()?;
@@ -431,6 +432,11 @@ fn recover(dir: &Path) -> io::Result<(u32, u64, u64)> {
         })
         .collect();
     indexes.sort_unstable();
+    Ok(indexes)
+}
+
+fn recover(dir: &Path) -> io::Result<(u32, u64, u64)> {
+    let indexes = binlog_indexes(dir)?;
     let Some(&last) = indexes.last() else {
         return Ok((0, 0, 0));
     };
@@ -458,6 +464,46 @@ fn recover(dir: &Path) -> io::Result<(u32, u64, u64)> {
             .unwrap_or(0),
     };
     Ok((last, valid_end, last_seq))
+}
+
+/// Names whose last record in the newest `tail` bytes of the binlog is a delete. A delete is
+/// recorded before it is done, so a crash in between leaves such a name on disk here while
+/// the peers delete it; the start-up redoes those deletes (the client never heard back).
+/// Changes in flight at a crash sit at the very end of the binlog: a short tail covers them.
+pub fn tail_deletes(dir: &Path, tail: u64) -> io::Result<Vec<String>> {
+    let Some(last) = binlog_indexes(dir)?.last().copied() else {
+        return Ok(Vec::new());
+    };
+    let mut file = File::open(file_path(dir, last))?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(tail);
+    file.seek(io::SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(tail).read_to_end(&mut bytes)?;
+    // a tail that starts inside a record: skip to the next whole one
+    let whole = if start > 0 {
+        bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&bytes[..0], |at| &bytes[at + 1..])
+    } else {
+        &bytes[..]
+    };
+    let mut last_is_delete: BTreeMap<String, bool> = BTreeMap::new();
+    for line in whole.split_inclusive(|&b| b == b'\n') {
+        let Ok(record) = Record::decode(line) else {
+            continue;
+        };
+        let is_delete = matches!(record.op, Op::Delete { .. });
+        if let Op::Rename { old, .. } = &record.op {
+            last_is_delete.insert(old.clone(), false);
+        }
+        last_is_delete.insert(record.op.name().to_string(), is_delete);
+    }
+    Ok(last_is_delete
+        .into_iter()
+        .filter_map(|(name, deleted)| deleted.then_some(name))
+        .collect())
 }
 
 /// Reads a whole binlog file; returns the end of its last valid record and that record's
@@ -640,6 +686,36 @@ mod tests {
             out.push(record);
         }
         out
+    }
+
+    #[tokio::test]
+    async fn tail_deletes_are_the_names_last_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
+        let name = |n: &str| format!("M00/00/00/{n}");
+        let ops = [
+            create("a"),
+            create("b"),
+            Op::Delete { name: name("a") },
+            Op::Update { name: name("b-m") },
+            Op::Delete { name: name("b-m") },
+            Op::Update { name: name("b-m") },
+            Op::Delete { name: name("c-m") },
+        ];
+        for op in ops {
+            binlog.append(binlog.ticket(), 1, op).await.unwrap();
+        }
+        binlog.close();
+        assert_eq!(
+            tail_deletes(dir.path(), 1 << 20).unwrap(),
+            [name("a"), name("c-m")]
+        );
+        // a tail starting inside a record skips it: only whole records count
+        let tail = tail_deletes(dir.path(), 20).unwrap();
+        assert!(tail.is_empty() || tail == [name("c-m")], "{tail:?}");
+        // no binlog yet
+        let empty = tempfile::tempdir().unwrap();
+        assert!(tail_deletes(empty.path(), 1 << 20).unwrap().is_empty());
     }
 
     #[tokio::test]

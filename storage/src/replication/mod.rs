@@ -208,6 +208,29 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())))
 }
 
+/// How much of the binlog's end is read at start for deletes a crash interrupted: far more
+/// than the records of the requests in flight at any moment.
+const REDO_TAIL: u64 = 4 << 20;
+
+/// Finishes deletes that were recorded (and so reach the peers) but not done before a crash.
+async fn redo_deletes(store: &Store, names: Vec<String>) {
+    for name in names {
+        let Ok(logical) = fdfs_proto::file_id::LogicalName::parse(&name) else {
+            continue;
+        };
+        match store.local_file(&logical).await {
+            Ok(crate::store::LocalFile::Missing) => {}
+            Ok(_) => {
+                info!(file = %name, "finishing a delete a crash interrupted");
+                if let Err(err) = store.delete(&logical).await {
+                    warn!(file = %name, error = %err, "cannot finish an interrupted delete");
+                }
+            }
+            Err(err) => warn!(file = %name, error = %err, "cannot check an interrupted delete"),
+        }
+    }
+}
+
 impl Replication {
     /// Opens the binlog and the copy state.
     pub async fn open(
@@ -222,12 +245,14 @@ impl Replication {
             config.fsync,
             config.binlog_rotate_size,
         );
-        let (binlog, state) = blocking(move || {
+        let (binlog, state, redo) = blocking(move || {
             let binlog = Binlog::open(&dir, fsync, rotate)?;
             let state = state::open(&dir, &paths)?;
-            Ok((binlog, state))
+            let redo = binlog::tail_deletes(&dir, REDO_TAIL)?;
+            Ok((binlog, state, redo))
         })
         .await?;
+        redo_deletes(&store, redo).await;
         let committed = binlog.committed();
         info!(
             seq = committed.seq,
