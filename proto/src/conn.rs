@@ -20,8 +20,14 @@ pub struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S) -> Self {
+        Self::with_capacity(READ_BUFFER, stream)
+    }
+
+    /// A connection whose read buffer holds `capacity` bytes (bodies larger than it are
+    /// still read whole; it only sets how much one socket read can take).
+    pub fn with_capacity(capacity: usize, stream: S) -> Self {
         Connection {
-            stream: BufReader::with_capacity(READ_BUFFER, stream),
+            stream: BufReader::with_capacity(capacity, stream),
         }
     }
 

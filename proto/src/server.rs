@@ -106,6 +106,10 @@ pub struct ServerOptions {
     pub shutdown_timeout: Duration,
     /// Peers that may connect (`allow_hosts`); others are closed at accept.
     pub allow_hosts: HostList,
+    /// Read buffer per connection: [`crate::conn::READ_BUFFER`] where bodies stream through
+    /// (storage), a few KiB where requests are small (tracker: it is most of the memory a
+    /// connection holds).
+    pub read_buffer: usize,
 }
 
 /// Rate limit for warnings a hostile peer can trigger at will (refused connections, failed
@@ -237,7 +241,7 @@ async fn run_connection<S: Service>(
 ) {
     let mut timed = TimeoutStream::new(stream);
     timed.set_write_timeout(Some(options.network_timeout));
-    let mut conn: ServerConn = Connection::new(Box::pin(timed));
+    let mut conn: ServerConn = Connection::with_capacity(options.read_buffer, Box::pin(timed));
     loop {
         // Waiting for the next request is bounded by the idle timeout only.
         conn.get_mut().as_mut().set_read_timeout_pinned(None);

@@ -307,6 +307,7 @@ pub async fn run_with_access_log(
         idle_timeout: config.idle_timeout,
         shutdown_timeout: config.shutdown_timeout,
         allow_hosts: config.allow_hosts.clone(),
+        read_buffer: fdfs_proto::conn::READ_BUFFER,
     };
     if secret.is_some() {
         info!("cluster secret set: tracker links and sync connections authenticate");

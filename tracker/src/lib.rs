@@ -122,6 +122,8 @@ pub async fn run_with_access_log(
         idle_timeout: config.idle_timeout,
         shutdown_timeout: config.shutdown_timeout,
         allow_hosts: config.allow_hosts.clone(),
+        // requests to a tracker are a few hundred bytes
+        read_buffer: 4 * 1024,
     };
     serve(listener, options, tracker.clone(), shutdown).await;
     // serve returns once shutdown is cancelled, which also ends the other tasks.
