@@ -4,7 +4,7 @@ use fdfs_proto::server::{reject, Flow, ServerConn};
 use fdfs_proto::storage_msg::AppendPrefix;
 use fdfs_proto::{Header, ProtoError};
 
-use super::{read_name, replicate, respond, Ctx};
+use super::{read_name, respond, Ctx, RecordChange};
 use crate::replication::record::Op;
 
 pub(super) async fn handle(
@@ -25,21 +25,21 @@ pub(super) async fn handle(
         Ok(name) => name,
         Err(err) => return respond(conn, Err(err), false).await,
     };
-    let ticket = ctx.repl.ticket();
     crate::stats::note_bytes(prefix.size);
+    let size = prefix.size;
+    let mut record = RecordChange::new(ctx, |offset| Op::Append {
+        name: name.to_string(),
+        offset,
+        length: size,
+    });
     let mut body = conn.body_reader(prefix.size);
-    let result = ctx.store.append(&name, prefix.size, &mut body).await;
+    let result = ctx
+        .store
+        .append_with(&name, prefix.size, &mut body, &mut record)
+        .await;
     let consumed = body.limit() == 0;
     let result = match result {
-        Ok(_) if prefix.size == 0 => Ok(()),
-        Ok(offset) => {
-            let op = Op::Append {
-                name: name.to_string(),
-                offset,
-                length: prefix.size,
-            };
-            replicate(ctx, ticket, vec![op]).await
-        }
+        Ok(_) => record.finish().await,
         Err(err) => Err(err.into()),
     };
     // zero-length appends answer an empty body (not the reference server's echo, O.14)

@@ -300,10 +300,13 @@ async fn replicate(ctx: &Ctx, ticket: Ticket, ops: Vec<Op>) -> Result<(), CmdErr
     Ok(())
 }
 
-/// Records each new file in the binlog just before it appears under its name (see
-/// [`crate::store::BeforeLink`]); keeps the records from the sync workers until dropped.
+/// Records each new file (or new name of a renamed one) in the binlog just before it appears
+/// under its name (see [`crate::store::BeforeLink`]); keeps the records from the sync workers
+/// until dropped.
 struct RecordCreate<'a> {
     ctx: &'a Ctx,
+    /// `Some(old)`: the new name is `old` renamed (REGENERATE), not a new file.
+    renamed_from: Option<String>,
     ticket: Option<Ticket>,
     /// Sequence number of the last record, 0 before the first.
     last: u64,
@@ -314,9 +317,18 @@ impl<'a> RecordCreate<'a> {
     fn new(ctx: &'a Ctx) -> Self {
         RecordCreate {
             ctx,
+            renamed_from: None,
             ticket: Some(ctx.repl.ticket()),
             last: 0,
             releases: Vec::new(),
+        }
+    }
+
+    /// Records the new name of `old` as a rename (REGENERATE).
+    fn rename_of(ctx: &'a Ctx, old: &LogicalName) -> Self {
+        RecordCreate {
+            renamed_from: Some(old.to_string()),
+            ..RecordCreate::new(ctx)
         }
     }
 
@@ -336,20 +348,77 @@ impl crate::store::BeforeLink for RecordCreate<'_> {
         // the access log shows the new file
         crate::stats::note_file(name);
         let ticket = self.ticket.take().unwrap_or_else(|| self.ctx.repl.ticket());
-        let op = Op::Create {
-            name: name.to_string(),
+        let op = match &self.renamed_from {
+            None => Op::Create {
+                name: name.to_string(),
+            },
+            Some(old) => Op::Rename {
+                name: name.to_string(),
+                old: old.clone(),
+            },
         };
-        let (seq, release) =
-            self.ctx
-                .repl
-                .record(ticket, op)
-                .await
-                .map_err(|err| StoreError::Io {
-                    context: "writing the binlog",
-                    source: std::io::Error::other(err.to_string()),
-                })?;
+        let (seq, release) = self
+            .ctx
+            .repl
+            .record(ticket, op)
+            .await
+            .map_err(binlog_failed)?;
         self.last = seq;
         self.releases.push(release);
+        Ok(())
+    }
+}
+
+fn binlog_failed(err: ReplError) -> StoreError {
+    StoreError::Io {
+        context: "writing the binlog",
+        source: std::io::Error::other(err.to_string()),
+    }
+}
+
+/// Records a change of an existing file (append, modify, truncate) in the binlog just before
+/// it touches the file (see [`crate::store::BeforeChange`]): a kill after the change but
+/// before its record would leave this storage's copy different from its peers' for good.
+/// `op` makes the record from the file's length before the change.
+struct RecordChange<'a, F> {
+    ctx: &'a Ctx,
+    ticket: Option<Ticket>,
+    op: F,
+    recorded: Option<(u64, crate::replication::binlog::Release)>,
+}
+
+impl<'a, F: FnMut(u64) -> Op + Send> RecordChange<'a, F> {
+    fn new(ctx: &'a Ctx, op: F) -> Self {
+        RecordChange {
+            ctx,
+            ticket: Some(ctx.repl.ticket()),
+            op,
+            recorded: None,
+        }
+    }
+
+    /// The change is complete: its record goes to the peers (and, with `write_ack = all`,
+    /// the peers must confirm it).
+    async fn finish(mut self) -> Result<(), CmdError> {
+        if let Some((seq, release)) = self.recorded.take() {
+            drop(release);
+            self.ctx.repl.confirm(seq).await?;
+        }
+        Ok(())
+    }
+}
+
+impl<F: FnMut(u64) -> Op + Send> crate::store::BeforeChange for RecordChange<'_, F> {
+    async fn before_change(&mut self, old_len: u64) -> Result<(), StoreError> {
+        let ticket = self.ticket.take().unwrap_or_else(|| self.ctx.repl.ticket());
+        let op = (self.op)(old_len);
+        let recorded = self
+            .ctx
+            .repl
+            .record(ticket, op)
+            .await
+            .map_err(binlog_failed)?;
+        self.recorded = Some(recorded);
         Ok(())
     }
 }

@@ -4,7 +4,7 @@ use fdfs_proto::server::{reject, Flow, ServerConn};
 use fdfs_proto::storage_msg::ModifyPrefix;
 use fdfs_proto::{Header, ProtoError};
 
-use super::{read_name, replicate, respond, Ctx};
+use super::{read_name, respond, Ctx, RecordChange};
 use crate::replication::record::Op;
 
 pub(super) async fn handle(
@@ -25,24 +25,21 @@ pub(super) async fn handle(
         Ok(name) => name,
         Err(err) => return respond(conn, Err(err), false).await,
     };
-    let ticket = ctx.repl.ticket();
     crate::stats::note_bytes(prefix.size);
+    let (offset, length) = (prefix.offset, prefix.size);
+    let mut record = RecordChange::new(ctx, |_| Op::Modify {
+        name: name.to_string(),
+        offset,
+        length,
+    });
     let mut body = conn.body_reader(prefix.size);
     let result = ctx
         .store
-        .modify(&name, prefix.offset, prefix.size, &mut body)
+        .modify_with(&name, prefix.offset, prefix.size, &mut body, &mut record)
         .await;
     let consumed = body.limit() == 0;
     let result = match result {
-        Ok(()) if prefix.size == 0 => Ok(()),
-        Ok(()) => {
-            let op = Op::Modify {
-                name: name.to_string(),
-                offset: prefix.offset,
-                length: prefix.size,
-            };
-            replicate(ctx, ticket, vec![op]).await
-        }
+        Ok(()) => record.finish().await,
         Err(err) => Err(err.into()),
     };
     respond(conn, result.map(|()| Vec::new()), consumed).await

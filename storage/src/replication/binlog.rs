@@ -466,13 +466,22 @@ fn recover(dir: &Path) -> io::Result<(u32, u64, u64)> {
     Ok((last, valid_end, last_seq))
 }
 
-/// Names whose last record in the newest `tail` bytes of the binlog is a delete. A delete is
-/// recorded before it is done, so a crash in between leaves such a name on disk here while
-/// the peers delete it; the start-up redoes those deletes (the client never heard back).
+/// Changes a crash may have interrupted, from the newest `tail` bytes of the binlog.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Names whose last record is a delete. A delete is recorded before it is done, so a
+    /// crash in between leaves such a name on disk here while the peers delete it.
+    pub deletes: Vec<String>,
+    /// `(new, old)` of renames that are the last record of both names. A rename is recorded
+    /// before the new name appears and the old one goes, so a crash in between can leave both.
+    pub renames: Vec<(String, String)>,
+}
+
+/// Reads the changes the start-up must finish (the client never heard back about them).
 /// Changes in flight at a crash sit at the very end of the binlog: a short tail covers them.
-pub fn tail_deletes(dir: &Path, tail: u64) -> io::Result<Vec<String>> {
+pub fn tail_unfinished(dir: &Path, tail: u64) -> io::Result<Unfinished> {
     let Some(last) = binlog_indexes(dir)?.last().copied() else {
-        return Ok(Vec::new());
+        return Ok(Unfinished::default());
     };
     let mut file = File::open(file_path(dir, last))?;
     let len = file.metadata()?.len();
@@ -489,21 +498,42 @@ pub fn tail_deletes(dir: &Path, tail: u64) -> io::Result<Vec<String>> {
     } else {
         &bytes[..]
     };
-    let mut last_is_delete: BTreeMap<String, bool> = BTreeMap::new();
+    #[derive(PartialEq)]
+    enum Last {
+        Delete,
+        RenamedTo(String),
+        RenamedFrom(String),
+        Other,
+    }
+    let mut last: BTreeMap<String, Last> = BTreeMap::new();
     for line in whole.split_inclusive(|&b| b == b'\n') {
         let Ok(record) = Record::decode(line) else {
             continue;
         };
-        let is_delete = matches!(record.op, Op::Delete { .. });
-        if let Op::Rename { old, .. } = &record.op {
-            last_is_delete.insert(old.clone(), false);
+        match record.op {
+            Op::Delete { name } => {
+                last.insert(name, Last::Delete);
+            }
+            Op::Rename { name, old } => {
+                last.insert(old.clone(), Last::RenamedTo(name.clone()));
+                last.insert(name, Last::RenamedFrom(old));
+            }
+            op => {
+                last.insert(op.name().to_string(), Last::Other);
+            }
         }
-        last_is_delete.insert(record.op.name().to_string(), is_delete);
     }
-    Ok(last_is_delete
-        .into_iter()
-        .filter_map(|(name, deleted)| deleted.then_some(name))
-        .collect())
+    let mut unfinished = Unfinished::default();
+    for (name, change) in &last {
+        match change {
+            Last::Delete => unfinished.deletes.push(name.clone()),
+            Last::RenamedFrom(old) if last.get(old) == Some(&Last::RenamedTo(name.clone())) => {
+                unfinished.renames.push((name.clone(), old.clone()))
+            }
+            _ => {}
+        }
+    }
+    Ok(unfinished)
 }
 
 /// Reads a whole binlog file; returns the end of its last valid record and that record's
@@ -689,10 +719,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tail_deletes_are_the_names_last_deleted() {
+    async fn unfinished_are_the_names_last_deleted_or_renamed() {
         let dir = tempfile::tempdir().unwrap();
         let binlog = Binlog::open(dir.path(), false, DEFAULT_ROTATE_SIZE).unwrap();
         let name = |n: &str| format!("M00/00/00/{n}");
+        let rename = |new: &str, old: &str| Op::Rename {
+            name: name(new),
+            old: name(old),
+        };
         let ops = [
             create("a"),
             create("b"),
@@ -700,22 +734,33 @@ mod tests {
             Op::Update { name: name("b-m") },
             Op::Delete { name: name("b-m") },
             Op::Update { name: name("b-m") },
+            create("x"),
+            rename("y", "x"),
+            create("p"),
+            rename("q", "p"),
+            Op::Update { name: name("q") },
             Op::Delete { name: name("c-m") },
         ];
         for op in ops {
             binlog.append(binlog.ticket(), 1, op).await.unwrap();
         }
         binlog.close();
-        assert_eq!(
-            tail_deletes(dir.path(), 1 << 20).unwrap(),
-            [name("a"), name("c-m")]
-        );
+        let all = tail_unfinished(dir.path(), 1 << 20).unwrap();
+        assert_eq!(all.deletes, [name("a"), name("c-m")]);
+        // q changed after its rename: that rename finished
+        assert_eq!(all.renames, [(name("y"), name("x"))]);
         // a tail starting inside a record skips it: only whole records count
-        let tail = tail_deletes(dir.path(), 20).unwrap();
-        assert!(tail.is_empty() || tail == [name("c-m")], "{tail:?}");
+        let tail = tail_unfinished(dir.path(), 20).unwrap();
+        assert!(
+            tail.deletes.is_empty() || tail.deletes == [name("c-m")],
+            "{tail:?}"
+        );
         // no binlog yet
         let empty = tempfile::tempdir().unwrap();
-        assert!(tail_deletes(empty.path(), 1 << 20).unwrap().is_empty());
+        assert_eq!(
+            tail_unfinished(empty.path(), 1 << 20).unwrap(),
+            Unfinished::default()
+        );
     }
 
     #[tokio::test]

@@ -208,14 +208,16 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())))
 }
 
-/// How much of the binlog's end is read at start for deletes a crash interrupted: far more
+/// How much of the binlog's end is read at start for changes a crash interrupted: far more
 /// than the records of the requests in flight at any moment.
 const REDO_TAIL: u64 = 4 << 20;
 
-/// Finishes deletes that were recorded (and so reach the peers) but not done before a crash.
-async fn redo_deletes(store: &Store, names: Vec<String>) {
-    for name in names {
-        let Ok(logical) = fdfs_proto::file_id::LogicalName::parse(&name) else {
+/// Finishes deletes and renames that were recorded (and so reach the peers) but not done
+/// before a crash.
+async fn redo_unfinished(store: &Store, unfinished: binlog::Unfinished) {
+    use fdfs_proto::file_id::LogicalName;
+    for name in unfinished.deletes {
+        let Ok(logical) = LogicalName::parse(&name) else {
             continue;
         };
         match store.local_file(&logical).await {
@@ -227,6 +229,16 @@ async fn redo_deletes(store: &Store, names: Vec<String>) {
                 }
             }
             Err(err) => warn!(file = %name, error = %err, "cannot check an interrupted delete"),
+        }
+    }
+    for (name, old) in unfinished.renames {
+        let (Ok(new), Ok(old)) = (LogicalName::parse(&name), LogicalName::parse(&old)) else {
+            continue;
+        };
+        match store.finish_rename(&new, &old).await {
+            Ok(true) => info!(file = %name, old = %old, "finished a rename a crash interrupted"),
+            Ok(false) => {}
+            Err(err) => warn!(file = %name, error = %err, "cannot finish an interrupted rename"),
         }
     }
 }
@@ -248,11 +260,11 @@ impl Replication {
         let (binlog, state, redo) = blocking(move || {
             let binlog = Binlog::open(&dir, fsync, rotate)?;
             let state = state::open(&dir, &paths)?;
-            let redo = binlog::tail_deletes(&dir, REDO_TAIL)?;
+            let redo = binlog::tail_unfinished(&dir, REDO_TAIL)?;
             Ok((binlog, state, redo))
         })
         .await?;
-        redo_deletes(&store, redo).await;
+        redo_unfinished(&store, redo).await;
         let committed = binlog.committed();
         info!(
             seq = committed.seq,

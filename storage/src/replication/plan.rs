@@ -263,6 +263,13 @@ impl RecordSync {
                 old_size,
                 new_size,
             } => match main {
+                // The record is written before the cut: a file longer than the cut either grew
+                // again since (later records say how) or was never cut (a kill in between);
+                // only the whole file is right in both cases.
+                Local::File { size, mtime } if size > new_size => {
+                    self.stage = Stage::WholeFallback;
+                    Step::Send(Request::Update { name, size, mtime })
+                }
                 Local::File { .. } => Step::Send(Request::Truncate {
                     name,
                     old_size,
@@ -701,8 +708,13 @@ mod tests {
         let (_, end) = run(truncate.clone(), snapshot(file(8)), &[17, 17]);
         assert_eq!(end, Step::Done(Outcome::AlreadyThere));
         // the peer lacks the file
-        let (sent, end) = run(truncate, snapshot(file(8)), &[2, 0]);
+        let (sent, end) = run(truncate.clone(), snapshot(file(8)), &[2, 0]);
         assert!(matches!(sent[1], Request::Update { size: 8, .. }));
+        assert_eq!(end, Step::Done(Outcome::Applied));
+        // longer than the cut here: never cut (a kill after the record) or grown since;
+        // cutting the peer's copy could make it shorter than ours, the whole file cannot
+        let (sent, end) = run(truncate, snapshot(file(15)), &[0]);
+        assert!(matches!(sent[..], [Request::Update { size: 15, .. }]));
         assert_eq!(end, Step::Done(Outcome::Applied));
     }
 

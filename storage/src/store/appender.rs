@@ -14,7 +14,7 @@ use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncSeekExt};
 
 use super::metadata::sidecar_path;
-use super::write::{blocking_store, link_unique, stream_to, unix_now, BeforeLink, NoHook};
+use super::write::{blocking_store, stream_to, unix_now, BeforeChange, BeforeLink, NoHook};
 use super::{Store, StoreError};
 
 /// Puts a file back to its old length unless disarmed: covers requests dropped mid-write.
@@ -39,6 +39,18 @@ impl Drop for Rollback {
             tracing::error!(path = %self.path.display(), error = %err, "cannot roll back cancelled write");
         }
     }
+}
+
+/// The second half of a rename done as link + unlink: the sidecar moves to the new name,
+/// then the old name goes.
+fn move_sidecar_and_drop_old(old_path: &Path, new_path: &Path) -> Result<(), StoreError> {
+    match std::fs::rename(sidecar_path(old_path), sidecar_path(new_path)) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            return Err(StoreError::io("moving metadata")(err))
+        }
+        _ => {}
+    }
+    std::fs::remove_file(old_path).map_err(StoreError::io("removing old appender name"))
 }
 
 impl Store {
@@ -79,10 +91,24 @@ impl Store {
         size: u64,
         reader: &mut R,
     ) -> Result<u64, StoreError> {
+        self.append_with(name, size, reader, &mut NoHook).await
+    }
+
+    /// [`Store::append`], telling `hook` before a non-empty append touches the file.
+    pub async fn append_with<R: AsyncRead + Unpin + ?Sized, H: BeforeChange>(
+        &self,
+        name: &LogicalName,
+        size: u64,
+        reader: &mut R,
+        hook: &mut H,
+    ) -> Result<u64, StoreError> {
         let _guard = self.locks.lock(&name.to_string()).await;
         let (file, path, old_len) = self.open_appender(name).await?;
-        if size > 0 && !self.has_room(name.store_path(), size).await? {
-            return Err(StoreError::NoSpace);
+        if size > 0 {
+            if !self.has_room(name.store_path(), size).await? {
+                return Err(StoreError::NoSpace);
+            }
+            hook.before_change(old_len).await?;
         }
         self.write_at(file, path, old_len, old_len, size, reader)
             .await
@@ -99,6 +125,19 @@ impl Store {
         size: u64,
         reader: &mut R,
     ) -> Result<(), StoreError> {
+        self.modify_with(name, offset, size, reader, &mut NoHook)
+            .await
+    }
+
+    /// [`Store::modify`], telling `hook` before a non-empty modify touches the file.
+    pub async fn modify_with<R: AsyncRead + Unpin + ?Sized, H: BeforeChange>(
+        &self,
+        name: &LogicalName,
+        offset: u64,
+        size: u64,
+        reader: &mut R,
+        hook: &mut H,
+    ) -> Result<(), StoreError> {
         let _guard = self.locks.lock(&name.to_string()).await;
         let (file, path, old_len) = self.open_appender(name).await?;
         if offset > old_len {
@@ -109,6 +148,9 @@ impl Store {
         let growth = (offset + size).saturating_sub(old_len);
         if growth > 0 && !self.has_room(name.store_path(), growth).await? {
             return Err(StoreError::NoSpace);
+        }
+        if size > 0 {
+            hook.before_change(old_len).await?;
         }
         self.write_at(file, path, old_len, offset, size, reader)
             .await
@@ -158,6 +200,16 @@ impl Store {
     /// typo in the size must not silently grow it (issue 3 asks for the refusal).
     /// Returns the old size.
     pub async fn truncate(&self, name: &LogicalName, new_size: u64) -> Result<u64, StoreError> {
+        self.truncate_with(name, new_size, &mut NoHook).await
+    }
+
+    /// [`Store::truncate`], telling `hook` before a truncate that changes the size happens.
+    pub async fn truncate_with<H: BeforeChange>(
+        &self,
+        name: &LogicalName,
+        new_size: u64,
+        hook: &mut H,
+    ) -> Result<u64, StoreError> {
         let _guard = self.locks.lock(&name.to_string()).await;
         let (file, _, old_len) = self.open_appender(name).await?;
         if new_size == old_len {
@@ -168,6 +220,7 @@ impl Store {
                 "truncate of {name} to {new_size} bytes is beyond its size {old_len}"
             )));
         }
+        hook.before_change(old_len).await?;
         file.set_len(new_size)
             .await
             .map_err(StoreError::io("truncating file"))?;
@@ -183,6 +236,17 @@ impl Store {
     /// its current size and CRC, the current time, the same directory and the same 7-character
     /// suffix. The metadata sidecar follows the file.
     pub async fn regenerate(&self, name: &LogicalName) -> Result<LogicalName, StoreError> {
+        self.regenerate_with(name, &mut NoHook).await
+    }
+
+    /// [`Store::regenerate`], telling `hook` the new name before the file appears under it.
+    /// The new name is linked first, then the sidecar moves, then the old name goes: a crash
+    /// in between leaves both names, which [`Store::finish_rename`] completes at start.
+    pub async fn regenerate_with<H: BeforeLink>(
+        &self,
+        name: &LogicalName,
+        hook: &mut H,
+    ) -> Result<LogicalName, StoreError> {
         Store::require_appender(name)?;
         let base = name.base();
         if base.len() != name::ENCODED_LEN + name::SUFFIX_LEN {
@@ -198,49 +262,79 @@ impl Store {
         let size = meta.len();
         let source = Source::Id(self.options.server_id);
         let timestamp = unix_now();
-        let old = name.clone();
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let fsync = self.options.fsync;
-        let counts = self.counts();
         let index = name.store_path();
-        blocking_store("renaming appender file", move || {
-            let change = counts.begin(index);
-            let renamed = link_unique(&path, || {
-                let fields = NameFields {
-                    source,
-                    timestamp,
-                    size_field: name::size_field(size, false, rand::thread_rng().gen()),
-                    crc32,
-                };
-                let logical = old
-                    .with_base(&name::base_name(&fields, &suffix))
-                    .map_err(|err| StoreError::Invalid(err.to_string()))?;
-                let target = dir.join(logical.base());
-                Ok((logical, target))
-            })
-            .map_err(|err| match err {
-                StoreError::NameCollision => StoreError::NameBusy,
-                other => other,
-            })?;
+        for _ in 0..super::write::NAME_ATTEMPTS {
+            let fields = NameFields {
+                source,
+                timestamp,
+                size_field: name::size_field(size, false, rand::thread_rng().gen()),
+                crc32,
+            };
+            let renamed = name
+                .with_base(&name::base_name(&fields, &suffix))
+                .map_err(|err| StoreError::Invalid(err.to_string()))?;
+            // a name taken meanwhile leaves a record of a rename that did not happen: the
+            // peers find the file already there and take it whole, which changes nothing
+            hook.before_link(&renamed).await?;
             let new_path = dir.join(renamed.base());
-            if let Some(change) = &change {
-                change.note(&new_path, 1);
-            }
-            std::fs::remove_file(&path).map_err(StoreError::io("removing old appender name"))?;
-            if let Some(change) = change {
-                change.note(&path, -1);
-            }
-            let old_meta = sidecar_path(&path);
-            match std::fs::rename(&old_meta, sidecar_path(&dir.join(renamed.base()))) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                    return Err(StoreError::io("moving metadata")(err))
+            let (old_path, fsync, counts) = (path.clone(), self.options.fsync, self.counts());
+            let done = blocking_store("renaming appender file", move || {
+                let change = counts.begin(index);
+                if !super::write::link_once(&old_path, &new_path)? {
+                    return Ok(false);
                 }
-                _ => {}
+                if let Some(change) = &change {
+                    change.note(&new_path, 1);
+                }
+                move_sidecar_and_drop_old(&old_path, &new_path)?;
+                if let Some(change) = change {
+                    change.note(&old_path, -1);
+                }
+                if fsync {
+                    if let Some(dir) = new_path.parent() {
+                        crate::persist::sync_dir(dir)
+                            .map_err(StoreError::io("syncing directory"))?;
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+            if done {
+                return Ok(renamed);
+            }
+        }
+        Err(StoreError::NameBusy)
+    }
+
+    /// Completes a rename of `old` to `name` that a crash interrupted after `name` appeared:
+    /// moves the sidecar and removes `old`. Nothing to do unless both names exist.
+    pub async fn finish_rename(
+        &self,
+        name: &LogicalName,
+        old: &LogicalName,
+    ) -> Result<bool, StoreError> {
+        let new_path = self.resolve(name)?;
+        let old_path = self.resolve(old)?;
+        let _guard = self.locks.lock(&old.to_string()).await;
+        let (fsync, counts, index) = (self.options.fsync, self.counts(), old.store_path());
+        blocking_store("finishing a rename", move || {
+            let both = std::fs::symlink_metadata(&new_path).is_ok_and(|m| m.is_file())
+                && std::fs::symlink_metadata(&old_path).is_ok_and(|m| m.is_file());
+            if !both {
+                return Ok(false);
+            }
+            let change = counts.begin(index);
+            move_sidecar_and_drop_old(&old_path, &new_path)?;
+            if let Some(change) = change {
+                change.note(&old_path, -1);
             }
             if fsync {
-                crate::persist::sync_dir(&dir).map_err(StoreError::io("syncing directory"))?;
+                if let Some(dir) = old_path.parent() {
+                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
+                }
             }
-            Ok(renamed)
+            Ok(true)
         })
         .await
     }
@@ -574,6 +668,71 @@ mod tests {
         assert_eq!(read(&store, &renamed), b"hello\nhello\n");
         assert!(!store.resolve(&name).unwrap().exists());
         assert_eq!(store.get_metadata(&renamed).await.unwrap(), b"a\x02b");
+    }
+
+    /// Another name in the same directory: one character of the base changed.
+    fn sibling(name: &LogicalName, tag: char) -> LogicalName {
+        let mut base: Vec<char> = name.base().chars().collect();
+        base[5] = if base[5] == tag { 'Z' } else { tag };
+        name.with_base(&base.into_iter().collect::<String>())
+            .unwrap()
+    }
+
+    /// Sees the new name before it appears; records the state of both names then.
+    struct Witness {
+        store: std::sync::Arc<Store>,
+        old: LogicalName,
+        seen: Vec<(LogicalName, bool, bool)>,
+    }
+
+    impl BeforeLink for Witness {
+        async fn before_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
+            let new_exists = self.store.resolve(name)?.exists();
+            let old_exists = self.store.resolve(&self.old)?.exists();
+            self.seen.push((name.clone(), new_exists, old_exists));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn regenerate_tells_the_new_name_first_and_a_crash_midway_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(store_in(dir.path(), 1, 2).await);
+        let name = appender(&store, b"hello\n").await;
+        let mut witness = Witness {
+            store: store.clone(),
+            old: name.clone(),
+            seen: Vec::new(),
+        };
+        let renamed = store.regenerate_with(&name, &mut witness).await.unwrap();
+        // told before anything changed on disk
+        assert_eq!(witness.seen, [(renamed.clone(), false, true)]);
+        assert!(!store.resolve(&name).unwrap().exists());
+
+        // a crash after the new name appeared: both names, the sidecar still beside the old
+        let other = appender(&store, b"abc").await;
+        store
+            .set_metadata(
+                &other,
+                fdfs_proto::storage_msg::MetadataOp::Overwrite,
+                b"k\x02v",
+            )
+            .await
+            .unwrap();
+        let old_path = store.resolve(&other).unwrap();
+        let new_name = sibling(&other, 'B');
+        let new_path = store.resolve(&new_name).unwrap();
+        std::fs::hard_link(&old_path, &new_path).unwrap();
+        assert!(store.finish_rename(&new_name, &other).await.unwrap());
+        assert!(!old_path.exists());
+        assert_eq!(read(&store, &new_name), b"abc");
+        assert_eq!(store.get_metadata(&new_name).await.unwrap(), b"k\x02v");
+        // nothing left to finish, and a rename that never got to its new name is left alone
+        assert!(!store.finish_rename(&new_name, &other).await.unwrap());
+        let third = appender(&store, b"xyz").await;
+        let never = sibling(&third, 'C');
+        assert!(!store.finish_rename(&never, &third).await.unwrap());
+        assert_eq!(read(&store, &third), b"xyz");
     }
 
     #[tokio::test]

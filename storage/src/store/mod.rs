@@ -35,7 +35,7 @@ pub use health::{PathState, PROBE_TIMEOUT};
 pub use locks::{FileGuard, FileLocks};
 pub use replica::{recorded_content, Applied, LocalFile};
 pub use space::disk_usage;
-pub use write::{BeforeLink, NewFile, NoHook};
+pub use write::{BeforeChange, BeforeLink, NewFile, NoHook};
 
 /// Size of the buffer used to stream file content to and from disk.
 pub const IO_BUFFER: usize = 128 * 1024;
@@ -483,6 +483,13 @@ impl Store {
                     change.note(path, -1);
                 }
             };
+            // The sidecar goes first: a kill between the two removals then leaves the file,
+            // which a retried or redone delete finds, rather than a sidecar no delete finds.
+            let sidecar = metadata::sidecar_path(&path);
+            match std::fs::remove_file(&sidecar) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
             let meta = std::fs::symlink_metadata(&path)?;
             if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&path)?;
@@ -503,10 +510,6 @@ impl Store {
                 return Err(io::Error::from_raw_os_error(libc::EISDIR));
             }
             drop(change);
-            match std::fs::remove_file(metadata::sidecar_path(&path)) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-                _ => {}
-            }
             if fsync {
                 if let Some(dir) = path.parent() {
                     crate::persist::sync_dir(dir)?;

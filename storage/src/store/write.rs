@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use super::{blocking, Store, StoreError, IO_BUFFER};
 
 /// Attempts at finding an unused final name before giving up (H.7).
-const NAME_ATTEMPTS: usize = 10;
+pub(crate) const NAME_ATTEMPTS: usize = 10;
 
 /// A new upload: where it may go and what it is.
 #[derive(Clone, Debug)]
@@ -167,21 +167,6 @@ pub(crate) async fn stream_to<R: AsyncRead + Unpin + ?Sized>(
     Ok(hasher.finalize())
 }
 
-/// Links `tmp` under names produced by `make_name` until one is free (blocking); returns the
-/// name used. The temp file itself stays in place.
-pub(crate) fn link_unique(
-    tmp: &Path,
-    mut make_name: impl FnMut() -> Result<(LogicalName, PathBuf), StoreError>,
-) -> Result<LogicalName, StoreError> {
-    for _ in 0..NAME_ATTEMPTS {
-        let (logical, path) = make_name()?;
-        if link_once(tmp, &path)? {
-            return Ok(logical);
-        }
-    }
-    Err(StoreError::NameCollision)
-}
-
 /// Creates a missing data directory (first start, or removed) and makes its entry in the
 /// parent durable: a file linked into it is synced with its own directory only.
 fn create_data_dir(dir: &Path) -> Result<(), StoreError> {
@@ -206,11 +191,29 @@ pub trait BeforeLink: Send {
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// Told, with the file's lock held, that a checked change of an existing file (append,
+/// modify, truncate) is about to touch it, and the file's length before it. Replication
+/// records the change there: a crash can then leave a record of a change that did not (or
+/// only partly) happen, which the peers replay from the file as it is, but never a change
+/// the peers will not hear about.
+pub trait BeforeChange: Send {
+    fn before_change(
+        &mut self,
+        old_len: u64,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// No hook.
 pub struct NoHook;
 
 impl BeforeLink for NoHook {
     async fn before_link(&mut self, _name: &LogicalName) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl BeforeChange for NoHook {
+    async fn before_change(&mut self, _old_len: u64) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -795,28 +798,9 @@ mod tests {
         let taken = dir.path().join("taken");
         std::fs::write(&taken, b"old").unwrap();
         let free = dir.path().join("free");
-        let mut calls = 0;
-        let name = link_unique(&tmp, || {
-            calls += 1;
-            let path = if calls == 1 {
-                taken.clone()
-            } else {
-                free.clone()
-            };
-            Ok((LogicalName::parse("M00/00/00/abcdefgh").unwrap(), path))
-        })
-        .unwrap();
-        assert_eq!(name.base(), "abcdefgh");
-        assert_eq!(calls, 2);
+        assert!(!link_once(&tmp, &taken).unwrap());
+        assert!(link_once(&tmp, &free).unwrap());
         assert_eq!(std::fs::read(&taken).unwrap(), b"old");
         assert_eq!(std::fs::read(&free).unwrap(), b"new");
-        let err = link_unique(&tmp, || {
-            Ok((
-                LogicalName::parse("M00/00/00/abcdefgh").unwrap(),
-                taken.clone(),
-            ))
-        })
-        .unwrap_err();
-        assert!(matches!(err, StoreError::NameCollision));
     }
 }
