@@ -123,7 +123,7 @@ impl SoakReport {
     pub fn summary(&self) -> String {
         let kills: Vec<String> = self.kills.iter().map(|(k, n)| format!("{k} {n}")).collect();
         format!(
-            "seed {}: {} rounds, {} operations ({} acknowledged: {} uploads, {} appends, {} deletes, {} metadata), kills: {}, {} files checked on every storage, files lost: {} ({} missing, the rest with other bytes), deletes lost: {}, aborted uploads (recorded, never linked, never acknowledged): {}, problems: {}",
+            "seed {}: {} rounds, {} operations ({} acknowledged: {} uploads, {} appender changes, {} deletes, {} metadata), kills: {}, {} files checked on every storage, files lost: {} ({} missing, the rest with other bytes), deletes lost: {}, aborted uploads (recorded, never linked, never acknowledged): {}, problems: {}",
             self.seed,
             self.rounds,
             self.operations,
@@ -253,21 +253,88 @@ async fn worker(
         let index = live[rng.gen_range(0..live.len())];
         let file = &mut ledger.files[index];
         if pick < 60 && file.appender {
-            let mut data = vec![0u8; rng.gen_range(1..8 * 1024)];
-            rng.fill(&mut data[..]);
-            let result = client.append_bytes(&file.id, &data).await;
-            file.history
-                .push(format!("append {} B: {result:?}", data.len()));
-            match result {
-                Ok(()) => {
-                    ledger.acknowledged += 1;
-                    ledger.appends += 1;
-                    if let Some(content) = &mut file.content {
-                        content.extend_from_slice(&data);
+            let change = rng.gen_range(0..100);
+            if change < 70 {
+                let mut data = vec![0u8; rng.gen_range(1..8 * 1024)];
+                rng.fill(&mut data[..]);
+                let result = client.append_bytes(&file.id, &data).await;
+                file.history
+                    .push(format!("append {} B: {result:?}", data.len()));
+                match result {
+                    Ok(()) => {
+                        ledger.acknowledged += 1;
+                        ledger.appends += 1;
+                        if let Some(content) = &mut file.content {
+                            content.extend_from_slice(&data);
+                        }
+                    }
+                    Err(err) if refused(&err) => {}
+                    Err(_) => file.content = None,
+                }
+            } else if change < 95 {
+                // in place: a modify somewhere inside, or a cut; offsets come from the
+                // acknowledged content (unknown content: from a guess the server may refuse)
+                let len = file
+                    .content
+                    .as_ref()
+                    .map_or_else(|| rng.gen_range(0..1024), |c| c.len() as u64);
+                let at = rng.gen_range(0..=len);
+                let result = if change < 85 {
+                    let mut data = vec![0u8; rng.gen_range(1..4 * 1024)];
+                    rng.fill(&mut data[..]);
+                    let result = client.modify_bytes(&file.id, at, &data).await;
+                    file.history
+                        .push(format!("modify {} B at {at}: {result:?}", data.len()));
+                    if let (Ok(()), Some(content)) = (&result, &mut file.content) {
+                        let at = at as usize;
+                        let end = at + data.len();
+                        if content.len() < end {
+                            content.resize(end, 0);
+                        }
+                        content[at..end].copy_from_slice(&data);
+                    }
+                    result
+                } else {
+                    let result = client.truncate(&file.id, at).await;
+                    file.history.push(format!("truncate to {at}: {result:?}"));
+                    if let (Ok(()), Some(content)) = (&result, &mut file.content) {
+                        content.truncate(at as usize);
+                    }
+                    result
+                };
+                match result {
+                    Ok(()) => {
+                        ledger.acknowledged += 1;
+                        ledger.appends += 1;
+                    }
+                    Err(err) if refused(&err) => {}
+                    Err(_) => file.content = None,
+                }
+            } else {
+                let result = client.regenerate(&file.id).await;
+                file.history.push(format!("regenerate: {result:?}"));
+                match result {
+                    Ok(new_id) => {
+                        ledger.acknowledged += 1;
+                        ledger.appends += 1;
+                        // the old name must be gone, the new one hold the same content
+                        let mut renamed = file.clone();
+                        file.deleted = Some(true);
+                        file.content = None;
+                        renamed.id = new_id;
+                        renamed.appender = false;
+                        renamed.history.push(format!("(renamed from {})", file.id));
+                        ledger.files.push(renamed);
+                    }
+                    Err(err) if refused(&err) => {}
+                    // renamed or not: neither name can be checked any more (both are still
+                    // compared across storages and against the binlogs)
+                    Err(_) => {
+                        file.content = None;
+                        file.metadata = None;
+                        file.deleted = None;
                     }
                 }
-                Err(err) if refused(&err) => {}
-                Err(_) => file.content = None,
             }
         } else if pick < 80 && mixed {
             let pairs = vec![
@@ -533,12 +600,21 @@ fn read_binlogs(sync_dir: &Path) -> Result<Vec<BinlogLine>, String> {
     Ok(lines)
 }
 
-/// Files the binlogs of all storages say exist: created (C, U, L, the new name of R) and not
-/// deleted since (D takes a data file's `-m` sidecar along; R removes the old name). Names
-/// are never reused, so the order across storages does not matter.
-fn live_from_binlogs(all: &[Vec<BinlogLine>]) -> BTreeSet<String> {
+/// What the binlogs of all storages say exists.
+struct BinlogLive {
+    /// Created (C, U, L, the new name of R) and not deleted since (D takes a data file's `-m`
+    /// sidecar along; R removes the old name). Names are never reused, so the order across
+    /// storages does not matter.
+    live: BTreeSet<String>,
+    /// Old name → new name of renames (R) whose old name no delete removed.
+    renamed: BTreeMap<String, String>,
+}
+
+fn live_from_binlogs(all: &[Vec<BinlogLine>]) -> BinlogLive {
     let mut created = BTreeSet::new();
     let mut deleted = BTreeSet::new();
+    let mut renamed = BTreeMap::new();
+    let mut removed = BTreeSet::new();
     for lines in all {
         for line in lines {
             let name = relative(&line.name);
@@ -547,27 +623,41 @@ fn live_from_binlogs(all: &[Vec<BinlogLine>]) -> BTreeSet<String> {
                     created.insert(name);
                 }
                 'R' => {
-                    created.insert(name);
                     if let Some(old) = line.extra.first() {
                         deleted.insert(relative(old));
+                        renamed.insert(relative(old), name.clone());
                     }
+                    created.insert(name);
                 }
                 'D' => {
                     deleted.insert(format!("{name}-m"));
+                    removed.insert(name.clone());
                     deleted.insert(name);
                 }
                 _ => {}
             }
         }
     }
-    created.difference(&deleted).cloned().collect()
+    renamed.retain(|old, _| !removed.contains(old));
+    // a rename takes the sidecar along
+    for (old, new) in &renamed {
+        let sidecar = format!("{old}-m");
+        if created.contains(&sidecar) && !removed.contains(&sidecar) {
+            deleted.insert(sidecar);
+            created.insert(format!("{new}-m"));
+        }
+    }
+    BinlogLive {
+        live: created.difference(&deleted).cloned().collect(),
+        renamed,
+    }
 }
 
 /// Compares the storages with each other, with the binlogs and with the ledger.
 fn compare(
     cluster: &Cluster,
     files: &[Tracked],
-    live: Option<&BTreeSet<String>>,
+    binlogs: Option<&BinlogLive>,
     report: &mut SoakReport,
 ) -> Vec<String> {
     let mut problems = Vec::new();
@@ -591,11 +681,11 @@ fn compare(
             ));
         }
     }
-    if let Some(live) = live {
-        // A new file is recorded in the binlog just before it is linked under its name, so a
-        // kill in between leaves a record of a file that never appeared anywhere; its upload
-        // was never acknowledged. Such records are expected (the peers skip them); anything
-        // else that disagrees is a problem.
+    if let Some(BinlogLive { live, renamed }) = binlogs {
+        // A new file (or new name) is recorded in the binlog just before it is linked under
+        // its name, so a kill in between leaves a record of a file that never appeared
+        // anywhere; its upload (or rename) was never acknowledged. Such records are expected
+        // (the peers skip them); anything else that disagrees is a problem.
         let acknowledged: BTreeSet<String> = files
             .iter()
             .map(|f| relative(&f.id.name.to_string()))
@@ -607,11 +697,20 @@ fn compare(
             })
             .collect();
         report.aborted_uploads = aborted.len();
-        let live: BTreeSet<String> = live
+        let mut live: BTreeSet<String> = live
             .iter()
             .filter(|name| !aborted.contains(name))
             .cloned()
             .collect();
+        // the old name of a rename that never happened is still there, with its sidecar
+        for (old, new) in renamed {
+            if aborted.contains(new) {
+                live.insert(old.clone());
+                if aborted.contains(&format!("{new}-m")) {
+                    live.insert(format!("{old}-m"));
+                }
+            }
+        }
         for (i, snap) in snapshots.iter().enumerate() {
             let on_disk: BTreeSet<String> = snap.keys().cloned().collect();
             if on_disk != live {

@@ -287,8 +287,18 @@ impl RecordSync {
                 }),
                 _ => Step::Done(Outcome::Skipped("link no longer exists")),
             },
-            Op::Rename { name, old } => match main {
-                Local::Missing => Step::Done(Outcome::Skipped("renamed file no longer exists")),
+            Op::Rename { name, old } => match (main, &self.local.other) {
+                // The record is written before the new name appears: with the old name still
+                // here, the rename never happened (a kill in between).
+                (Local::Missing, Local::File { .. } | Local::Link { .. }) => {
+                    Step::Done(Outcome::Skipped("the rename never happened"))
+                }
+                // Renamed, then gone: the peer's copy under the old name must go too (a later
+                // delete of the new name cannot find it there).
+                (Local::Missing, Local::Missing) => Step::Send(Request::Delete {
+                    name: old,
+                    timestamp,
+                }),
                 _ => Step::Send(Request::Rename {
                     name,
                     old,
@@ -580,10 +590,6 @@ mod tests {
                 name: NAME.into(),
                 target: OTHER.into(),
             },
-            Op::Rename {
-                name: NAME.into(),
-                old: OTHER.into(),
-            },
         ] {
             let (sent, end) = run(op.clone(), snapshot(Local::Missing), &[]);
             assert!(sent.is_empty(), "{op:?}");
@@ -775,8 +781,26 @@ mod tests {
             ]
         );
         assert_eq!(end, Step::Done(Outcome::Applied));
-        // renamed again or deleted since: nothing to send
-        let (sent, end) = run(rename, snapshot(Local::Missing), &[]);
+        // renamed, then deleted: the peer's old name goes (the delete of the new name that
+        // follows cannot find it there)
+        let (sent, end) = run(rename.clone(), snapshot(Local::Missing), &[0]);
+        assert_eq!(
+            sent,
+            [Request::Delete {
+                name: OTHER.into(),
+                timestamp: 100
+            }]
+        );
+        assert_eq!(end, Step::Done(Outcome::Applied));
+        let (_, end) = run(rename.clone(), snapshot(Local::Missing), &[2]);
+        assert!(matches!(end, Step::Done(Outcome::Skipped(_))));
+        // recorded, but killed before the new name appeared: the old one is still here
+        let never = Snapshot {
+            main: Local::Missing,
+            sidecar: Local::Missing,
+            other: file(12),
+        };
+        let (sent, end) = run(rename, never, &[]);
         assert!(sent.is_empty());
         assert!(matches!(end, Step::Done(Outcome::Skipped(_))));
     }
