@@ -557,6 +557,10 @@ pub fn judge_delete(outcomes: &[DeleteOutcome]) -> Result<usize, String> {
             Ok(()) => deleted += 1,
             Err(err) => match err.status() {
                 Some(code::ENOENT) | Some(114) => {}
+                Some(code::EPERM) => problems.push(format!(
+                    "{}: refused (status 1, EPERM): this host is not in the tracker's admin_hosts — run the command from a host listed there",
+                    o.tracker
+                )),
                 Some(code::EBUSY) => problems.push(format!(
                     "{}: the storage is still online (status 16, EBUSY) — stop the storage first, wait until the tracker shows it OFFLINE, then retry",
                     o.tracker
@@ -813,6 +817,8 @@ mod tests {
         assert_eq!(judge_delete(&[ok("a"), status("b", 114)]), Ok(1));
         let busy = judge_delete(&[status("a", 16)]).unwrap_err();
         assert!(busy.contains("stop the storage first"), "{busy}");
+        let refused = judge_delete(&[status("a", 1)]).unwrap_err();
+        assert!(refused.contains("admin_hosts"), "{refused}");
         assert!(judge_delete(&[status("a", 2)]).is_err());
     }
 }

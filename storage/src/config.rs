@@ -72,6 +72,14 @@ pub struct StorageConfig {
     /// Peers that may use the HTTP port; unset means the same list as `allow_hosts`.
     #[serde(default)]
     pub http_allow_hosts: Option<HostList>,
+    /// Peers that may send admin commands (SCRUB); everyone by default, as on the tracker.
+    #[serde(default)]
+    pub admin_hosts: HostList,
+    /// Peers that may read `/metrics` on the HTTP port; unset means the same list as
+    /// `allow_hosts` (not `http_allow_hosts`: opening downloads to the public must not
+    /// publish the metrics).
+    #[serde(default)]
+    pub metrics_allow_hosts: Option<HostList>,
     /// Shared secret for tracker joins and storage ↔ storage sync (fdfs_proto::auth).
     #[serde(default)]
     pub cluster_secret: Option<ClusterSecret>,
@@ -402,17 +410,29 @@ tracker_servers = ["127.0.0.1:22122"]
         let config = StorageConfig::from_toml(MINIMAL).unwrap();
         assert!(config.allow_hosts.allows_all());
         assert!(config.http_allow_hosts.is_none());
+        assert!(config.admin_hosts.allows_all());
+        assert!(config.metrics_allow_hosts.is_none());
         assert!(config.secret().unwrap().is_none());
         let text = format!(
-            "{MINIMAL}\nallow_hosts = [\"10.0.0.0/8\"]\nhttp_allow_hosts = [\"*\"]\ncluster_secret = \"0123456789abcdef\"\n"
+            "{MINIMAL}\nallow_hosts = [\"10.0.0.0/8\"]\nhttp_allow_hosts = [\"*\"]\nadmin_hosts = [\"10.1.0.0/16\"]\nmetrics_allow_hosts = [\"10.2.0.9\"]\ncluster_secret = \"0123456789abcdef\"\n"
         );
         let config = StorageConfig::from_toml(&text).unwrap();
         assert!(!config.allow_hosts.allows("127.0.0.1".parse().unwrap()));
         assert!(config.http_allow_hosts.as_ref().unwrap().allows_all());
+        assert!(config.admin_hosts.allows("10.1.2.3".parse().unwrap()));
+        assert!(!config.admin_hosts.allows("10.2.2.3".parse().unwrap()));
+        let metrics = config.metrics_allow_hosts.as_ref().unwrap();
+        assert!(metrics.allows("10.2.0.9".parse().unwrap()));
+        assert!(!metrics.allows("10.2.0.8".parse().unwrap()));
         assert!(config.secret().unwrap().is_some());
         for (line, key) in [
             ("allow_hosts = [\"10.0.0.0/33\"]", "allow_hosts"),
             ("http_allow_hosts = [\"example.com\"]", "http_allow_hosts"),
+            ("admin_hosts = []", "admin_hosts"),
+            (
+                "metrics_allow_hosts = [\"10.0.0.1/8\"]",
+                "metrics_allow_hosts",
+            ),
             ("cluster_secret = \"short\"", "cluster_secret"),
             (
                 "cluster_secret_file = \"/nonexistent/secret\"",

@@ -300,6 +300,7 @@ pub async fn run_with_access_log(
         stats: stats.clone(),
         metrics,
         scrub,
+        admin_hosts: fdfs_proto::server::AdminHosts::new(config.admin_hosts.clone()),
     });
     let options = ServerOptions {
         max_connections: config.max_connections,

@@ -195,7 +195,7 @@ impl Metrics {
             );
             describe_counter!(
                 REFUSED,
-                "Connections and requests refused, by reason: allow_hosts (closed at accept), http_allow_hosts (answered 403), auth_failed (wrong cluster secret), not_authenticated (sync command before authenticating)."
+                "Connections and requests refused, by reason: allow_hosts (closed at accept), http_allow_hosts (answered 403), metrics_allow_hosts (/metrics answered 403), auth_failed (wrong cluster secret), not_authenticated (sync command before authenticating), admin_hosts (SCRUB from a host not in admin_hosts)."
             );
             gauge!(CONNECTIONS_OPEN).set(0.0);
             counter!(BYTES_RECEIVED).absolute(0);

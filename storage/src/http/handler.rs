@@ -50,9 +50,18 @@ impl State {
 /// Marks answers that are not the requested file.
 const FALLBACK_HEADER: &str = "x-fdfs-fallback";
 
-pub async fn handle<B>(state: Arc<State>, request: Request<B>) -> Response<Body> {
+/// What a peer may ask of the HTTP port, from its address.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    /// Files and `/healthz` (`http_allow_hosts`).
+    pub files: bool,
+    /// `/metrics` (`metrics_allow_hosts`).
+    pub metrics: bool,
+}
+
+pub async fn handle<B>(state: Arc<State>, request: Request<B>, access: Access) -> Response<Body> {
     let started = std::time::Instant::now();
-    let response = route(&state, &request).await;
+    let response = route(&state, &request, access).await;
     debug!(
         method = %request.method(),
         path = request.uri().path(),
@@ -63,7 +72,7 @@ pub async fn handle<B>(state: Arc<State>, request: Request<B>) -> Response<Body>
     response
 }
 
-async fn route<B>(state: &State, request: &Request<B>) -> Response<Body> {
+async fn route<B>(state: &State, request: &Request<B>, access: Access) -> Response<Body> {
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
@@ -73,12 +82,22 @@ async fn route<B>(state: &State, request: &Request<B>) -> Response<Body> {
         return response;
     }
     if let (Some(exporter), "/metrics") = (&state.exporter, request.uri().path()) {
+        if !access.metrics {
+            exporter.metrics.refused("metrics_allow_hosts");
+            return refused();
+        }
         let mut response = text(StatusCode::OK, &exporter.render().await);
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         return response;
+    }
+    if !access.files {
+        if let Some(exporter) = &state.exporter {
+            exporter.metrics.refused("http_allow_hosts");
+        }
+        return refused();
     }
     let settings = &state.settings;
     let target = path::parse(
@@ -114,6 +133,12 @@ pub fn forbidden() -> Response<Body> {
     response
 }
 
+/// The answer to a request the peer's address does not allow, from a peer allowed
+/// something else on this port: the connection stays open.
+fn refused() -> Response<Body> {
+    text(StatusCode::FORBIDDEN, "host not allowed\n")
+}
+
 fn text(status: StatusCode, message: &str) -> Response<Body> {
     let mut response = Response::new(body::full(message.to_string()));
     *response.status_mut() = status;
@@ -143,9 +168,7 @@ fn conditions<B>(request: &Request<B>) -> Conditions {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::unix_now() as u64
 }
 
 async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) -> Response<Body> {
