@@ -284,7 +284,8 @@ fn storage_health_warnings(
     if let Some(skew) = h.clock_skew.filter(|skew| skew.abs() > MAX_CLOCK_SKEW) {
         out.push(format!(
             "{who} clock skew: its clock is {skew:+} s off the tracker's (more than \
-             {MAX_CLOCK_SKEW} s); reads of fresh files may be routed wrongly, fix the clocks (NTP)"
+             {MAX_CLOCK_SKEW} s); reads are routed correctly regardless, but the creation times in \
+             its file names and its HTTP token checks follow its own clock, fix the clocks (NTP)"
         ));
     }
     if !h.listen_ip.is_empty() && !same_ip(&h.listen_ip, &s.ip) {

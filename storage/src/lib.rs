@@ -5,6 +5,7 @@
 //! [`tracker_link`] keeps the JOIN/BEAT connection to every tracker; [`run`] wires them to the
 //! shared accept loop of `fdfs_proto::server`.
 
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod http;
@@ -51,9 +52,7 @@ pub enum StorageError {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::clock::unix_now()
 }
 
 /// Builds the disk layer's options from the config.
@@ -118,6 +117,7 @@ pub async fn run_with_access_log(
     config.validate()?;
     // read once: every user of the secret sees the same one
     let secret = config.secret()?;
+    clock::init();
     let up_time = unix_now();
     let local = listener.local_addr().map_err(|source| StorageError::Io {
         context: "reading the bound address",

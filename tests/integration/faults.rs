@@ -1,7 +1,8 @@
 //! Faults, injected for real into running storages: a peer without room (its reserve above
 //! its free space) pauses replication without losing its place; a store path whose disk goes
 //! away is reported to the tracker, skipped and taken back once it returns; damaged copies
-//! are refused by downloads and repaired from a peer by `fdfs scrub`.
+//! are refused by downloads and repaired from a peer by `fdfs scrub`; storages whose clocks
+//! are off (the storage's clock test hook) are still read only where the file is.
 //!
 //! Running as root, `chmod` cannot make a store path fail; removing the directory under it (as
 //! an unmounted or dead disk does) gives the real errors a storage sees then.
@@ -11,8 +12,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use fdfs_client::{Client, ClientError, FileId, UploadOptions};
+use fdfs_proto::conn::Connection;
+use fdfs_proto::health_msg::{HealthReport, StorageHealth};
 use fdfs_proto::scrub_msg::ScrubAction;
+use fdfs_proto::tracker_msg::FetchReply;
 use fdfs_tests::{bin_path, wait_for, Cluster, StorageSpec};
+use tokio::net::TcpStream;
 
 use crate::status::{http_get, sample};
 use rand::{Rng, SeedableRng};
@@ -434,5 +439,130 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
         let result = tokio::time::timeout(Duration::from_secs(20), task).await??;
         assert!(matches!(result, Err(ClientError::Status(21))), "{result:?}");
     }
+    Ok(())
+}
+
+/// The storage's clock test hook (`fdfs_storage::clock`): seconds added to its clock.
+const OFFSET_ENV: &str = "FDFS_TEST_CLOCK_OFFSET_SECS";
+
+/// The health record the tracker keeps of storage `id` (STORAGE_HEALTH, fdfs-rs 200).
+async fn health_of(cluster: &Cluster, id: &str) -> Result<Option<StorageHealth>> {
+    let mut conn = Connection::new(TcpStream::connect(cluster.tracker.addr).await?);
+    let reply = conn
+        .call(fdfs_proto::cmd::Command::StorageHealth.code(), &[], 1 << 20)
+        .await?;
+    Ok(HealthReport::decode(&reply)?
+        .storages
+        .into_iter()
+        .find(|s| s.id == id))
+}
+
+/// The storage QUERY_FETCH_ONE (102) names for `id`, as a port.
+async fn fetch_one(cluster: &Cluster, id: &FileId) -> Result<u16> {
+    let mut conn = Connection::new(TcpStream::connect(cluster.tracker.addr).await?);
+    let body = fdfs_proto::storage_msg::GroupAndName {
+        group: id.group.clone(),
+        name: id.name.to_string(),
+    }
+    .encode();
+    let reply = conn
+        .call(fdfs_proto::cmd::Command::QueryFetchOne.code(), &body, 4096)
+        .await?;
+    let servers = FetchReply::decode(&reply)?.servers;
+    anyhow::ensure!(servers.len() == 1, "{servers:?}");
+    Ok(servers[0].port)
+}
+
+/// Clock skew (issue 8): the source of a file runs 5 s behind the tracker, its peer 5 s
+/// ahead, and the tracker guesses "replicated everywhere" for files older than 3 s
+/// (`storage_sync_file_max_delay`). FastDFS's rule would name the peer for a file it never
+/// received at once (the file looks 5 s old to the tracker); ours names only storages that
+/// have it, for as long as they do not, and the peer once it does.
+#[tokio::test]
+async fn reads_follow_the_files_not_the_clocks() -> Result<()> {
+    let shifted = |secs: i64| vec![(OFFSET_ENV.to_string(), secs.to_string())];
+    let mut cluster = Cluster::builder()
+        .groups(&[])
+        .tracker_config("storage_sync_file_max_delay = \"3s\"\n")
+        .start_without_waiting()
+        .await?;
+    let spec = |server_id: u32, extra: &str| StorageSpec {
+        group: "group1".into(),
+        server_id,
+        store_path_count: 1,
+        extra: extra.into(),
+    };
+    cluster
+        .add_storage_with_env(spec(100_001, ""), shifted(-5))
+        .await?;
+    // the peer has no room: replication to it pauses on the first record
+    cluster
+        .add_storage_with_env(
+            spec(100_002, "reserved_storage_space = \"100%\"\n"),
+            shifted(5),
+        )
+        .await?;
+    cluster.wait_active("group1", 2).await?;
+    let client = cluster.client();
+    let source = cluster.storages[0].addr;
+    let peer = cluster.storages[1].addr;
+
+    let data = random_bytes(7, 20_000);
+    let id = client
+        .upload_reader_to(
+            &source.to_string(),
+            None,
+            &data[..],
+            data.len() as u64,
+            "bin",
+        )
+        .await?;
+    // the tracker knows both clocks, and has the source's word that the file has not
+    // reached the peer (reported for the peer's current data)
+    let known = wait_for(
+        "the source's report of the paused peer",
+        Duration::from_secs(30),
+        || async {
+            let source = health_of(&cluster, "100001").await.ok()??;
+            let peer = health_of(&cluster, "100002").await.ok()??;
+            let behind = peer
+                .peers
+                .iter()
+                .any(|p| p.source_id == "100001" && p.records_behind >= 1);
+            (source.clock_skew.is_some() && peer.clock_skew.is_some() && behind)
+                .then_some((source.clock_skew?, peer.clock_skew?))
+        },
+    )
+    .await?;
+    // report-to-receipt delays can add a second either way
+    assert!((-7..=-3).contains(&known.0), "source skew {}", known.0);
+    assert!((3..=7).contains(&known.1), "peer skew {}", known.1);
+    assert!(matches!(
+        client.file_info_from(&peer.to_string(), &id).await,
+        Err(ClientError::NotFound)
+    ));
+
+    // every answer names the source only, and every download through the tracker works
+    for _ in 0..6 {
+        assert_eq!(fetch_one(&cluster, &id).await?, source.port());
+        assert_eq!(client.download_bytes(&id, 0, 0).await?, data);
+    }
+    assert_eq!(
+        crate::replication::fetch_all(&cluster, &id).await?,
+        [source.port()]
+    );
+
+    // room again: the file reaches the peer, and only then is the peer named
+    let conf = cluster.storages[1].config.clone();
+    let text = std::fs::read_to_string(&conf)?.replace("reserved_storage_space = \"100%\"", "");
+    std::fs::write(&conf, text)?;
+    cluster.restart_storage(1).await?;
+    let peer = cluster.storages[1].addr;
+    wait_for("the peer to be named", Duration::from_secs(60), || async {
+        let named = crate::replication::fetch_all(&cluster, &id).await.ok()?;
+        named.contains(&peer.port()).then_some(())
+    })
+    .await?;
+    assert_eq!(content_on(&client, &peer.to_string(), &id).await?, data);
     Ok(())
 }
