@@ -96,6 +96,13 @@ pub struct StorageConfig {
     /// Bytes per second a background scrub reads at most.
     #[serde(default = "default_scrub_rate", with = "serde_size")]
     pub scrub_rate: u64,
+    /// Blocking disk calls in flight per store path, at most (crate::store::gate): a hung
+    /// path holds no more pool threads than this.
+    #[serde(default = "default_store_path_max_io")]
+    pub store_path_max_io: usize,
+    /// Threads of tokio's blocking pool, where disk calls run.
+    #[serde(default = "default_max_blocking_threads")]
+    pub max_blocking_threads: usize,
     // Replication: see crate::replication.
     #[serde(default)]
     pub write_ack: crate::replication::WriteAck,
@@ -151,6 +158,13 @@ fn default_true() -> bool {
 }
 fn default_upload_priority() -> i64 {
     10
+}
+fn default_store_path_max_io() -> usize {
+    crate::store::DEFAULT_MAX_IO_PER_PATH
+}
+fn default_max_blocking_threads() -> usize {
+    // tokio's own default
+    512
 }
 fn default_max_connections() -> usize {
     1024
@@ -251,6 +265,19 @@ impl StorageConfig {
             return Err(invalid(
                 "subdir_count_per_path",
                 format!("{} outside 1..=256", self.subdir_count_per_path),
+            ));
+        }
+        if self.store_path_max_io == 0 {
+            return Err(invalid("store_path_max_io", "must be at least 1"));
+        }
+        // the cap only protects the other paths if one path cannot fill the pool
+        if self.store_path_max_io >= self.max_blocking_threads {
+            return Err(invalid(
+                "store_path_max_io",
+                format!(
+                    "{} must be below max_blocking_threads ({}), or one hung store path can take every disk thread",
+                    self.store_path_max_io, self.max_blocking_threads
+                ),
             ));
         }
         if self.tracker_servers.is_empty() {
@@ -403,6 +430,27 @@ tracker_servers = ["127.0.0.1:22122"]
         let many: Vec<String> = (0..257).map(|i| format!("\"/p{i}\"")).collect();
         let text = format!("{MINIMAL}\nstore_paths = [{}]\n", many.join(","));
         assert!(StorageConfig::from_toml(&text).is_err());
+    }
+
+    #[test]
+    fn disk_slots_stay_below_the_pool() {
+        let config = StorageConfig::from_toml(MINIMAL).unwrap();
+        assert_eq!(
+            (config.store_path_max_io, config.max_blocking_threads),
+            (64, 512)
+        );
+        let ok = format!("{MINIMAL}\nstore_path_max_io = 4\nmax_blocking_threads = 8\n");
+        assert!(StorageConfig::from_toml(&ok).is_ok());
+        for line in [
+            "store_path_max_io = 0",
+            "store_path_max_io = 512",
+            "max_blocking_threads = 64",
+        ] {
+            let err = StorageConfig::from_toml(&format!("{MINIMAL}\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("store_path_max_io"), "{line}: {err}");
+        }
     }
 
     #[test]

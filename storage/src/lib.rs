@@ -72,6 +72,8 @@ pub fn store_options(config: &StorageConfig) -> StoreOptions {
             }
         },
         reserved: config.reserved_storage_space,
+        max_io_per_path: config.store_path_max_io,
+        io_wait: config.network_timeout,
     }
 }
 

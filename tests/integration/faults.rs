@@ -374,7 +374,16 @@ async fn the_background_scrub_finds_damage_at_its_own_pace() -> Result<()> {
 
 #[tokio::test]
 async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
-    let cluster = Cluster::builder().store_paths(2).start().await?;
+    // a small blocking pool, and at most 4 disk calls in flight per store path: without the
+    // cap, the hung requests below would take all 8 pool threads and stall path 0 as well
+    const MAX_IO: usize = 4;
+    let cluster = Cluster::builder()
+        .store_paths(2)
+        .storage_config(&format!(
+            "store_path_max_io = {MAX_IO}\nmax_blocking_threads = 8\nnetwork_timeout = \"4s\"\n"
+        ))
+        .start()
+        .await?;
     let client = cluster.client();
     let addr = cluster.storages[0].addr.to_string();
     // text, so the HTTP helper can read it back
@@ -388,7 +397,8 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
     assert_eq!(good.name.store_path(), 0);
     // a file on path 1 whose open(2) does not return, as an open that must read a directory
     // or inode from a disk that stopped answering: a FIFO nobody writes to. Requests for it
-    // must wait off the threads that serve connections (the blocking pool)
+    // must wait off the threads that serve connections (the blocking pool), and no more of
+    // them than the path's cap may hold pool threads
     let hanging = FileId::new(
         "group1",
         fdfs_proto::file_id::LogicalName::parse(&good.name.to_string().replacen("M00", "M01", 1))?,
@@ -401,7 +411,7 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
     let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
     anyhow::ensure!(status.success(), "mkfifo failed");
 
-    // more hung requests than the storage has threads serving connections, over both ports
+    // three times the cap, more than the pool has threads, over both ports
     let http = cluster.storages[0].http_addr().await?;
     for _ in 0..4 {
         let path = format!("/{hanging}");
@@ -415,13 +425,26 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
             client.download_from(&addr, &id, 0, 0, &mut sink).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // every slot of path 1 is held by a hung open
+    let in_use = format!(
+        "fdfs_storage_store_path_io_in_use{{path=\"{}\"}}",
+        cluster.store_path(0, 1).display()
+    );
+    wait_for(
+        "path 1's slots all taken",
+        Duration::from_secs(60),
+        || async {
+            let text = http_get(http, "/metrics").await.ok()?;
+            (sample(&text, &in_use)? == MAX_IO as f64).then_some(())
+        },
+    )
+    .await?;
     assert!(
-        stuck.iter().all(|task| !task.is_finished()),
+        stuck.iter().any(|task| !task.is_finished()),
         "the FIFO does not hang"
     );
-    // the other path still answers
-    for _ in 0..3 {
+    // the other path still serves downloads and uploads over both ports
+    for seed in 0..3u64 {
         let got = tokio::time::timeout(Duration::from_secs(10), content_on(&client, &addr, &good))
             .await
             .map_err(|_| anyhow::anyhow!("a download from path 0 waited for path 1"))??;
@@ -431,14 +454,44 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
                 .await
                 .map_err(|_| anyhow::anyhow!("an HTTP GET from path 0 waited for path 1"))??;
         assert_eq!(served.as_bytes(), &data[..]);
+        let more = random_bytes(100 + seed, 300_000);
+        let id = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.upload_reader_to(&addr, Some(0), &more[..], more.len() as u64, "bin"),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("an upload to path 0 waited for path 1"))??;
+        assert_eq!(content_on(&client, &addr, &id).await?, more);
     }
-    // a writer releases the hung opens: they end with "not a regular file"
+    // requests over the cap do not wait for the disk forever: EBUSY after network_timeout
+    wait_for(
+        "a request over the cap to be refused",
+        Duration::from_secs(60),
+        || async { stuck.iter().any(|task| task.is_finished()).then_some(()) },
+    )
+    .await?;
+    // a writer releases the hung opens: they end with "not a regular file", and the ones
+    // still waiting open the FIFO while the writer keeps it open
     let writer = std::fs::OpenOptions::new().write(true).open(&fifo)?;
-    drop(writer);
+    let mut answers = Vec::new();
     for task in stuck {
-        let result = tokio::time::timeout(Duration::from_secs(20), task).await??;
-        assert!(matches!(result, Err(ClientError::Status(21))), "{result:?}");
+        let result = tokio::time::timeout(Duration::from_secs(30), task).await??;
+        match result {
+            Err(ClientError::Status(code @ (16 | 21))) => answers.push(code),
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
     }
+    drop(writer);
+    assert!(answers.contains(&16), "{answers:?}");
+    wait_for(
+        "path 1's slots free again",
+        Duration::from_secs(30),
+        || async {
+            let text = http_get(http, "/metrics").await.ok()?;
+            (sample(&text, &in_use)? == 0.0).then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 

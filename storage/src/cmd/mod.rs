@@ -83,7 +83,7 @@ pub fn status_of(err: &CmdError) -> u8 {
             StoreError::Invalid(_) => status::EINVAL,
             StoreError::NoSpace => status::ENOSPC,
             StoreError::Exists | StoreError::NameCollision => status::EEXIST,
-            StoreError::NameBusy => status::EBUSY,
+            StoreError::NameBusy | StoreError::PathBusy { .. } => status::EBUSY,
             StoreError::ShortBody { .. } | StoreError::Body(_) | StoreError::Corrupt(_) => {
                 status::EIO
             }
@@ -413,6 +413,7 @@ mod tests {
             (StoreError::Exists.into(), 17),
             (StoreError::NameCollision.into(), 17),
             (StoreError::NameBusy.into(), 16),
+            (StoreError::PathBusy { index: 1 }.into(), 16),
             (
                 CmdError::WrongGroup {
                     got: "a".into(),

@@ -222,7 +222,7 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
     let cond = conditions(request);
     // HEAD too: its ETag must be the one GET gives
     let want_crc = kind == FileKind::Slave;
-    match open_local(state, &path, !cond.head, want_crc).await {
+    match open_local(state, target.name.store_path(), &path, !cond.head, want_crc).await {
         // a normal file's name records its size: another size on disk is damage (repaired by
         // a scrub or a DOWNLOAD_FILE of it), not content to send
         Ok(Lookup::Found(file)) if kind == FileKind::Normal && file.size != fields.file_size() => {
@@ -235,6 +235,10 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
         }
         Ok(Lookup::Refused) => text(StatusCode::NOT_FOUND, "not found\n"),
         Ok(Lookup::Missing) => not_local(state, request, &fields, &params).await,
+        Err(err) if err.kind() == std::io::ErrorKind::ResourceBusy => {
+            warn!(name = %target.name, error = %err, "store path busy");
+            text(StatusCode::SERVICE_UNAVAILABLE, "store path busy\n")
+        }
         Err(err) => {
             warn!(name = %target.name, error = %err, "cannot read file");
             text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n")
@@ -245,6 +249,7 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
 /// Opens a stored file (`<store>/data/XX/YY/name`) and loads what the answer needs.
 async fn open_local(
     state: &State,
+    index: u8,
     path: &Path,
     read_small: bool,
     want_crc: bool,
@@ -256,12 +261,22 @@ async fn open_local(
         .unwrap_or(Path::new("/"))
         .to_path_buf();
     // on the blocking pool: an open that has to wait for a disk that hangs must not hold a
-    // thread that serves connections (tests/integration/faults.rs)
+    // thread that serves connections, and holding a slot of its store path (store::gate), so
+    // a hung path cannot take every pool thread (tests/integration/faults.rs)
+    let busy = |err: crate::store::StoreError| {
+        std::io::Error::new(std::io::ErrorKind::ResourceBusy, err.to_string())
+    };
+    let slot = state.store.io_slot(index).await.map_err(busy)?;
     let file = path.to_path_buf();
-    let mut lookup = tokio::task::spawn_blocking(move || local::open(&file, &data_root))
-        .await
-        .unwrap_or_else(|err| Err(std::io::Error::other(err)))?;
+    let mut lookup = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        local::open(&file, &data_root)
+    })
+    .await
+    .unwrap_or_else(|err| Err(std::io::Error::other(err)))?;
     if let Lookup::Found(file) = &mut lookup {
+        // its reads finish before it returns: the slot covers them
+        let _slot = state.store.io_slot(index).await.map_err(busy)?;
         file.load(read_small, want_crc, &state.crcs).await?;
     }
     Ok(lookup)
