@@ -284,7 +284,8 @@ fn storage_health_warnings(
     if let Some(skew) = h.clock_skew.filter(|skew| skew.abs() > MAX_CLOCK_SKEW) {
         out.push(format!(
             "{who} clock skew: its clock is {skew:+} s off the tracker's (more than \
-             {MAX_CLOCK_SKEW} s); reads of fresh files may be routed wrongly, fix the clocks (NTP)"
+             {MAX_CLOCK_SKEW} s); reads are routed correctly regardless, but the creation times in \
+             its file names and its HTTP token checks follow its own clock, fix the clocks (NTP)"
         ));
     }
     if !h.listen_ip.is_empty() && !same_ip(&h.listen_ip, &s.ip) {
@@ -557,6 +558,10 @@ pub fn judge_delete(outcomes: &[DeleteOutcome]) -> Result<usize, String> {
             Ok(()) => deleted += 1,
             Err(err) => match err.status() {
                 Some(code::ENOENT) | Some(114) => {}
+                Some(code::EPERM) => problems.push(format!(
+                    "{}: refused (status 1, EPERM): this host is not in the tracker's admin_hosts — run the command from a host listed there",
+                    o.tracker
+                )),
                 Some(code::EBUSY) => problems.push(format!(
                     "{}: the storage is still online (status 16, EBUSY) — stop the storage first, wait until the tracker shows it OFFLINE, then retry",
                     o.tracker
@@ -813,6 +818,8 @@ mod tests {
         assert_eq!(judge_delete(&[ok("a"), status("b", 114)]), Ok(1));
         let busy = judge_delete(&[status("a", 16)]).unwrap_err();
         assert!(busy.contains("stop the storage first"), "{busy}");
+        let refused = judge_delete(&[status("a", 1)]).unwrap_err();
+        assert!(refused.contains("admin_hosts"), "{refused}");
         assert!(judge_delete(&[status("a", 2)]).is_err());
     }
 }

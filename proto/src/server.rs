@@ -153,6 +153,71 @@ impl Default for WarnLimiter {
     }
 }
 
+/// `admin_hosts`: the hosts that may send a daemon's operator commands (the tracker's
+/// DELETE_STORAGE / DELETE_GROUP, the storage's SCRUB). Both daemons refuse the same way: the
+/// request body is skipped, the answer is EPERM (1) and the connection stays open; the first
+/// refusal each minute is a WARN, the rest DEBUG.
+#[derive(Debug, Default)]
+pub struct AdminHosts {
+    hosts: HostList,
+    warnings: WarnLimiter,
+}
+
+impl AdminHosts {
+    pub fn new(hosts: HostList) -> Self {
+        AdminHosts {
+            hosts,
+            warnings: WarnLimiter::default(),
+        }
+    }
+
+    pub fn hosts(&self) -> &HostList {
+        &self.hosts
+    }
+
+    /// Whether the peer of `info` may send admin commands.
+    pub fn allows(&self, info: &ConnInfo) -> bool {
+        self.hosts.allows(info.peer.ip())
+    }
+
+    /// Logs a refused admin command (rate limited, see the type docs).
+    pub fn log_refusal(&self, info: &ConnInfo, command: Command) {
+        match self.warnings.check() {
+            Some(suppressed) => warn!(
+                peer = %info.peer,
+                ?command,
+                admin_hosts = %self.hosts,
+                suppressed,
+                "admin command from a host not in admin_hosts: refused"
+            ),
+            None => {
+                debug!(peer = %info.peer, ?command, "admin command from a host not in admin_hosts: refused")
+            }
+        }
+    }
+
+    /// Answers a refused admin command whose header was just read: skips a body of at most
+    /// `max_body` bytes and answers EPERM, keeping the connection (a longer body closes it
+    /// unanswered, as the request is not a well-formed one anyway).
+    pub async fn refuse(
+        &self,
+        conn: &mut ServerConn,
+        header: Header,
+        command: Command,
+        info: &ConnInfo,
+        max_body: u64,
+    ) -> Result<Flow, ProtoError> {
+        self.log_refusal(info, command);
+        let len = header.body_len()?;
+        if len > max_body {
+            return Ok(Flow::Close);
+        }
+        conn.discard(len).await?;
+        conn.send_response(status::EPERM, &[]).await?;
+        Ok(Flow::Continue)
+    }
+}
+
 /// Runs the accept loop until `shutdown` is cancelled, then drains connections.
 pub async fn serve<S: Service>(
     listener: TcpListener,

@@ -72,6 +72,14 @@ pub struct StorageConfig {
     /// Peers that may use the HTTP port; unset means the same list as `allow_hosts`.
     #[serde(default)]
     pub http_allow_hosts: Option<HostList>,
+    /// Peers that may send admin commands (SCRUB); everyone by default, as on the tracker.
+    #[serde(default)]
+    pub admin_hosts: HostList,
+    /// Peers that may read `/metrics` on the HTTP port; unset means the same list as
+    /// `allow_hosts` (not `http_allow_hosts`: opening downloads to the public must not
+    /// publish the metrics).
+    #[serde(default)]
+    pub metrics_allow_hosts: Option<HostList>,
     /// Shared secret for tracker joins and storage ↔ storage sync (fdfs_proto::auth).
     #[serde(default)]
     pub cluster_secret: Option<ClusterSecret>,
@@ -88,6 +96,13 @@ pub struct StorageConfig {
     /// Bytes per second a background scrub reads at most.
     #[serde(default = "default_scrub_rate", with = "serde_size")]
     pub scrub_rate: u64,
+    /// Blocking disk calls in flight per store path, at most (crate::store::gate): a hung
+    /// path holds no more pool threads than this.
+    #[serde(default = "default_store_path_max_io")]
+    pub store_path_max_io: usize,
+    /// Threads of tokio's blocking pool, where disk calls run.
+    #[serde(default = "default_max_blocking_threads")]
+    pub max_blocking_threads: usize,
     // Replication: see crate::replication.
     #[serde(default)]
     pub write_ack: crate::replication::WriteAck,
@@ -143,6 +158,13 @@ fn default_true() -> bool {
 }
 fn default_upload_priority() -> i64 {
     10
+}
+fn default_store_path_max_io() -> usize {
+    crate::store::DEFAULT_MAX_IO_PER_PATH
+}
+fn default_max_blocking_threads() -> usize {
+    // tokio's own default
+    512
 }
 fn default_max_connections() -> usize {
     1024
@@ -243,6 +265,19 @@ impl StorageConfig {
             return Err(invalid(
                 "subdir_count_per_path",
                 format!("{} outside 1..=256", self.subdir_count_per_path),
+            ));
+        }
+        if self.store_path_max_io == 0 {
+            return Err(invalid("store_path_max_io", "must be at least 1"));
+        }
+        // the cap only protects the other paths if one path cannot fill the pool
+        if self.store_path_max_io >= self.max_blocking_threads {
+            return Err(invalid(
+                "store_path_max_io",
+                format!(
+                    "{} must be below max_blocking_threads ({}), or one hung store path can take every disk thread",
+                    self.store_path_max_io, self.max_blocking_threads
+                ),
             ));
         }
         if self.tracker_servers.is_empty() {
@@ -398,21 +433,54 @@ tracker_servers = ["127.0.0.1:22122"]
     }
 
     #[test]
+    fn disk_slots_stay_below_the_pool() {
+        let config = StorageConfig::from_toml(MINIMAL).unwrap();
+        assert_eq!(
+            (config.store_path_max_io, config.max_blocking_threads),
+            (64, 512)
+        );
+        let ok = format!("{MINIMAL}\nstore_path_max_io = 4\nmax_blocking_threads = 8\n");
+        assert!(StorageConfig::from_toml(&ok).is_ok());
+        for line in [
+            "store_path_max_io = 0",
+            "store_path_max_io = 512",
+            "max_blocking_threads = 64",
+        ] {
+            let err = StorageConfig::from_toml(&format!("{MINIMAL}\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("store_path_max_io"), "{line}: {err}");
+        }
+    }
+
+    #[test]
     fn security_keys() {
         let config = StorageConfig::from_toml(MINIMAL).unwrap();
         assert!(config.allow_hosts.allows_all());
         assert!(config.http_allow_hosts.is_none());
+        assert!(config.admin_hosts.allows_all());
+        assert!(config.metrics_allow_hosts.is_none());
         assert!(config.secret().unwrap().is_none());
         let text = format!(
-            "{MINIMAL}\nallow_hosts = [\"10.0.0.0/8\"]\nhttp_allow_hosts = [\"*\"]\ncluster_secret = \"0123456789abcdef\"\n"
+            "{MINIMAL}\nallow_hosts = [\"10.0.0.0/8\"]\nhttp_allow_hosts = [\"*\"]\nadmin_hosts = [\"10.1.0.0/16\"]\nmetrics_allow_hosts = [\"10.2.0.9\"]\ncluster_secret = \"0123456789abcdef\"\n"
         );
         let config = StorageConfig::from_toml(&text).unwrap();
         assert!(!config.allow_hosts.allows("127.0.0.1".parse().unwrap()));
         assert!(config.http_allow_hosts.as_ref().unwrap().allows_all());
+        assert!(config.admin_hosts.allows("10.1.2.3".parse().unwrap()));
+        assert!(!config.admin_hosts.allows("10.2.2.3".parse().unwrap()));
+        let metrics = config.metrics_allow_hosts.as_ref().unwrap();
+        assert!(metrics.allows("10.2.0.9".parse().unwrap()));
+        assert!(!metrics.allows("10.2.0.8".parse().unwrap()));
         assert!(config.secret().unwrap().is_some());
         for (line, key) in [
             ("allow_hosts = [\"10.0.0.0/33\"]", "allow_hosts"),
             ("http_allow_hosts = [\"example.com\"]", "http_allow_hosts"),
+            ("admin_hosts = []", "admin_hosts"),
+            (
+                "metrics_allow_hosts = [\"10.0.0.1/8\"]",
+                "metrics_allow_hosts",
+            ),
             ("cluster_secret = \"short\"", "cluster_secret"),
             (
                 "cluster_secret_file = \"/nonexistent/secret\"",

@@ -5,6 +5,7 @@
 //! [`tracker_link`] keeps the JOIN/BEAT connection to every tracker; [`run`] wires them to the
 //! shared accept loop of `fdfs_proto::server`.
 
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod http;
@@ -51,9 +52,7 @@ pub enum StorageError {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::clock::unix_now()
 }
 
 /// Builds the disk layer's options from the config.
@@ -73,6 +72,8 @@ pub fn store_options(config: &StorageConfig) -> StoreOptions {
             }
         },
         reserved: config.reserved_storage_space,
+        max_io_per_path: config.store_path_max_io,
+        io_wait: config.network_timeout,
     }
 }
 
@@ -118,6 +119,7 @@ pub async fn run_with_access_log(
     config.validate()?;
     // read once: every user of the secret sees the same one
     let secret = config.secret()?;
+    clock::init();
     let up_time = unix_now();
     let local = listener.local_addr().map_err(|source| StorageError::Io {
         context: "reading the bound address",
@@ -300,6 +302,7 @@ pub async fn run_with_access_log(
         stats: stats.clone(),
         metrics,
         scrub,
+        admin_hosts: fdfs_proto::server::AdminHosts::new(config.admin_hosts.clone()),
     });
     let options = ServerOptions {
         max_connections: config.max_connections,

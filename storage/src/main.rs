@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         std::process::abort();
     }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(config.max_blocking_threads)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

@@ -48,6 +48,8 @@ impl Exporter {
         self.metrics.sync_errors(&errors);
         self.metrics
             .faults(&self.paths, &store.path_states(), &self.scrub);
+        self.metrics
+            .disk_slots(&self.paths, &store.io_in_use(), &store.io_refused());
         self.metrics.render()
     }
 }
@@ -65,6 +67,8 @@ pub const SYNC_ERRORS: &str = "fdfs_storage_sync_errors_total";
 pub const FILES: &str = "fdfs_storage_files";
 pub const REFUSED: &str = "fdfs_storage_refused_total";
 pub const STORE_PATH_HEALTHY: &str = "fdfs_storage_store_path_healthy";
+pub const STORE_PATH_IO_IN_USE: &str = "fdfs_storage_store_path_io_in_use";
+pub const STORE_PATH_IO_BUSY: &str = "fdfs_storage_store_path_io_busy_total";
 pub const SCRUB_RUNNING: &str = "fdfs_storage_scrub_running";
 pub const SCRUB_CHECKED: &str = "fdfs_storage_scrub_checked_files_total";
 pub const SCRUB_CORRUPT: &str = "fdfs_storage_scrub_corrupt_files_total";
@@ -177,6 +181,14 @@ impl Metrics {
                 STORE_PATH_HEALTHY,
                 "1 while the store path's disk works, 0 once a probe failed (no new files go there)."
             );
+            describe_gauge!(
+                STORE_PATH_IO_IN_USE,
+                "Blocking disk calls in flight on the store path (at most store_path_max_io)."
+            );
+            describe_counter!(
+                STORE_PATH_IO_BUSY,
+                "Requests answered EBUSY (HTTP 503) because the store path's disk slots stayed taken for network_timeout."
+            );
             describe_gauge!(SCRUB_RUNNING, "1 while a scrub runs.");
             describe_counter!(
                 SCRUB_CHECKED,
@@ -195,7 +207,7 @@ impl Metrics {
             );
             describe_counter!(
                 REFUSED,
-                "Connections and requests refused, by reason: allow_hosts (closed at accept), http_allow_hosts (answered 403), auth_failed (wrong cluster secret), not_authenticated (sync command before authenticating)."
+                "Connections and requests refused, by reason: allow_hosts (closed at accept), http_allow_hosts (answered 403), metrics_allow_hosts (/metrics answered 403), auth_failed (wrong cluster secret), not_authenticated (sync command before authenticating), admin_hosts (SCRUB from a host not in admin_hosts)."
             );
             gauge!(CONNECTIONS_OPEN).set(0.0);
             counter!(BYTES_RECEIVED).absolute(0);
@@ -301,6 +313,16 @@ impl Metrics {
                     .set(peer.records_behind as f64);
                 gauge!(SYNC_SECONDS_BEHIND, "peer" => peer.peer_id.clone())
                     .set(peer.seconds_behind as f64);
+            }
+        });
+    }
+
+    /// Disk slots in use and requests refused for want of one, per store path.
+    pub fn disk_slots(&self, paths: &[String], in_use: &[usize], busy: &[u64]) {
+        self.record(|| {
+            for ((path, in_use), busy) in paths.iter().zip(in_use).zip(busy) {
+                gauge!(STORE_PATH_IO_IN_USE, "path" => path.clone()).set(*in_use as f64);
+                counter!(STORE_PATH_IO_BUSY, "path" => path.clone()).absolute(*busy);
             }
         });
     }

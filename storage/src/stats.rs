@@ -255,9 +255,7 @@ pub struct Stats {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::clock::unix_now()
 }
 
 impl Stats {

@@ -39,6 +39,8 @@ async fn writes_past_the_limit(dir: &Path) {
         distribute: DistributeMode::RoundRobin { rotate_count: 100 },
         reserved: ReservedSpace::Bytes(0),
         slave_use_link: false,
+        max_io_per_path: 64,
+        io_wait: std::time::Duration::from_secs(30),
     })
     .await
     .unwrap();

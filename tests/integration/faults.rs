@@ -1,7 +1,8 @@
 //! Faults, injected for real into running storages: a peer without room (its reserve above
 //! its free space) pauses replication without losing its place; a store path whose disk goes
 //! away is reported to the tracker, skipped and taken back once it returns; damaged copies
-//! are refused by downloads and repaired from a peer by `fdfs scrub`.
+//! are refused by downloads and repaired from a peer by `fdfs scrub`; storages whose clocks
+//! are off (the storage's clock test hook) are still read only where the file is.
 //!
 //! Running as root, `chmod` cannot make a store path fail; removing the directory under it (as
 //! an unmounted or dead disk does) gives the real errors a storage sees then.
@@ -11,8 +12,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use fdfs_client::{Client, ClientError, FileId, UploadOptions};
+use fdfs_proto::conn::Connection;
+use fdfs_proto::health_msg::{HealthReport, StorageHealth};
 use fdfs_proto::scrub_msg::ScrubAction;
+use fdfs_proto::tracker_msg::FetchReply;
 use fdfs_tests::{bin_path, wait_for, Cluster, StorageSpec};
+use tokio::net::TcpStream;
 
 use crate::status::{http_get, sample};
 use rand::{Rng, SeedableRng};
@@ -369,7 +374,16 @@ async fn the_background_scrub_finds_damage_at_its_own_pace() -> Result<()> {
 
 #[tokio::test]
 async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
-    let cluster = Cluster::builder().store_paths(2).start().await?;
+    // a small blocking pool, and at most 4 disk calls in flight per store path: without the
+    // cap, the hung requests below would take all 8 pool threads and stall path 0 as well
+    const MAX_IO: usize = 4;
+    let cluster = Cluster::builder()
+        .store_paths(2)
+        .storage_config(&format!(
+            "store_path_max_io = {MAX_IO}\nmax_blocking_threads = 8\nnetwork_timeout = \"4s\"\n"
+        ))
+        .start()
+        .await?;
     let client = cluster.client();
     let addr = cluster.storages[0].addr.to_string();
     // text, so the HTTP helper can read it back
@@ -383,7 +397,8 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
     assert_eq!(good.name.store_path(), 0);
     // a file on path 1 whose open(2) does not return, as an open that must read a directory
     // or inode from a disk that stopped answering: a FIFO nobody writes to. Requests for it
-    // must wait off the threads that serve connections (the blocking pool)
+    // must wait off the threads that serve connections (the blocking pool), and no more of
+    // them than the path's cap may hold pool threads
     let hanging = FileId::new(
         "group1",
         fdfs_proto::file_id::LogicalName::parse(&good.name.to_string().replacen("M00", "M01", 1))?,
@@ -396,7 +411,7 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
     let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
     anyhow::ensure!(status.success(), "mkfifo failed");
 
-    // more hung requests than the storage has threads serving connections, over both ports
+    // three times the cap, more than the pool has threads, over both ports
     let http = cluster.storages[0].http_addr().await?;
     for _ in 0..4 {
         let path = format!("/{hanging}");
@@ -410,13 +425,26 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
             client.download_from(&addr, &id, 0, 0, &mut sink).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // every slot of path 1 is held by a hung open
+    let in_use = format!(
+        "fdfs_storage_store_path_io_in_use{{path=\"{}\"}}",
+        cluster.store_path(0, 1).display()
+    );
+    wait_for(
+        "path 1's slots all taken",
+        Duration::from_secs(60),
+        || async {
+            let text = http_get(http, "/metrics").await.ok()?;
+            (sample(&text, &in_use)? == MAX_IO as f64).then_some(())
+        },
+    )
+    .await?;
     assert!(
-        stuck.iter().all(|task| !task.is_finished()),
+        stuck.iter().any(|task| !task.is_finished()),
         "the FIFO does not hang"
     );
-    // the other path still answers
-    for _ in 0..3 {
+    // the other path still serves downloads and uploads over both ports
+    for seed in 0..3u64 {
         let got = tokio::time::timeout(Duration::from_secs(10), content_on(&client, &addr, &good))
             .await
             .map_err(|_| anyhow::anyhow!("a download from path 0 waited for path 1"))??;
@@ -426,13 +454,168 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
                 .await
                 .map_err(|_| anyhow::anyhow!("an HTTP GET from path 0 waited for path 1"))??;
         assert_eq!(served.as_bytes(), &data[..]);
+        let more = random_bytes(100 + seed, 300_000);
+        let id = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.upload_reader_to(&addr, Some(0), &more[..], more.len() as u64, "bin"),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("an upload to path 0 waited for path 1"))??;
+        assert_eq!(content_on(&client, &addr, &id).await?, more);
     }
-    // a writer releases the hung opens: they end with "not a regular file"
+    // requests over the cap do not wait for the disk forever: EBUSY after network_timeout
+    wait_for(
+        "a request over the cap to be refused",
+        Duration::from_secs(60),
+        || async { stuck.iter().any(|task| task.is_finished()).then_some(()) },
+    )
+    .await?;
+    // a writer releases the hung opens: they end with "not a regular file", and the ones
+    // still waiting open the FIFO while the writer keeps it open
     let writer = std::fs::OpenOptions::new().write(true).open(&fifo)?;
-    drop(writer);
+    let mut answers = Vec::new();
     for task in stuck {
-        let result = tokio::time::timeout(Duration::from_secs(20), task).await??;
-        assert!(matches!(result, Err(ClientError::Status(21))), "{result:?}");
+        let result = tokio::time::timeout(Duration::from_secs(30), task).await??;
+        match result {
+            Err(ClientError::Status(code @ (16 | 21))) => answers.push(code),
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
     }
+    drop(writer);
+    assert!(answers.contains(&16), "{answers:?}");
+    wait_for(
+        "path 1's slots free again",
+        Duration::from_secs(30),
+        || async {
+            let text = http_get(http, "/metrics").await.ok()?;
+            (sample(&text, &in_use)? == 0.0).then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The storage's clock test hook (`fdfs_storage::clock`): seconds added to its clock.
+const OFFSET_ENV: &str = "FDFS_TEST_CLOCK_OFFSET_SECS";
+
+/// The health record the tracker keeps of storage `id` (STORAGE_HEALTH, fdfs-rs 200).
+async fn health_of(cluster: &Cluster, id: &str) -> Result<Option<StorageHealth>> {
+    let mut conn = Connection::new(TcpStream::connect(cluster.tracker.addr).await?);
+    let reply = conn
+        .call(fdfs_proto::cmd::Command::StorageHealth.code(), &[], 1 << 20)
+        .await?;
+    Ok(HealthReport::decode(&reply)?
+        .storages
+        .into_iter()
+        .find(|s| s.id == id))
+}
+
+/// The storage QUERY_FETCH_ONE (102) names for `id`, as a port.
+async fn fetch_one(cluster: &Cluster, id: &FileId) -> Result<u16> {
+    let mut conn = Connection::new(TcpStream::connect(cluster.tracker.addr).await?);
+    let body = fdfs_proto::storage_msg::GroupAndName {
+        group: id.group.clone(),
+        name: id.name.to_string(),
+    }
+    .encode();
+    let reply = conn
+        .call(fdfs_proto::cmd::Command::QueryFetchOne.code(), &body, 4096)
+        .await?;
+    let servers = FetchReply::decode(&reply)?.servers;
+    anyhow::ensure!(servers.len() == 1, "{servers:?}");
+    Ok(servers[0].port)
+}
+
+/// Clock skew (issue 8): the source of a file runs 5 s behind the tracker, its peer 5 s
+/// ahead, and the tracker guesses "replicated everywhere" for files older than 3 s
+/// (`storage_sync_file_max_delay`). FastDFS's rule would name the peer for a file it never
+/// received at once (the file looks 5 s old to the tracker); ours names only storages that
+/// have it, for as long as they do not, and the peer once it does.
+#[tokio::test]
+async fn reads_follow_the_files_not_the_clocks() -> Result<()> {
+    let shifted = |secs: i64| vec![(OFFSET_ENV.to_string(), secs.to_string())];
+    let mut cluster = Cluster::builder()
+        .groups(&[])
+        .tracker_config("storage_sync_file_max_delay = \"3s\"\n")
+        .start_without_waiting()
+        .await?;
+    let spec = |server_id: u32, extra: &str| StorageSpec {
+        group: "group1".into(),
+        server_id,
+        store_path_count: 1,
+        extra: extra.into(),
+    };
+    cluster
+        .add_storage_with_env(spec(100_001, ""), shifted(-5))
+        .await?;
+    // the peer has no room: replication to it pauses on the first record
+    cluster
+        .add_storage_with_env(
+            spec(100_002, "reserved_storage_space = \"100%\"\n"),
+            shifted(5),
+        )
+        .await?;
+    cluster.wait_active("group1", 2).await?;
+    let client = cluster.client();
+    let source = cluster.storages[0].addr;
+    let peer = cluster.storages[1].addr;
+
+    let data = random_bytes(7, 20_000);
+    let id = client
+        .upload_reader_to(
+            &source.to_string(),
+            None,
+            &data[..],
+            data.len() as u64,
+            "bin",
+        )
+        .await?;
+    // the tracker knows both clocks, and has the source's word that the file has not
+    // reached the peer (reported for the peer's current data)
+    let known = wait_for(
+        "the source's report of the paused peer",
+        Duration::from_secs(30),
+        || async {
+            let source = health_of(&cluster, "100001").await.ok()??;
+            let peer = health_of(&cluster, "100002").await.ok()??;
+            let behind = peer
+                .peers
+                .iter()
+                .any(|p| p.source_id == "100001" && p.records_behind >= 1);
+            (source.clock_skew.is_some() && peer.clock_skew.is_some() && behind)
+                .then_some((source.clock_skew?, peer.clock_skew?))
+        },
+    )
+    .await?;
+    // report-to-receipt delays can add a second either way
+    assert!((-7..=-3).contains(&known.0), "source skew {}", known.0);
+    assert!((3..=7).contains(&known.1), "peer skew {}", known.1);
+    assert!(matches!(
+        client.file_info_from(&peer.to_string(), &id).await,
+        Err(ClientError::NotFound)
+    ));
+
+    // every answer names the source only, and every download through the tracker works
+    for _ in 0..6 {
+        assert_eq!(fetch_one(&cluster, &id).await?, source.port());
+        assert_eq!(client.download_bytes(&id, 0, 0).await?, data);
+    }
+    assert_eq!(
+        crate::replication::fetch_all(&cluster, &id).await?,
+        [source.port()]
+    );
+
+    // room again: the file reaches the peer, and only then is the peer named
+    let conf = cluster.storages[1].config.clone();
+    let text = std::fs::read_to_string(&conf)?.replace("reserved_storage_space = \"100%\"", "");
+    std::fs::write(&conf, text)?;
+    cluster.restart_storage(1).await?;
+    let peer = cluster.storages[1].addr;
+    wait_for("the peer to be named", Duration::from_secs(60), || async {
+        let named = crate::replication::fetch_all(&cluster, &id).await.ok()?;
+        named.contains(&peer.port()).then_some(())
+    })
+    .await?;
+    assert_eq!(content_on(&client, &peer.to_string(), &id).await?, data);
     Ok(())
 }

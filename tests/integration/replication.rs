@@ -141,7 +141,7 @@ async fn wait_converged(
 }
 
 /// The storages QUERY_FETCH_ALL (105) names for `id`, as ports.
-async fn fetch_all(cluster: &Cluster, id: &FileId) -> anyhow::Result<Vec<u16>> {
+pub(crate) async fn fetch_all(cluster: &Cluster, id: &FileId) -> anyhow::Result<Vec<u16>> {
     let stream = TcpStream::connect(cluster.tracker.addr).await?;
     let mut conn = Connection::new(stream);
     let body = fdfs_proto::storage_msg::GroupAndName {

@@ -1,6 +1,7 @@
 //! Who may talk to whom (issue 8): `allow_hosts` at accept, the cluster secret on tracker
-//! joins and storage ↔ storage sync, `admin_hosts` for admin commands, `http_allow_hosts` on
-//! the storage's HTTP port. Linux loopback answers the whole 127/8, so a socket bound to
+//! joins and storage ↔ storage sync, `admin_hosts` for admin commands (the tracker's and the
+//! storage's SCRUB), `http_allow_hosts` on the storage's HTTP port and `metrics_allow_hosts` on
+//! both daemons' `/metrics`. Linux loopback answers the whole 127/8, so a socket bound to
 //! 127.0.0.2 is a second host; sockets that do not bind come from 127.0.0.1.
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use fdfs_client::UploadOptions;
 use fdfs_proto::auth::{self, AuthError, ClusterSecret, Purpose};
 use fdfs_proto::cmd::Command;
 use fdfs_proto::conn::Connection;
+use fdfs_proto::scrub_msg::ScrubAction;
 use fdfs_proto::sync_msg::{self, FileListRequest, SyncFilePrefix};
 use fdfs_proto::{status, Header, ProtoError};
 use fdfs_tests::{stored_files, wait_for, Cluster, Daemon};
@@ -269,5 +271,180 @@ async fn admin_commands_only_from_admin_hosts_and_http_allow_list() -> anyhow::R
         let status_line = reply.lines().next().unwrap_or_default();
         assert!(status_line.contains(expected), "{source}: {status_line}");
     }
+    Ok(())
+}
+
+/// The status line of `GET path` sent to `addr` from the loopback address `source`.
+async fn http_status_from(source: &str, addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = connect_from(source, addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut reply)).await??;
+    let reply = String::from_utf8_lossy(&reply);
+    Ok(reply.lines().next().unwrap_or_default().to_string())
+}
+
+/// Runs the `fdfs` CLI; returns its exit code, stdout and stderr.
+async fn fdfs_cli(args: Vec<String>) -> anyhow::Result<(Option<i32>, String, String)> {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(fdfs_tests::bin_path("fdfs"))
+            .args(&args)
+            .output()
+    })
+    .await??;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn scrub_only_from_the_storages_admin_hosts() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder()
+        .storage_config("admin_hosts = [\"127.0.0.2\"]\n")
+        .start()
+        .await?;
+    // a second storage whose operators work from 127.0.0.1
+    cluster
+        .add_storage(fdfs_tests::StorageSpec {
+            group: "group1".into(),
+            server_id: 100_002,
+            store_path_count: 1,
+            extra: "admin_hosts = [\"127.0.0.1\", \"127.0.0.2\"]\n".into(),
+        })
+        .await?;
+    cluster.wait_active("group1", 2).await?;
+    let restricted = cluster.storages[0].addr;
+    let open = cluster.storages[1].addr;
+    let scrub = Command::Scrub.code();
+    for action in [ScrubAction::Start, ScrubAction::Status] {
+        // EPERM from 127.0.0.1, and the connection stays usable
+        let mut conn = Connection::new(TcpStream::connect(restricted).await?);
+        assert_eq!(
+            status_of(&mut conn, scrub, &action.encode()).await?,
+            status::EPERM
+        );
+        assert_eq!(
+            status_of(&mut conn, Command::ActiveTest.code(), &[]).await?,
+            0
+        );
+        // served from 127.0.0.2
+        let mut admin = Connection::new(connect_from("127.0.0.2", restricted).await?);
+        assert_eq!(status_of(&mut admin, scrub, &action.encode()).await?, 0);
+    }
+    wait_log(
+        &cluster.storages[0],
+        &["admin command from a host not in admin_hosts: refused"],
+    )
+    .await?;
+    let http = cluster.storages[0].http_addr().await?;
+    let metrics = crate::status::http_get(http, "/metrics").await?;
+    assert_eq!(
+        crate::status::sample(
+            &metrics,
+            "fdfs_storage_refused_total{reason=\"admin_hosts\"}"
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+
+    // `fdfs scrub` says what to do where it is refused, and works where it is allowed
+    let cli = |storage: SocketAddr| {
+        vec![
+            "--tracker".to_string(),
+            cluster.tracker_addr(),
+            "scrub".to_string(),
+            "--storage".to_string(),
+            storage.to_string(),
+        ]
+    };
+    let (code, stdout, stderr) = fdfs_cli(cli(restricted)).await?;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "scrub {restricted}: refused (status 1, EPERM): this host is not in the storage's admin_hosts"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("run fdfs scrub from a host listed in their admin_hosts"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = fdfs_cli(cli(open)).await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with(&format!("{open}: finished: checked ")),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_follow_allow_hosts_unless_listed_apart() -> anyhow::Result<()> {
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    // the tracker lets 127.0.0.1 (its storages) and .2 in; /metrics follows that list
+    let cluster = Cluster::builder()
+        .tracker_config(&format!(
+            "http_port = {http_port}\nallow_hosts = [\"127.0.0.1\", \"127.0.0.2\"]\n"
+        ))
+        // the storage serves files to everyone, /metrics only to the scraper at .3
+        .storage_config("http_allow_hosts = [\"*\"]\nmetrics_allow_hosts = [\"127.0.0.3\"]\n")
+        .start()
+        .await?;
+    let tracker_http: SocketAddr = format!("127.0.0.1:{http_port}").parse()?;
+    for (source, expected) in [
+        ("127.0.0.1", "200"),
+        ("127.0.0.2", "200"),
+        ("127.0.0.4", "403"),
+    ] {
+        for path in ["/metrics", "/healthz"] {
+            let line = http_status_from(source, tracker_http, path).await?;
+            assert!(line.contains(expected), "tracker {source} {path}: {line}");
+        }
+    }
+    let text = crate::status::http_get(tracker_http, "/metrics").await?;
+    assert_eq!(
+        crate::status::sample(
+            &text,
+            "fdfs_tracker_refused_total{reason=\"metrics_allow_hosts\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
+
+    let storage_http = cluster.storages[0].http_addr().await?;
+    for (source, metrics, files) in [
+        ("127.0.0.1", "403", "200"),
+        ("127.0.0.3", "200", "200"),
+        ("127.0.0.4", "403", "200"),
+    ] {
+        let line = http_status_from(source, storage_http, "/metrics").await?;
+        assert!(line.contains(metrics), "storage {source} /metrics: {line}");
+        let line = http_status_from(source, storage_http, "/healthz").await?;
+        assert!(line.contains(files), "storage {source} /healthz: {line}");
+    }
+    // one keep-alive connection from a files-only peer: the refused scrape does not end it
+    let mut stream = connect_from("127.0.0.4", storage_http).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut reply = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut reply)).await??;
+    let statuses: Vec<&str> = reply
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{reply}");
+    assert!(
+        statuses[0].contains("403") && statuses[1].contains("200"),
+        "{reply}"
+    );
     Ok(())
 }

@@ -55,6 +55,8 @@ pub struct Daemon {
     pub base: PathBuf,
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Extra environment the process was started with (kept for restarts).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -72,6 +74,27 @@ impl Daemon {
         config: &Path,
         base: &Path,
         rust_log: Option<&str>,
+    ) -> Result<Daemon> {
+        Self::spawn(binary, config, base, rust_log, Vec::new()).await
+    }
+
+    /// [`Daemon::start`] with extra environment variables (e.g. a test hook).
+    pub async fn start_with_env(
+        binary: &'static str,
+        config: &Path,
+        base: &Path,
+        env: Vec<(String, String)>,
+    ) -> Result<Daemon> {
+        let level = std::env::var("FDFS_TEST_LOG").unwrap_or_else(|_| "info".into());
+        Self::spawn(binary, config, base, Some(&level), env).await
+    }
+
+    async fn spawn(
+        binary: &'static str,
+        config: &Path,
+        base: &Path,
+        rust_log: Option<&str>,
+        env: Vec<(String, String)>,
     ) -> Result<Daemon> {
         let addr_file = base.join(format!("{binary}.addr"));
         let _ = std::fs::remove_file(&addr_file);
@@ -92,6 +115,7 @@ impl Daemon {
             Some(filter) => command.env("RUST_LOG", filter),
             None => command.env_remove("RUST_LOG"),
         };
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let child = command.spawn().with_context(|| {
             format!(
                 "cannot start {} (build it first: cargo build --workspace --bins)",
@@ -104,6 +128,7 @@ impl Daemon {
             base: base.to_path_buf(),
             child: Some(child),
             addr: "0.0.0.0:0".parse()?,
+            env,
         };
         let addr = {
             let child = daemon.child.as_mut().expect("child");
@@ -368,11 +393,20 @@ impl Cluster {
 
     /// Writes the config of a new storage and starts it.
     pub async fn add_storage(&mut self, spec: StorageSpec) -> Result<usize> {
+        self.add_storage_with_env(spec, Vec::new()).await
+    }
+
+    /// [`Cluster::add_storage`] with extra environment variables, kept across restarts.
+    pub async fn add_storage_with_env(
+        &mut self,
+        spec: StorageSpec,
+        env: Vec<(String, String)>,
+    ) -> Result<usize> {
         let base = self.root.path().join(format!("storage{}", spec.server_id));
         std::fs::create_dir_all(&base)?;
         let conf = base.join("storage.toml");
         std::fs::write(&conf, self.storage_toml(&spec))?;
-        let daemon = Daemon::start("fdfs-storaged", &conf, &base).await?;
+        let daemon = Daemon::start_with_env("fdfs-storaged", &conf, &base, env).await?;
         self.storages.push(daemon);
         self.specs.push(spec);
         Ok(self.storages.len() - 1)
@@ -383,7 +417,8 @@ impl Cluster {
         self.storages[index].kill();
         let conf = self.storages[index].config.clone();
         let base = self.storages[index].base.clone();
-        self.storages[index] = Daemon::start("fdfs-storaged", &conf, &base).await?;
+        let env = self.storages[index].env.clone();
+        self.storages[index] = Daemon::start_with_env("fdfs-storaged", &conf, &base, env).await?;
         Ok(())
     }
 

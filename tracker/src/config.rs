@@ -158,6 +158,8 @@ pub struct TrackerConfig {
     pub allow_hosts: HostList,
     /// Peers that may send admin commands (DELETE_STORAGE, DELETE_GROUP); everyone by default.
     pub admin_hosts: HostList,
+    /// Peers that may use `http_port` (`/metrics`, `/healthz`); unset means `allow_hosts`.
+    pub metrics_allow_hosts: Option<HostList>,
     /// Shared secret storages must prove before JOIN (fdfs_proto::auth); off when unset.
     pub cluster_secret: Option<ClusterSecret>,
     /// The same, read from a file (one trailing newline ignored).
@@ -188,6 +190,7 @@ impl Default for TrackerConfig {
             http_port: 0,
             allow_hosts: HostList::allow_all(),
             admin_hosts: HostList::allow_all(),
+            metrics_allow_hosts: None,
             cluster_secret: None,
             cluster_secret_file: None,
         }
@@ -212,6 +215,13 @@ impl TrackerConfig {
         let file = self.cluster_secret_file.as_deref();
         ClusterSecret::from_config(self.cluster_secret.as_ref(), file)
             .map_err(|(key, err)| invalid(key, err.to_string()))
+    }
+
+    /// Who may use `http_port`: `metrics_allow_hosts`, else `allow_hosts`.
+    pub fn metrics_hosts(&self) -> &HostList {
+        self.metrics_allow_hosts
+            .as_ref()
+            .unwrap_or(&self.allow_hosts)
     }
 
     /// Checks the values serde cannot check on its own.
@@ -315,8 +325,15 @@ mod tests {
         assert!(!config.allow_hosts.allows("11.0.0.1".parse().unwrap()));
         assert!(!config.admin_hosts.allows("127.0.0.2".parse().unwrap()));
         assert!(config.secret().unwrap().is_some());
+        // /metrics follows allow_hosts unless it has a list of its own
+        assert_eq!(config.metrics_hosts(), &config.allow_hosts);
+        let own =
+            parse("allow_hosts = [\"10.0.0.0/8\"]\nmetrics_allow_hosts = [\"192.0.2.7\"]").unwrap();
+        assert!(own.metrics_hosts().allows("192.0.2.7".parse().unwrap()));
+        assert!(!own.metrics_hosts().allows("10.0.0.1".parse().unwrap()));
         for (text, key) in [
             ("allow_hosts = [\"10.0.0.1/8\"]", "allow_hosts"),
+            ("metrics_allow_hosts = [\"::1/129\"]", "metrics_allow_hosts"),
             ("admin_hosts = [\"somehost\"]", "admin_hosts"),
             ("allow_hosts = []", "allow_hosts"),
             ("cluster_secret = \"short\"", "cluster_secret"),

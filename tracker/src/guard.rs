@@ -12,7 +12,7 @@ use fdfs_proto::acl::HostList;
 use fdfs_proto::auth::{ClusterSecret, Purpose};
 use fdfs_proto::cmd::Command;
 use fdfs_proto::header::Header;
-use fdfs_proto::server::{self, ConnInfo, Flow, ServerConn, WarnLimiter};
+use fdfs_proto::server::{self, AdminHosts, ConnInfo, Flow, ServerConn, WarnLimiter};
 use fdfs_proto::{status, ProtoError};
 use tracing::{debug, info, warn};
 
@@ -33,11 +33,11 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Guard {
     secret: Option<ClusterSecret>,
-    admin_hosts: HostList,
+    /// Shared with the storage's SCRUB (fdfs_proto::server::AdminHosts).
+    admin_hosts: AdminHosts,
     /// One WARN a minute per kind of refusal, so one kind cannot hide another.
     auth_warnings: WarnLimiter,
     unauthenticated_warnings: WarnLimiter,
-    admin_warnings: WarnLimiter,
 }
 
 /// Commands only a storage sends to a tracker (K.2, K.3).
@@ -70,15 +70,14 @@ impl Guard {
     pub fn new(secret: Option<ClusterSecret>, admin_hosts: HostList) -> Self {
         Guard {
             secret,
-            admin_hosts,
+            admin_hosts: AdminHosts::new(admin_hosts),
             auth_warnings: WarnLimiter::default(),
             unauthenticated_warnings: WarnLimiter::default(),
-            admin_warnings: WarnLimiter::default(),
         }
     }
 
     pub fn admin_hosts(&self) -> &HostList {
-        &self.admin_hosts
+        self.admin_hosts.hosts()
     }
 
     pub fn check(&self, command: Command, info: &ConnInfo) -> Verdict {
@@ -89,7 +88,7 @@ impl Guard {
                 reason: "not_authenticated",
             };
         }
-        if admin_only(command) && !self.admin_hosts.allows(info.peer.ip()) {
+        if admin_only(command) && !self.admin_hosts.allows(info) {
             return Verdict::Refuse {
                 status: status::EPERM,
                 flow: Flow::Continue,
@@ -108,17 +107,12 @@ impl Guard {
         reason: &'static str,
     ) {
         metrics.refused(reason);
-        let (why, limiter) = match reason {
-            "admin_hosts" => (
-                "admin command from a host not in admin_hosts",
-                &self.admin_warnings,
-            ),
-            _ => (
-                "storage command before proving the cluster secret",
-                &self.unauthenticated_warnings,
-            ),
-        };
-        match limiter.check() {
+        if reason == "admin_hosts" {
+            self.admin_hosts.log_refusal(info, command);
+            return;
+        }
+        let why = "storage command before proving the cluster secret";
+        match self.unauthenticated_warnings.check() {
             Some(suppressed) => warn!(peer = %info.peer, ?command, suppressed, "{why}"),
             None => debug!(peer = %info.peer, ?command, "{why}"),
         }

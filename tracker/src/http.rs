@@ -1,15 +1,18 @@
 //! The tracker's HTTP endpoint (`http_port`): `GET /metrics` in the Prometheus text format and
 //! `GET /healthz` answering `ok`. HTTP/1 with hyper; connections are capped, slow request
-//! headers time out, and shutdown lets open exchanges finish within `shutdown_timeout`.
+//! headers time out, and shutdown lets open exchanges finish within `shutdown_timeout`. Peers
+//! outside `metrics_allow_hosts` (by default `allow_hosts`) get 403 and a close, as on the
+//! storage's HTTP port.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fdfs_proto::acl::HostList;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -32,6 +35,7 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn serve(
     listener: TcpListener,
     tracker: Arc<Tracker>,
+    allow_hosts: HostList,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
@@ -54,12 +58,23 @@ pub async fn serve(
             debug!(%peer, "too many http connections, closing");
             continue;
         };
+        // the metrics describe the whole cluster: no more open than the tracker port itself
+        let allowed = allow_hosts.allows(peer.ip());
+        if !allowed {
+            debug!(%peer, "http peer not in metrics_allow_hosts: 403");
+            tracker.metrics().refused("metrics_allow_hosts");
+        }
         let tracker = tracker.clone();
         let service = service_fn(move |request| {
-            let response = respond(&tracker, &request);
+            let response = if allowed {
+                respond(&tracker, &request)
+            } else {
+                forbidden()
+            };
             async move { Ok::<_, Infallible>(response) }
         });
         let connection = http1::Builder::new()
+            .keep_alive(allowed)
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(stream), service);
@@ -89,6 +104,19 @@ fn text(
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The answer to a peer outside the allow list; the connection closes after it.
+fn forbidden() -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::FORBIDDEN,
+        "text/plain; charset=utf-8",
+        "host not allowed\n",
+    );
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -102,6 +102,7 @@ pub async fn run_with_access_log(
         Some(tokio::spawn(http::serve(
             http_listener,
             tracker.clone(),
+            config.metrics_hosts().clone(),
             shutdown.clone(),
             config.shutdown_timeout,
         )))

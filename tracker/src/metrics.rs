@@ -150,7 +150,7 @@ impl Metrics {
             );
             describe_counter!(
                 REFUSED,
-                "Connections and requests refused, by reason: allow_hosts (closed at accept), auth_failed (wrong cluster secret), not_authenticated (storage command before authenticating), admin_hosts (admin command from another host)."
+                "Connections and requests refused, by reason: allow_hosts (closed at accept), auth_failed (wrong cluster secret), not_authenticated (storage command before authenticating), admin_hosts (admin command from another host), metrics_allow_hosts (HTTP request answered 403)."
             );
             describe_gauge!(
                 CLOCK_SKEW,

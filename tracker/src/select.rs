@@ -290,7 +290,11 @@ struct FileFacts {
     source: Source,
     /// The source's storage id, when the group knows it.
     source_id: Option<String>,
+    /// Creation time on the source's clock (the name's timestamp).
     timestamp: i64,
+    /// The source's clock minus ours at its last SYNC_REPORT (0 when not known): turns our
+    /// `now` into the source's, so the age of a file is measured on one clock.
+    source_clock_skew: i64,
     /// Neither slave nor appender.
     normal: bool,
 }
@@ -300,10 +304,17 @@ fn file_facts(group: &Group, name: &str) -> Result<FileFacts, SelectError> {
     let fields =
         NameFields::from_logical_name(name).map_err(|err| SelectError::BadName(err.to_string()))?;
     let kind = classify(name, &fields);
+    let source_id = source_id(group, fields.source);
+    let source_clock_skew = source_id
+        .as_deref()
+        .and_then(|id| group.storages().iter().find(|s| s.id == id))
+        .and_then(|s| s.sync.clock_skew)
+        .unwrap_or(0);
     Ok(FileFacts {
         source: fields.source,
-        source_id: source_id(group, fields.source),
+        source_id,
         timestamp: i64::from(fields.timestamp),
+        source_clock_skew,
         normal: !matches!(kind, FileKind::Slave | FileKind::Appender),
     })
 }
@@ -338,25 +349,41 @@ enum Holds {
     Unknown,
 }
 
-/// J.4 rules 1–4. Rule 3 uses the synced timestamp the file's source reported for this
-/// storage: `W` means every change with a timestamp below `W` arrived, so
-/// `last_synced_timestamp = W - 1`.
+/// J.4 rules 1–4, made robust to clock skew between servers. Rule 3 uses the synced
+/// timestamp the file's source reported for this storage: `W` means every change with a
+/// timestamp below `W` arrived, so `last_synced_timestamp = W - 1`. `W` and the file's
+/// timestamp both come from the source's clock, so skew between the servers cannot make a
+/// storage look further along than it is.
+///
+/// Where FastDFS differs: rule 2 ("older than `storage_sync_file_max_delay`: everywhere")
+/// compares the tracker's clock with the source's, so a source whose clock is behind makes
+/// its files look old early; and it overrides what the storages reported, so a peer that
+/// stopped receiving (full, or replication stuck) is named for files it lacks. Here rule 2
+/// only stands in when the source has reported nothing for this storage's current data
+/// (e.g. just after a tracker restart), and ages are measured on the source's clock (our
+/// `now` plus the skew it showed at its last report); rule 4, which only orders the storages
+/// asked, uses that clock as well.
 fn holds(policy: &Policy, storage: &Storage, file: &FileFacts, now: i64) -> Holds {
     let ts = file.timestamp;
-    if is_source(storage, file.source) || ts < now.saturating_sub(policy.sync_max_delay) {
+    if is_source(storage, file.source) {
         return Holds::Surely;
     }
+    let source_now = now.saturating_add(file.source_clock_skew);
     let Some(synced) = file
         .source_id
         .as_deref()
         .and_then(|id| storage.sync.synced_from(id))
         .map(|w| w - 1)
     else {
-        return Holds::Unknown;
+        return if ts < source_now.saturating_sub(policy.sync_max_delay) {
+            Holds::Surely
+        } else {
+            Holds::Unknown
+        };
     };
     if synced > ts {
         Holds::Surely
-    } else if synced + 1 >= ts && now - ts > policy.sync_max_time {
+    } else if synced + 1 >= ts && source_now - ts > policy.sync_max_time {
         Holds::Probably
     } else {
         Holds::Unknown
@@ -911,6 +938,59 @@ mod tests {
             .sync
             .generation = 8;
         assert_eq!(readers(&mut cluster, now), [23002]);
+    }
+
+    #[test]
+    fn a_reported_figure_beats_the_max_delay_guess() {
+        let mut cluster = Cluster::new();
+        add(&mut cluster, "g", 1, vec![usage(100, 50)]);
+        add(&mut cluster, "g", 2, vec![usage(100, 50)]);
+        let now = 1_000_000i64;
+        // far older than storage_sync_file_max_delay (one day)
+        let ts = (now - 90_000) as u32;
+        let name = normal_name(Source::Id(2), ts);
+        let readers = |cluster: &mut Cluster| {
+            ports(&direct(choose_fetch(cluster, &policy(), "g", &name, now, true).unwrap()).servers)
+        };
+        // nothing reported for storage 1: the old file is assumed everywhere (J.4 rule 2)
+        assert_eq!(readers(&mut cluster), [23001, 23002]);
+        // its source says it has not reached storage 1 (a full or stuck peer): not named
+        set_synced(&mut cluster, 0, "2", i64::from(ts) - 5);
+        assert_eq!(readers(&mut cluster), [23002]);
+        // and the source away: storage 1 is asked, not named
+        cluster.disconnect(peer(2));
+        let (candidates, _, _) =
+            asked(choose_fetch(&mut cluster, &policy(), "g", &name, now, false).unwrap());
+        assert_eq!(candidates, [23001]);
+    }
+
+    #[test]
+    fn file_ages_are_measured_on_the_sources_clock() {
+        let mut cluster = Cluster::new();
+        add(&mut cluster, "g", 1, vec![usage(100, 50)]);
+        add(&mut cluster, "g", 2, vec![usage(100, 50)]);
+        let mut short = policy();
+        short.sync_max_delay = 10;
+        let now = 1_000_000i64;
+        // storage 2's clock is 30 s behind ours
+        let index = cluster.group_position("g").unwrap();
+        cluster.groups_mut()[index].storages_mut()[1]
+            .sync
+            .clock_skew = Some(-30);
+        let readers = |cluster: &mut Cluster, ts: i64| {
+            let name = normal_name(Source::Id(2), ts as u32);
+            ports(&direct(choose_fetch(cluster, &short, "g", &name, now, true).unwrap()).servers)
+        };
+        // created 5 s ago on its clock (35 s ago on ours): young, only at its source
+        assert_eq!(readers(&mut cluster, now - 35), [23002]);
+        // 15 s ago on its clock: past the max delay
+        assert_eq!(readers(&mut cluster, now - 45), [23001, 23002]);
+        // a clock ahead of ours does not make files look older either
+        cluster.groups_mut()[index].storages_mut()[1]
+            .sync
+            .clock_skew = Some(30);
+        assert_eq!(readers(&mut cluster, now + 25), [23002]);
+        assert_eq!(readers(&mut cluster, now + 15), [23001, 23002]);
     }
 
     #[test]

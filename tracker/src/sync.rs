@@ -20,7 +20,8 @@ use tracing::{info, warn};
 
 use crate::cluster::{Cluster, Storage, StorageKey};
 
-/// Clocks further apart than this get a warning (J.4 compares timestamps across servers).
+/// Clocks further apart than this get a warning: reads are routed on each source's own clock
+/// (crate::select), but file names and HTTP token checks carry each server's time.
 pub const MAX_CLOCK_SKEW: i64 = 1;
 /// A persisting skew is warned about again after this long.
 const SKEW_WARN_EVERY: Duration = Duration::from_secs(600);
@@ -210,7 +211,7 @@ impl Cluster {
                     group = %key.group,
                     id = %key.id,
                     skew_seconds = skew,
-                    "storage clock differs from the tracker's: reads of fresh files may be routed wrongly, fix the clocks (NTP)"
+                    "storage clock differs from the tracker's (reads are routed correctly regardless, but its file names and HTTP token checks follow its own clock): fix the clocks (NTP)"
                 );
                 reporter.sync.skew_warned = Some(now);
             }

@@ -659,11 +659,16 @@ async fn scrub(
         ScrubAction::Start
     };
     let mut failed = Vec::new();
+    let mut refused = Vec::new();
     let mut pending = Vec::new();
     for addr in targets {
         match client.scrub(addr, action).await {
             Ok(report) if report.running && !status_only && !no_wait => pending.push(addr.clone()),
             Ok(report) => println!("{}", scrub_line(addr, &report)),
+            Err(err) if err.status() == Some(fdfs_proto::status::EPERM) => {
+                eprintln!("fdfs: scrub {addr}: refused (status 1, EPERM): this host is not in the storage's admin_hosts");
+                refused.push(addr.clone());
+            }
             Err(err) => {
                 eprintln!("fdfs: scrub {addr}: {err}");
                 failed.push(addr.clone());
@@ -690,6 +695,13 @@ async fn scrub(
         pending = still;
     }
     let unrepairable: i64 = finished.iter().map(|r| r.unrepairable).sum();
+    if !refused.is_empty() {
+        bail!(
+            "scrub: {} storage(s) refused: {} — run fdfs scrub from a host listed in their admin_hosts (storage.toml), or add this host there and restart them",
+            refused.len(),
+            refused.join(", ")
+        );
+    }
     if !failed.is_empty() {
         bail!(
             "scrub: {} storage(s) did not answer: {}",

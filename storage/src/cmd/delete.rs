@@ -10,7 +10,12 @@ pub(super) async fn handle(ctx: &Ctx, body: Vec<u8>) -> Result<Vec<u8>, CmdError
     let req = GroupAndName::decode(&body)?;
     check_group(ctx, &req.group)?;
     let name = parse_name(&req.name)?;
-    if ctx.store.local_file(&name).await? == LocalFile::Missing {
+    let local = {
+        // a disk call on the file's store path: one of its slots (store::gate)
+        let _slot = ctx.store.io_slot(name.store_path()).await?;
+        ctx.store.local_file(&name).await?
+    };
+    if local == LocalFile::Missing {
         return Err(StoreError::NotFound.into());
     }
     // recorded first: a crash in between deletes the file on the peers, and the client's

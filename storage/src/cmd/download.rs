@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tracing::warn;
 
 use super::{check_group, parse_name, respond, small_body, CmdError, Ctx};
-use crate::store::{StoreError, IO_BUFFER};
+use crate::store::{IoSlot, Store, StoreError, IO_BUFFER};
 
 pub(super) async fn handle(
     ctx: &Ctx,
@@ -22,14 +22,20 @@ pub(super) async fn handle(
         Ok(body) => body,
         Err(flow) => return Ok(flow),
     };
-    let (file, offset, count) = match open(ctx, &body).await {
+    let (file, offset, count, index) = match open(ctx, &body).await {
         Ok(opened) => opened,
         Err(err) => return respond(conn, Err(err), true).await,
+    };
+    // the disk reads of a buffered body each hold a slot of the store path (store::gate);
+    // sendfile(2) runs on the connection's own thread and needs none
+    let disk = Disk {
+        store: &ctx.store,
+        index,
     };
     crate::stats::note_status(fdfs_proto::status::OK);
     crate::stats::note_bytes(count);
     let zero_copy = ctx.sendfile.then_some(ctx.network_timeout);
-    stream(conn, file, offset, count, zero_copy).await
+    stream(conn, file, offset, count, zero_copy, disk).await
 }
 
 /// Bodies above this go out with sendfile(2); smaller ones are read into one buffer and sent
@@ -38,7 +44,7 @@ pub(super) async fn handle(
 const SENDFILE_MIN: u64 = 64 * 1024;
 
 /// Opens the file and works out the byte range to send (F.3).
-async fn open(ctx: &Ctx, body: &[u8]) -> Result<(std::fs::File, u64, u64), CmdError> {
+async fn open(ctx: &Ctx, body: &[u8]) -> Result<(std::fs::File, u64, u64, u8), CmdError> {
     let req = DownloadRequest::decode(body)?;
     check_group(ctx, &req.group)?;
     let name = parse_name(&req.name)?;
@@ -56,7 +62,7 @@ async fn open(ctx: &Ctx, body: &[u8]) -> Result<(std::fs::File, u64, u64), CmdEr
         }
     }
     let count = byte_count(size, req.offset, req.length)?;
-    Ok((file, req.offset, count))
+    Ok((file, req.offset, count, name.store_path()))
 }
 
 /// How many bytes to send: `length` if it fits after `offset`, else the rest (clamped).
@@ -88,13 +94,26 @@ async fn stream(
     offset: u64,
     count: u64,
     zero_copy: Option<Duration>,
+    disk: Disk<'_>,
 ) -> Result<Flow, ProtoError> {
     if count <= SENDFILE_MIN {
-        return send_small(conn, file, offset, count).await;
+        return send_small(conn, file, offset, count, disk).await;
     }
     match zero_copy {
         Some(timeout) => send_zero_copy(conn, file, offset, count, timeout).await,
-        None => send_buffered(conn, File::from_std(file), offset, count).await,
+        None => send_buffered(conn, File::from_std(file), offset, count, disk).await,
+    }
+}
+
+/// The store path a download reads from, for its disk slots.
+struct Disk<'a> {
+    store: &'a Store,
+    index: u8,
+}
+
+impl Disk<'_> {
+    async fn slot(&self) -> Result<IoSlot, StoreError> {
+        self.store.io_slot(self.index).await
     }
 }
 
@@ -106,15 +125,24 @@ async fn send_small(
     file: std::fs::File,
     offset: u64,
     count: u64,
+    disk: Disk<'_>,
 ) -> Result<Flow, ProtoError> {
     let len = usize::try_from(count).expect("at most SENDFILE_MIN");
     let mut buf = Vec::with_capacity(HEADER_LEN + len);
     buf.extend_from_slice(&Header::response(0, count).encode());
     if !crate::nowait::append_exact_at(&file, offset, len, &mut buf) {
         buf.truncate(HEADER_LEN);
-        buf = tokio::task::spawn_blocking(move || read_up_to(&file, offset, len, buf))
-            .await
-            .map_err(std::io::Error::other)??;
+        // nothing sent yet: a path whose slots all stay taken is answered EBUSY
+        let slot = match disk.slot().await {
+            Ok(slot) => slot,
+            Err(err) => return respond(conn, Err(err.into()), true).await,
+        };
+        buf = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            read_up_to(&file, offset, len, buf)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
     }
     conn.write_all(&buf).await?;
     conn.flush().await?;
@@ -177,8 +205,12 @@ async fn send_buffered(
     mut file: File,
     offset: u64,
     count: u64,
+    disk: Disk<'_>,
 ) -> Result<Flow, ProtoError> {
+    // a path that stays busy mid-body can only close the connection
+    let busy = |err: StoreError| ProtoError::Io(std::io::Error::other(err.to_string()));
     if offset > 0 {
+        let _slot = disk.slot().await.map_err(busy)?;
         file.seek(SeekFrom::Start(offset)).await?;
     }
     let chunk = IO_BUFFER.min(usize::try_from(count).unwrap_or(IO_BUFFER));
@@ -190,6 +222,8 @@ async fn send_buffered(
     loop {
         let want = chunk.min(usize::try_from(remaining).unwrap_or(chunk));
         let mut filled = 0;
+        // a tokio file read finishes its pool call before it returns: the slot covers it
+        let slot = disk.slot().await.map_err(busy)?;
         while filled < want {
             let n = file.read(&mut buf[start + filled..start + want]).await?;
             if n == 0 {
@@ -197,6 +231,7 @@ async fn send_buffered(
             }
             filled += n;
         }
+        drop(slot);
         if start + filled > 0 {
             conn.write_all(&buf[..start + filled]).await?;
         }
@@ -281,7 +316,12 @@ mod tests {
             client.read_to_end(&mut received).await.unwrap();
             received
         });
-        let flow = stream(&mut conn, file, offset, count, zero_copy)
+        let store = crate::store::test_support::store_in(dir.path(), 1, 1).await;
+        let disk = Disk {
+            store: &store,
+            index: 0,
+        };
+        let flow = stream(&mut conn, file, offset, count, zero_copy, disk)
             .await
             .unwrap();
         drop(conn);
@@ -356,7 +396,12 @@ mod tests {
                     client.read_to_end(&mut received).await.unwrap();
                     received
                 });
-                let flow = stream(&mut conn, file, 0, size as u64, zero_copy)
+                let store = crate::store::test_support::store_in(dir.path(), 1, 1).await;
+                let disk = Disk {
+                    store: &store,
+                    index: 0,
+                };
+                let flow = stream(&mut conn, file, 0, size as u64, zero_copy, disk)
                     .await
                     .unwrap();
                 assert_eq!(flow, Flow::Close);

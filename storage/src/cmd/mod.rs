@@ -51,6 +51,8 @@ pub struct Ctx {
     pub stats: Arc<crate::stats::Stats>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub scrub: Arc<crate::scrub::Scrubber>,
+    /// Who may send SCRUB (config `admin_hosts`).
+    pub admin_hosts: fdfs_proto::server::AdminHosts,
 }
 
 /// Why a command failed.
@@ -81,7 +83,7 @@ pub fn status_of(err: &CmdError) -> u8 {
             StoreError::Invalid(_) => status::EINVAL,
             StoreError::NoSpace => status::ENOSPC,
             StoreError::Exists | StoreError::NameCollision => status::EEXIST,
-            StoreError::NameBusy => status::EBUSY,
+            StoreError::NameBusy | StoreError::PathBusy { .. } => status::EBUSY,
             StoreError::ShortBody { .. } | StoreError::Body(_) | StoreError::Corrupt(_) => {
                 status::EIO
             }
@@ -136,6 +138,14 @@ async fn counted(
     if let Some(flow) = auth::guard(ctx, conn, header, command, info).await {
         return flow;
     }
+    // operator commands: refused like the tracker's DELETE_STORAGE, not counted as requests
+    if admin_only(command) && !ctx.admin_hosts.allows(info) {
+        ctx.metrics.refused("admin_hosts");
+        return ctx
+            .admin_hosts
+            .refuse(conn, header, command, info, ctx.buff_size)
+            .await;
+    }
     let started = std::time::Instant::now();
     let (result, outcome) = crate::stats::scoped(dispatch(ctx, conn, header, command)).await;
     let outcome = crate::stats::Outcome {
@@ -152,6 +162,11 @@ async fn counted(
     ctx.metrics
         .request(command, outcome, body_len, started.elapsed(), info);
     result
+}
+
+/// Commands only the hosts in `admin_hosts` may send: a scrub reads every stored file.
+fn admin_only(command: Command) -> bool {
+    matches!(command, Command::Scrub)
 }
 
 async fn dispatch(
@@ -467,6 +482,7 @@ mod tests {
             (StoreError::Exists.into(), 17),
             (StoreError::NameCollision.into(), 17),
             (StoreError::NameBusy.into(), 16),
+            (StoreError::PathBusy { index: 1 }.into(), 16),
             (
                 CmdError::WrongGroup {
                     got: "a".into(),

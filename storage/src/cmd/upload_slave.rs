@@ -45,7 +45,11 @@ pub(super) async fn handle(
     let result = match result {
         Ok(slave) => {
             // a slave stored as a link: its content file was recorded, the link follows
-            match ctx.store.local_file(&slave).await {
+            let local = match ctx.store.io_slot(slave.store_path()).await {
+                Ok(_slot) => ctx.store.local_file(&slave).await,
+                Err(err) => Err(err),
+            };
+            match local {
                 Ok(LocalFile::Link { target }) => {
                     let op = Op::Link {
                         name: slave.to_string(),

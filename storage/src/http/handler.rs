@@ -50,9 +50,18 @@ impl State {
 /// Marks answers that are not the requested file.
 const FALLBACK_HEADER: &str = "x-fdfs-fallback";
 
-pub async fn handle<B>(state: Arc<State>, request: Request<B>) -> Response<Body> {
+/// What a peer may ask of the HTTP port, from its address.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    /// Files and `/healthz` (`http_allow_hosts`).
+    pub files: bool,
+    /// `/metrics` (`metrics_allow_hosts`).
+    pub metrics: bool,
+}
+
+pub async fn handle<B>(state: Arc<State>, request: Request<B>, access: Access) -> Response<Body> {
     let started = std::time::Instant::now();
-    let response = route(&state, &request).await;
+    let response = route(&state, &request, access).await;
     debug!(
         method = %request.method(),
         path = request.uri().path(),
@@ -63,7 +72,7 @@ pub async fn handle<B>(state: Arc<State>, request: Request<B>) -> Response<Body>
     response
 }
 
-async fn route<B>(state: &State, request: &Request<B>) -> Response<Body> {
+async fn route<B>(state: &State, request: &Request<B>, access: Access) -> Response<Body> {
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
@@ -73,12 +82,22 @@ async fn route<B>(state: &State, request: &Request<B>) -> Response<Body> {
         return response;
     }
     if let (Some(exporter), "/metrics") = (&state.exporter, request.uri().path()) {
+        if !access.metrics {
+            exporter.metrics.refused("metrics_allow_hosts");
+            return refused();
+        }
         let mut response = text(StatusCode::OK, &exporter.render().await);
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         return response;
+    }
+    if !access.files {
+        if let Some(exporter) = &state.exporter {
+            exporter.metrics.refused("http_allow_hosts");
+        }
+        return refused();
     }
     let settings = &state.settings;
     let target = path::parse(
@@ -114,6 +133,12 @@ pub fn forbidden() -> Response<Body> {
     response
 }
 
+/// The answer to a request the peer's address does not allow, from a peer allowed
+/// something else on this port: the connection stays open.
+fn refused() -> Response<Body> {
+    text(StatusCode::FORBIDDEN, "host not allowed\n")
+}
+
 fn text(status: StatusCode, message: &str) -> Response<Body> {
     let mut response = Response::new(body::full(message.to_string()));
     *response.status_mut() = status;
@@ -143,9 +168,7 @@ fn conditions<B>(request: &Request<B>) -> Conditions {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::unix_now() as u64
 }
 
 async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) -> Response<Body> {
@@ -199,7 +222,7 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
     let cond = conditions(request);
     // HEAD too: its ETag must be the one GET gives
     let want_crc = kind == FileKind::Slave;
-    match open_local(state, &path, !cond.head, want_crc).await {
+    match open_local(state, target.name.store_path(), &path, !cond.head, want_crc).await {
         // a normal file's name records its size: another size on disk is damage (repaired by
         // a scrub or a DOWNLOAD_FILE of it), not content to send
         Ok(Lookup::Found(file)) if kind == FileKind::Normal && file.size != fields.file_size() => {
@@ -212,6 +235,10 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
         }
         Ok(Lookup::Refused) => text(StatusCode::NOT_FOUND, "not found\n"),
         Ok(Lookup::Missing) => not_local(state, request, &fields, &params).await,
+        Err(err) if err.kind() == std::io::ErrorKind::ResourceBusy => {
+            warn!(name = %target.name, error = %err, "store path busy");
+            text(StatusCode::SERVICE_UNAVAILABLE, "store path busy\n")
+        }
         Err(err) => {
             warn!(name = %target.name, error = %err, "cannot read file");
             text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n")
@@ -222,6 +249,7 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
 /// Opens a stored file (`<store>/data/XX/YY/name`) and loads what the answer needs.
 async fn open_local(
     state: &State,
+    index: u8,
     path: &Path,
     read_small: bool,
     want_crc: bool,
@@ -233,12 +261,22 @@ async fn open_local(
         .unwrap_or(Path::new("/"))
         .to_path_buf();
     // on the blocking pool: an open that has to wait for a disk that hangs must not hold a
-    // thread that serves connections (tests/integration/faults.rs)
+    // thread that serves connections, and holding a slot of its store path (store::gate), so
+    // a hung path cannot take every pool thread (tests/integration/faults.rs)
+    let busy = |err: crate::store::StoreError| {
+        std::io::Error::new(std::io::ErrorKind::ResourceBusy, err.to_string())
+    };
+    let slot = state.store.io_slot(index).await.map_err(busy)?;
     let file = path.to_path_buf();
-    let mut lookup = tokio::task::spawn_blocking(move || local::open(&file, &data_root))
-        .await
-        .unwrap_or_else(|err| Err(std::io::Error::other(err)))?;
+    let mut lookup = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        local::open(&file, &data_root)
+    })
+    .await
+    .unwrap_or_else(|err| Err(std::io::Error::other(err)))?;
     if let Lookup::Found(file) = &mut lookup {
+        // its reads finish before it returns: the slot covers them
+        let _slot = state.store.io_slot(index).await.map_err(busy)?;
         file.load(read_small, want_crc, &state.crcs).await?;
     }
     Ok(lookup)

@@ -1,7 +1,7 @@
 //! The accept loop: HTTP/1.1 with keep-alive on hyper, at most `max_connections` open
 //! connections (more are closed at once), request headers (and idle keep-alive connections)
 //! timing out after `network_timeout`, and a graceful stop that lets requests in flight finish
-//! within `shutdown_timeout`. Peers outside the HTTP allow list are answered 403.
+//! within `shutdown_timeout`. Peers outside the HTTP allow lists are answered 403.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,10 +43,15 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // a peer outside the allow list gets one 403 per request, then the connection closes
-        let allowed = state.settings.allow_hosts.allows(peer.ip());
+        // a peer outside both allow lists gets one 403 per request, then the connection
+        // closes; one in either is served what its lists allow (handler::Access)
+        let access = handler::Access {
+            files: state.settings.allow_hosts.allows(peer.ip()),
+            metrics: state.settings.metrics_allow_hosts.allows(peer.ip()),
+        };
+        let allowed = access.files || access.metrics;
         if !allowed {
-            debug!(%peer, "http peer not in http_allow_hosts: 403");
+            debug!(%peer, "http peer in neither http_allow_hosts nor metrics_allow_hosts: 403");
             if let Some(exporter) = &state.exporter {
                 exporter.metrics.refused("http_allow_hosts");
             }
@@ -56,7 +61,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
             let state = state.clone();
             async move {
                 Ok::<_, Infallible>(if allowed {
-                    handler::handle(state, request).await
+                    handler::handle(state, request, access).await
                 } else {
                     handler::forbidden()
                 })

@@ -171,6 +171,9 @@ pub struct HttpSettings {
     /// Peers that may use the HTTP port (`http_allow_hosts`, else `allow_hosts`); others get
     /// 403 Forbidden.
     pub allow_hosts: fdfs_proto::acl::HostList,
+    /// Peers that may read `/metrics` (`metrics_allow_hosts`, else `allow_hosts`); others get
+    /// 403 Forbidden for it.
+    pub metrics_allow_hosts: fdfs_proto::acl::HostList,
     peers: HashMap<String, String>,
     /// `http_port - port` when both are fixed: how to guess a peer's HTTP port.
     port_offset: Option<i32>,
@@ -206,6 +209,10 @@ impl HttpSettings {
             max_connections: config.max_connections,
             allow_hosts: config
                 .http_allow_hosts
+                .clone()
+                .unwrap_or_else(|| config.allow_hosts.clone()),
+            metrics_allow_hosts: config
+                .metrics_allow_hosts
                 .clone()
                 .unwrap_or_else(|| config.allow_hosts.clone()),
             peers: config

@@ -57,9 +57,7 @@ pub fn file_path(dir: &Path, index: u32) -> PathBuf {
 }
 
 fn unix_now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
+    crate::clock::unix_now_u32()
 }
 
 /// Open tickets: (timestamp, id).

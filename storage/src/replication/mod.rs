@@ -672,7 +672,5 @@ impl Replication {
 }
 
 pub(crate) fn binlog_now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
+    crate::clock::unix_now_u32()
 }

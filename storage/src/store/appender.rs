@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::name::{self, classify, FileKind, NameFields, Source};
 use rand::Rng;
-use tokio::fs::File;
-use tokio::io::{AsyncRead, AsyncSeekExt};
+use std::io::Seek;
+
+use tokio::io::AsyncRead;
 
 use super::metadata::sidecar_path;
-use super::write::{blocking_store, stream_to, unix_now, BeforeChange, BeforeLink, NoHook};
+use super::write::{unix_now, BeforeChange, BeforeLink, NoHook};
 use super::{Store, StoreError};
 
 /// Puts a file back to its old length unless disarmed: covers requests dropped mid-write.
@@ -65,18 +66,25 @@ impl Store {
     }
 
     /// Opens an existing appender file for writing; returns it with its current size.
-    async fn open_appender(&self, name: &LogicalName) -> Result<(File, PathBuf, u64), StoreError> {
+    async fn open_appender(
+        &self,
+        name: &LogicalName,
+    ) -> Result<(std::fs::File, PathBuf, u64), StoreError> {
         Store::require_appender(name)?;
         let path = self.resolve(name)?;
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(StoreError::file("opening file"))?;
-        let meta = file
-            .metadata()
-            .await
-            .map_err(StoreError::file("reading file status"))?;
+        let at = path.clone();
+        let (file, meta) = self
+            .on_path(name.store_path(), "opening file", move || {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&at)
+                    .map_err(StoreError::file("opening file"))?;
+                let meta = file
+                    .metadata()
+                    .map_err(StoreError::file("reading file status"))?;
+                Ok((file, meta))
+            })
+            .await?;
         if !meta.is_file() {
             return Err(StoreError::Invalid(format!("{name} is not a regular file")));
         }
@@ -110,9 +118,17 @@ impl Store {
             }
             hook.before_change(old_len).await?;
         }
-        self.write_at(file, path, old_len, old_len, size, reader)
-            .await
-            .map(|()| old_len)
+        self.write_at(
+            name.store_path(),
+            file,
+            path,
+            old_len,
+            old_len,
+            size,
+            reader,
+        )
+        .await
+        .map(|()| old_len)
     }
 
     /// MODIFY_FILE (F.9): overwrites `size` bytes at `offset` (at most the current size) of an
@@ -152,13 +168,15 @@ impl Store {
         if size > 0 {
             hook.before_change(old_len).await?;
         }
-        self.write_at(file, path, old_len, offset, size, reader)
+        self.write_at(name.store_path(), file, path, old_len, offset, size, reader)
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn write_at<R: AsyncRead + Unpin + ?Sized>(
         &self,
-        mut file: File,
+        index: u8,
+        file: std::fs::File,
         path: PathBuf,
         old_len: u64,
         offset: u64,
@@ -174,20 +192,36 @@ impl Store {
             armed: true,
         };
         let result = async {
-            file.seek(SeekFrom::Start(offset))
-                .await
-                .map_err(StoreError::io("seeking in file"))?;
-            stream_to(reader, &mut file, size).await?;
+            let file = self
+                .on_path(index, "seeking in file", move || {
+                    let mut file = file;
+                    file.seek(SeekFrom::Start(offset))
+                        .map_err(StoreError::io("seeking in file"))?;
+                    Ok(file)
+                })
+                .await?;
+            let (written, _) = self.stream_to_path(index, reader, file, size).await?;
             if self.options.fsync {
-                file.sync_all()
-                    .await
-                    .map_err(StoreError::io("syncing file"))?;
+                self.on_path(index, "syncing file", move || {
+                    written.sync_all().map_err(StoreError::io("syncing file"))
+                })
+                .await?;
             }
             Ok(())
         }
         .await;
         if result.is_err() {
-            if let Err(err) = file.set_len(old_len).await {
+            let at = rollback.path.clone();
+            let undone = self
+                .on_path(index, "truncating file", move || {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&at)
+                        .and_then(|file| file.set_len(old_len))
+                        .map_err(StoreError::io("truncating file"))
+                })
+                .await;
+            if let Err(err) = undone {
                 tracing::error!(path = %rollback.path.display(), error = %err, "cannot roll back failed write");
             }
         }
@@ -221,14 +255,16 @@ impl Store {
             )));
         }
         hook.before_change(old_len).await?;
-        file.set_len(new_size)
-            .await
-            .map_err(StoreError::io("truncating file"))?;
-        if self.options.fsync {
-            file.sync_all()
-                .await
-                .map_err(StoreError::io("syncing file"))?;
-        }
+        let fsync = self.options.fsync;
+        self.on_path(name.store_path(), "truncating file", move || {
+            file.set_len(new_size)
+                .map_err(StoreError::io("truncating file"))?;
+            if fsync {
+                file.sync_all().map_err(StoreError::io("syncing file"))?;
+            }
+            Ok(())
+        })
+        .await?;
         Ok(old_len)
     }
 
@@ -257,7 +293,10 @@ impl Store {
         let suffix = base[name::ENCODED_LEN..].to_string();
         let _guard = self.locks.lock(&name.to_string()).await;
         let path = self.resolve(name)?;
-        let meta = self.require_regular(&path).await?;
+        let meta = {
+            let _slot = self.io_slot(name.store_path()).await?;
+            self.require_regular(&path).await?
+        };
         let crc32 = self.content_crc(name).await?;
         let size = meta.len();
         let source = Source::Id(self.options.server_id);
@@ -279,27 +318,28 @@ impl Store {
             hook.before_link(&renamed).await?;
             let new_path = dir.join(renamed.base());
             let (old_path, fsync, counts) = (path.clone(), self.options.fsync, self.counts());
-            let done = blocking_store("renaming appender file", move || {
-                let change = counts.begin(index);
-                if !super::write::link_once(&old_path, &new_path)? {
-                    return Ok(false);
-                }
-                if let Some(change) = &change {
-                    change.note(&new_path, 1);
-                }
-                move_sidecar_and_drop_old(&old_path, &new_path)?;
-                if let Some(change) = change {
-                    change.note(&old_path, -1);
-                }
-                if fsync {
-                    if let Some(dir) = new_path.parent() {
-                        crate::persist::sync_dir(dir)
-                            .map_err(StoreError::io("syncing directory"))?;
+            let done = self
+                .on_path(index, "renaming appender file", move || {
+                    let change = counts.begin(index);
+                    if !super::write::link_once(&old_path, &new_path)? {
+                        return Ok(false);
                     }
-                }
-                Ok(true)
-            })
-            .await?;
+                    if let Some(change) = &change {
+                        change.note(&new_path, 1);
+                    }
+                    move_sidecar_and_drop_old(&old_path, &new_path)?;
+                    if let Some(change) = change {
+                        change.note(&old_path, -1);
+                    }
+                    if fsync {
+                        if let Some(dir) = new_path.parent() {
+                            crate::persist::sync_dir(dir)
+                                .map_err(StoreError::io("syncing directory"))?;
+                        }
+                    }
+                    Ok(true)
+                })
+                .await?;
             if done {
                 return Ok(renamed);
             }
@@ -318,7 +358,7 @@ impl Store {
         let old_path = self.resolve(old)?;
         let _guard = self.locks.lock(&old.to_string()).await;
         let (fsync, counts, index) = (self.options.fsync, self.counts(), old.store_path());
-        blocking_store("finishing a rename", move || {
+        self.on_path(index, "finishing a rename", move || {
             let both = std::fs::symlink_metadata(&new_path).is_ok_and(|m| m.is_file())
                 && std::fs::symlink_metadata(&old_path).is_ok_and(|m| m.is_file());
             if !both {
@@ -375,12 +415,15 @@ impl Store {
         let slave =
             LogicalName::parse(&slave_text).map_err(|err| StoreError::Invalid(err.to_string()))?;
         let master_path = self.resolve(master)?;
-        self.require_regular(&master_path).await?;
         let slave_path = self.resolve(&slave)?;
-        match tokio::fs::symlink_metadata(&slave_path).await {
-            Ok(_) => return Err(StoreError::Exists),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(StoreError::io("checking slave file")(err)),
+        {
+            let _slot = self.io_slot(master.store_path()).await?;
+            self.require_regular(&master_path).await?;
+            match tokio::fs::symlink_metadata(&slave_path).await {
+                Ok(_) => return Err(StoreError::Exists),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(StoreError::io("checking slave file")(err)),
+            }
         }
         if self.options.slave_use_link {
             return self
@@ -445,40 +488,43 @@ impl Store {
         let link_path = slave_path.clone();
         let counts = self.counts();
         let index = master.store_path();
-        let linked = blocking_store("linking slave file", move || {
-            let change = counts.begin(index);
-            match std::os::unix::fs::symlink(&absolute, &link_path) {
-                Ok(()) => {
-                    if let Some(change) = change {
-                        change.note(&link_path, 1);
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                    return Err(StoreError::Exists)
-                }
-                Err(err) => return Err(StoreError::io("creating slave link")(err)),
-            }
-            if fsync {
-                if let Some(dir) = link_path.parent() {
-                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
-                }
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(err) = linked {
-            // do not leave the content behind under a name nobody knows
-            let counts = self.counts();
-            let index = target.store_path();
-            let _ = blocking_store("removing slave content", move || {
+        let linked = self
+            .on_path(index, "linking slave file", move || {
                 let change = counts.begin(index);
-                std::fs::remove_file(&target_path).map_err(StoreError::io("removing file"))?;
-                if let Some(change) = change {
-                    change.note(&target_path, -1);
+                match std::os::unix::fs::symlink(&absolute, &link_path) {
+                    Ok(()) => {
+                        if let Some(change) = change {
+                            change.note(&link_path, 1);
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                        return Err(StoreError::Exists)
+                    }
+                    Err(err) => return Err(StoreError::io("creating slave link")(err)),
+                }
+                if fsync {
+                    if let Some(dir) = link_path.parent() {
+                        crate::persist::sync_dir(dir)
+                            .map_err(StoreError::io("syncing directory"))?;
+                    }
                 }
                 Ok(())
             })
             .await;
+        if let Err(err) = linked {
+            // do not leave the content behind under a name nobody knows
+            let counts = self.counts();
+            let index = target.store_path();
+            let _ = self
+                .on_path(index, "removing slave content", move || {
+                    let change = counts.begin(index);
+                    std::fs::remove_file(&target_path).map_err(StoreError::io("removing file"))?;
+                    if let Some(change) = change {
+                        change.note(&target_path, -1);
+                    }
+                    Ok(())
+                })
+                .await;
             return Err(err);
         }
         Ok(slave)

@@ -22,6 +22,8 @@ impl Store {
     /// The stored metadata bytes; NotFound if the file or its sidecar is missing (F.6).
     pub async fn get_metadata(&self, name: &LogicalName) -> Result<Vec<u8>, StoreError> {
         let path = self.resolve(name)?;
+        // disk calls only from here on: one slot for all of them (`gate`)
+        let _slot = self.io_slot(name.store_path()).await?;
         self.require_regular(&path).await?;
         let sidecar = sidecar_path(&path);
         let meta = tokio::fs::metadata(&sidecar)
@@ -48,6 +50,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let path = self.resolve(name)?;
         let _guard = self.locks.lock(&name.to_string()).await;
+        // disk calls only from here on: one slot for all of them (`gate`)
+        let _slot = self.io_slot(name.store_path()).await?;
         self.require_regular(&path).await?;
         let sidecar = sidecar_path(&path);
         let pairs = metadata::normalize(metadata::decode(raw));
@@ -108,7 +112,8 @@ impl Store {
         Ok(())
     }
 
-    /// NotFound unless `path` is an existing regular file (following links).
+    /// NotFound unless `path` is an existing regular file (following links). Client paths
+    /// hold a slot of the path's store path around it (never a second one: see `gate`).
     pub(crate) async fn require_regular(
         &self,
         path: &Path,

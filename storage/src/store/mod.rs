@@ -9,6 +9,7 @@
 mod appender;
 mod count;
 mod distribute;
+mod gate;
 mod health;
 mod layout;
 mod locks;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use count::FileCounts;
 pub use distribute::{DistState, DistributeMode, Distributor};
+pub use gate::{IoSlot, DEFAULT_MAX_IO_PER_PATH};
 pub use health::{PathState, PROBE_TIMEOUT};
 pub use locks::{FileGuard, FileLocks};
 pub use replica::{recorded_content, Applied, LocalFile};
@@ -76,6 +78,10 @@ pub enum StoreError {
     /// The file on disk does not match what its name records (size, CRC32).
     #[error("stored file is damaged: {0}")]
     Corrupt(String),
+    /// Every disk slot of the store path stayed taken for the whole wait (its disk hangs or
+    /// is overloaded; see `gate`).
+    #[error("store path {index} is busy: every disk slot stayed taken")]
+    PathBusy { index: u8 },
 }
 
 impl StoreError {
@@ -143,6 +149,10 @@ pub struct StoreOptions {
     pub reserved: ReservedSpace,
     /// Slave files as symbolic links to an ordinary file (I.4).
     pub slave_use_link: bool,
+    /// Blocking disk calls in flight per store path, at most (`store_path_max_io`).
+    pub max_io_per_path: usize,
+    /// How long a request waits for a disk slot before it is answered EBUSY.
+    pub io_wait: std::time::Duration,
 }
 
 /// One data root `Mxx`.
@@ -173,6 +183,8 @@ pub struct Store {
     locks: FileLocks,
     /// Stored files per store path (see [`FileCounts`]).
     counts: Arc<FileCounts>,
+    /// Disk slots of each store path, in index order (see `gate`).
+    gates: Vec<gate::IoGate>,
 }
 
 impl Store {
@@ -202,8 +214,12 @@ impl Store {
             Distributor::load(state_path, mode, count)
         })
         .await?;
+        let gates = (0..paths.len())
+            .map(|index| gate::IoGate::new(index as u8, options.max_io_per_path, options.io_wait))
+            .collect();
         Ok(Store {
             counts: Arc::new(FileCounts::new(paths.len())),
+            gates,
             options,
             paths,
             next_path: AtomicUsize::new(0),
@@ -260,6 +276,39 @@ impl Store {
         self.counts.counts()
     }
 
+    /// Waits for a disk slot of store path `index` (see `gate`), for callers that make disk
+    /// calls with `tokio::fs`: hold it across those calls, and across nothing else.
+    pub async fn io_slot(&self, index: u8) -> Result<IoSlot, StoreError> {
+        self.store_path(index)?;
+        self.gates[usize::from(index)].slot().await
+    }
+
+    /// Runs blocking disk work for store path `index` on the blocking pool, holding one of
+    /// the path's slots until the work returns (also when the caller stopped waiting).
+    pub(crate) async fn on_path<T, F>(
+        &self,
+        index: u8,
+        context: &'static str,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = self.io_slot(index).await?;
+        on_slot(slot, context, work).await
+    }
+
+    /// Disk slots in use per store path, in index order.
+    pub fn io_in_use(&self) -> Vec<usize> {
+        self.gates.iter().map(gate::IoGate::in_use).collect()
+    }
+
+    /// Requests answered EBUSY for want of a disk slot, per store path.
+    pub fn io_refused(&self) -> Vec<u64> {
+        self.gates.iter().map(gate::IoGate::refused).collect()
+    }
+
     pub fn options(&self) -> &StoreOptions {
         &self.options
     }
@@ -312,7 +361,9 @@ impl Store {
             return Ok(None);
         }
         let data = path.data.clone();
-        let read = blocking("statvfs", move || disk_usage(&data));
+        let read = self.on_path(index, "statvfs", move || {
+            disk_usage(&data).map_err(StoreError::io("statvfs"))
+        });
         match tokio::time::timeout(PROBE_TIMEOUT, read).await {
             Ok(result) => self.note_result(index, result).map(Some),
             Err(_) => {
@@ -414,12 +465,13 @@ impl Store {
         name: &LogicalName,
     ) -> Result<(std::fs::File, u64), StoreError> {
         let path = self.resolve(name)?;
-        let (file, meta) = blocking_file("opening file", move || {
-            let file = std::fs::File::open(&path)?;
-            let meta = file.metadata()?;
-            Ok((file, meta))
-        })
-        .await?;
+        let (file, meta) = self
+            .on_path(name.store_path(), "opening file", move || {
+                let file = std::fs::File::open(&path).map_err(StoreError::file("opening file"))?;
+                let meta = file.metadata().map_err(StoreError::file("opening file"))?;
+                Ok((file, meta))
+            })
+            .await?;
         if !meta.is_file() {
             return Err(StoreError::NotRegularFile);
         }
@@ -429,16 +481,19 @@ impl Store {
     /// Size and mtime of a stored file (F.7: size of a link's target, mtime of the link).
     pub async fn stat(&self, name: &LogicalName) -> Result<FileStat, StoreError> {
         let path = self.resolve(name)?;
-        let own = tokio::fs::symlink_metadata(&path)
-            .await
-            .map_err(StoreError::file("reading file status"))?;
-        let target = if own.file_type().is_symlink() {
-            tokio::fs::metadata(&path)
-                .await
-                .map_err(StoreError::file("reading link target status"))?
-        } else {
-            own.clone()
-        };
+        let (own, target) = self
+            .on_path(name.store_path(), "reading file status", move || {
+                let own = std::fs::symlink_metadata(&path)
+                    .map_err(StoreError::file("reading file status"))?;
+                let target = if own.file_type().is_symlink() {
+                    std::fs::metadata(&path)
+                        .map_err(StoreError::file("reading link target status"))?
+                } else {
+                    own.clone()
+                };
+                Ok((own, target))
+            })
+            .await?;
         if !target.is_file() {
             return Err(StoreError::NotRegularFile);
         }
@@ -450,13 +505,13 @@ impl Store {
 
     /// CRC32 of the whole current content of a stored file.
     pub async fn content_crc(&self, name: &LogicalName) -> Result<u32, StoreError> {
-        let (file, _) = self.open_read(name).await?;
-        let mut file = file.into_std().await;
-        blocking("computing crc32", move || {
+        let (mut file, _) = self.open_read_std(name).await?;
+        self.on_path(name.store_path(), "computing crc32", move || {
             let mut hasher = crc32fast::Hasher::new();
             let mut buf = vec![0u8; IO_BUFFER];
             loop {
-                let n = io::Read::read(&mut file, &mut buf)?;
+                let n = io::Read::read(&mut file, &mut buf)
+                    .map_err(StoreError::io("computing crc32"))?;
                 if n == 0 {
                     break;
                 }
@@ -476,7 +531,8 @@ impl Store {
         let fsync = self.options.fsync;
         let counts = self.counts.clone();
         let index = name.store_path();
-        blocking_file("deleting file", move || {
+        let slot = self.io_slot(index).await?;
+        blocking_file(slot, "deleting file", move || {
             let change = counts.begin(index);
             let note = |path: &Path| {
                 if let Some(change) = &change {
@@ -534,13 +590,44 @@ impl Store {
     }
 }
 
-/// Like [`blocking`], but errors about the target file map to NotFound / NotRegularFile.
-pub(crate) async fn blocking_file<T, F>(context: &'static str, work: F) -> Result<T, StoreError>
+/// Runs blocking work that holds `slot` (see [`Store::on_path`]) until it returns.
+pub(crate) async fn on_slot<T, F>(
+    slot: IoSlot,
+    context: &'static str,
+    work: F,
+) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    let run = move || {
+        let _slot = slot;
+        work()
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(result) => result,
+        Err(join) => Err(StoreError::Io {
+            context,
+            source: io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+/// Like [`on_slot`], but io errors about the target file map to NotFound / NotRegularFile.
+pub(crate) async fn blocking_file<T, F>(
+    slot: IoSlot,
+    context: &'static str,
+    work: F,
+) -> Result<T, StoreError>
 where
     F: FnOnce() -> io::Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(work).await {
+    let run = move || {
+        let _slot = slot;
+        work()
+    };
+    match tokio::task::spawn_blocking(run).await {
         Ok(result) => result.map_err(StoreError::file(context)),
         Err(join) => Err(StoreError::Io {
             context,
@@ -584,6 +671,8 @@ pub(crate) mod test_support {
             distribute: DistributeMode::RoundRobin { rotate_count: 100 },
             reserved: ReservedSpace::Bytes(0),
             slave_use_link: false,
+            max_io_per_path: DEFAULT_MAX_IO_PER_PATH,
+            io_wait: std::time::Duration::from_secs(30),
         })
         .await
         .unwrap()

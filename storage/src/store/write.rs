@@ -344,7 +344,7 @@ impl Store {
         let tmp_path = tmp.path().to_path_buf();
         let fsync = self.options.fsync;
         let counts = self.counts();
-        blocking_store("storing file", move || {
+        self.on_path(index, "storing file", move || {
             let change = counts.begin(index);
             if !link_once(&tmp_path, &path)? {
                 return Ok(false);
@@ -382,30 +382,116 @@ impl Store {
         if size <= SMALL_BODY {
             let body = read_body(reader, size).await?;
             let crc32 = crc32fast::hash(&body);
-            return blocking_store("storing file", move || {
-                let (tmp, mut file) = TempFile::create_blocking(&dir, kind)?;
-                std::io::Write::write_all(&mut file, &body)
-                    .map_err(StoreError::io("writing file"))?;
-                let mtime = seal(&file, mtime, fsync)?;
-                Ok(Received { tmp, crc32, mtime })
-            })
-            .await;
+            return self
+                .on_path(index, "storing file", move || {
+                    let (tmp, mut file) = TempFile::create_blocking(&dir, kind)?;
+                    std::io::Write::write_all(&mut file, &body)
+                        .map_err(StoreError::io("writing file"))?;
+                    let mtime = seal(&file, mtime, fsync)?;
+                    Ok(Received { tmp, crc32, mtime })
+                })
+                .await;
         }
-        let (tmp, mut file) = TempFile::create(&dir, kind).await?;
-        let streamed = stream_to(reader, &mut file, size).await;
-        let crc32 = match streamed {
-            Ok(crc32) => crc32,
+        let (tmp, file) = self
+            .on_path(index, "creating temp file", move || {
+                TempFile::create_blocking(&dir, kind)
+            })
+            .await?;
+        let streamed = self.stream_to_path(index, reader, file, size).await;
+        let (file, crc32) = match streamed {
+            Ok(done) => done,
             Err(err) => {
                 tmp.remove().await;
                 return Err(err);
             }
         };
-        let file = file.into_std().await;
-        match blocking_store("syncing file", move || seal(&file, mtime, fsync)).await {
+        match self
+            .on_path(index, "syncing file", move || seal(&file, mtime, fsync))
+            .await
+        {
             Ok(mtime) => Ok(Received { tmp, crc32, mtime }),
             Err(err) => {
                 tmp.remove().await;
                 Err(err)
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Copies exactly `expected` bytes from `reader` into `file` at its current position,
+    /// returning the file and their CRC32. Each disk write runs on the blocking pool holding
+    /// a slot of store path `index` (`gate`), and the next chunk is read from the network
+    /// while the previous one is written. A stream that ends early is
+    /// [`StoreError::ShortBody`] (what arrived is written first).
+    pub(crate) async fn stream_to_path<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        index: u8,
+        reader: &mut R,
+        file: std::fs::File,
+        expected: u64,
+    ) -> Result<(std::fs::File, u32), StoreError> {
+        type Written = (std::fs::File, Vec<u8>, io::Result<()>);
+        let cap = IO_BUFFER
+            .min(usize::try_from(expected).unwrap_or(IO_BUFFER))
+            .max(1);
+        let mut hasher = crc32fast::Hasher::new();
+        let mut total = 0u64;
+        let mut file = Some(file);
+        let mut next = vec![0u8; cap];
+        let mut spare: Option<Vec<u8>> = None;
+        let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
+        loop {
+            let want = cap.min(usize::try_from(expected - total).unwrap_or(usize::MAX));
+            let mut filled = 0;
+            while filled < want {
+                let n = reader
+                    .read(&mut next[filled..want])
+                    .await
+                    .map_err(StoreError::Body)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            hasher.update(&next[..filled]);
+            // one write in flight at a time: the file's position stays in order
+            if let Some(previous) = writing.take() {
+                let (done, buf, result) = previous
+                    .await
+                    .map_err(|join| StoreError::io("writing file")(io::Error::other(join)))?;
+                result.map_err(StoreError::io("writing file"))?;
+                file = Some(done);
+                spare = Some(buf);
+            }
+            if filled > 0 {
+                let slot = self.io_slot(index).await?;
+                let target = file.take().expect("no write in flight");
+                let buf =
+                    std::mem::replace(&mut next, spare.take().unwrap_or_else(|| vec![0u8; cap]));
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    let result = std::io::Write::write_all(&mut &target, &buf[..filled]);
+                    (target, buf, result)
+                }));
+                total += filled as u64;
+            }
+            if filled < want || total == expected {
+                if let Some(last) = writing.take() {
+                    let (done, _, result) = last
+                        .await
+                        .map_err(|join| StoreError::io("writing file")(io::Error::other(join)))?;
+                    result.map_err(StoreError::io("writing file"))?;
+                    file = Some(done);
+                }
+                if filled < want {
+                    return Err(StoreError::ShortBody {
+                        expected,
+                        got: total,
+                    });
+                }
+                let file = file.take().expect("every write finished");
+                return Ok((file, hasher.finalize()));
             }
         }
     }
@@ -451,7 +537,8 @@ async fn read_body<R: AsyncRead + Unpin + ?Sized>(
 
 /// Sets the mtime (when given), syncs (when configured) and returns the file's mtime.
 fn seal(file: &std::fs::File, mtime: Option<u32>, fsync: bool) -> Result<u32, StoreError> {
-    if let Some(mtime) = mtime {
+    // a shifted test clock stands for a skewed host, whose kernel stamps its own time
+    if let Some(mtime) = mtime.or_else(crate::clock::shifted_mtime) {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(mtime));
         file.set_modified(at)
             .map_err(StoreError::io("setting mtime"))?;
@@ -482,9 +569,7 @@ where
 }
 
 pub(crate) fn unix_now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
+    crate::clock::unix_now_u32()
 }
 
 #[cfg(test)]
@@ -696,6 +781,8 @@ mod tests {
             distribute: super::super::DistributeMode::Hash,
             reserved: fdfs_proto::units::ReservedSpace::Ratio(1.0),
             slave_use_link: false,
+            max_io_per_path: 64,
+            io_wait: std::time::Duration::from_secs(30),
         })
         .await
         .unwrap();
@@ -723,6 +810,8 @@ mod tests {
             distribute: super::super::DistributeMode::RoundRobin { rotate_count: 1 },
             reserved: fdfs_proto::units::ReservedSpace::Bytes(0),
             slave_use_link: false,
+            max_io_per_path: 64,
+            io_wait: std::time::Duration::from_secs(30),
         })
         .await
         .unwrap();
