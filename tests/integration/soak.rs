@@ -42,16 +42,14 @@ async fn crash_soak_tracker_kills_lose_no_upload_or_delete() -> anyhow::Result<(
     soak(Victims::Tracker, false).await
 }
 
-/// The soak the issue asks for: appends and metadata too, tracker and storages killed, a
-/// storage joining. It found (and is the regression test of) updates routed away from a
-/// file's source (lost appends and metadata, resurrected deletes), orphan sidecars on a
-/// joining storage, and deletes recorded but not done before a kill (now redone at start).
-///
-/// Ignored in CI for now: long runs still end with a few metadata sidecars (and rarely an
-/// appender) that differ between storages after storage kills; files lost and deletes lost
-/// are 0. Run it with `cargo test -p fdfs-tests --test integration soak -- --ignored`.
+/// The soak the issue asks for: appends, modifies, truncates, regenerates and metadata too,
+/// tracker and storages killed, a storage joining. It found (and is the regression test of)
+/// updates routed away from a file's source (lost appends and metadata, resurrected
+/// deletes), orphan sidecars (on a joining storage; after a kill between a delete's two
+/// removals), deletes, metadata, appends and renames recorded after the change instead of
+/// before (a kill in between left this storage different from its peers), and a replayed
+/// rename whose new name was deleted since (the peers kept the old name).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long runs still show sidecars differing between storages after storage kills"]
 async fn crash_soak_mixed_workload_any_victim_loses_nothing() -> anyhow::Result<()> {
     soak(Victims::All, true).await
 }

@@ -1,11 +1,11 @@
-//! Crash soak (issue 8, "Crashes"): a mixed client workload (uploads, appender uploads and
-//! appends, deletes, metadata) runs against a tracker and a replicated group while a random
+//! Crash soak (issue 8, "Crashes"): a mixed client workload (uploads, appender uploads,
+//! appends, modifies, truncates and regenerates, deletes, metadata) runs against a tracker and a replicated group while a random
 //! process — the tracker or a storage — is killed with SIGKILL at a random moment of each
 //! round and restarted; a storage joins the group halfway. Afterwards every acknowledged
 //! change is checked on every ACTIVE storage, on disk:
 //!
-//! * every acknowledged upload exists byte-exact (with its acknowledged appends) on each
-//!   storage, and every acknowledged delete is gone from each;
+//! * every acknowledged upload exists byte-exact (with its acknowledged changes) on each
+//!   storage, and every acknowledged delete (and old name of a regenerate) is gone from each;
 //! * once replication has converged (bounded by a deadline) the storages hold the same files
 //!   with the same bytes, and that set is exactly what the binlogs say is live (files created
 //!   minus files deleted, over all storages' binlogs);
