@@ -654,13 +654,14 @@ fn local(file: LocalFile) -> Local {
 }
 
 /// What we hold for a record: its name, that name's sidecar, and the other name of a link
-/// (its target) or of a rename (the old name).
+/// (its target) or of a rename (the old name). Only a rename sends the sidecar, so only a
+/// rename looks it up (one blocking-pool trip less for every other record).
 async fn snapshot(repl: &Replication, op: &Op) -> Result<Snapshot, SyncError> {
     let store = repl.store();
     let main = store.local_file(&parse(op.name())?).await?;
-    let sidecar = match LogicalName::parse(&sidecar_name(op.name())) {
-        Ok(name) => store.local_file(&name).await?,
-        Err(_) => LocalFile::Missing,
+    let sidecar = match (op, LogicalName::parse(&sidecar_name(op.name()))) {
+        (Op::Rename { .. }, Ok(name)) => store.local_file(&name).await?,
+        _ => LocalFile::Missing,
     };
     let other = match (op, &main) {
         (Op::Link { target, .. }, _) => store.local_file(&parse(target)?).await?,
