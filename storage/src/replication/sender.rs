@@ -282,17 +282,23 @@ async fn open_lane(repl: &Replication, addr: &str) -> Result<(SyncConn, u64), Sy
     Ok((conn, generation))
 }
 
-/// Opens every lane; they must all see the same data generation.
+/// Opens every lane; they must all see the same data generation. The first goes alone (a
+/// busy or unreachable peer costs one attempt), the others at once.
 async fn open_lanes(
-    repl: &Replication,
+    repl: &Arc<Replication>,
     addr: &str,
     count: usize,
 ) -> Result<(Vec<SyncConn>, u64), SyncError> {
     let (first, generation) = open_lane(repl, addr).await?;
     let mut conns = Vec::with_capacity(count);
     conns.push(first);
-    while conns.len() < count {
-        let (conn, other) = open_lane(repl, addr).await?;
+    let mut opening = JoinSet::new();
+    for _ in 1..count {
+        let (repl, addr) = (repl.clone(), addr.to_string());
+        opening.spawn(async move { open_lane(&repl, &addr).await });
+    }
+    while let Some(opened) = opening.join_next().await {
+        let (conn, other) = opened.map_err(|_| SyncError::LaneStopped(conns.len()))??;
         if other != generation {
             return Err(SyncError::GenerationChanged);
         }
