@@ -150,7 +150,7 @@ fn default_upload_priority() -> i64 {
 /// Most sync connections to one peer: each costs a connection (and a buffer) on both sides.
 pub const MAX_SYNC_LANES: usize = 64;
 fn default_sync_lanes() -> usize {
-    4
+    8
 }
 fn default_max_connections() -> usize {
     1024
@@ -352,7 +352,7 @@ tracker_servers = ["127.0.0.1:22122"]
         assert!(config.fsync);
         assert_eq!(config.upload_priority, 10);
         assert_eq!(config.max_connections, 1024);
-        assert_eq!(config.sync_lanes, 4);
+        assert_eq!(config.sync_lanes, 8);
         assert_eq!(config.network_timeout, Duration::from_secs(30));
         assert_eq!(config.idle_timeout, Duration::from_secs(900));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));

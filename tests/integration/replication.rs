@@ -605,7 +605,7 @@ async fn write_ack_all_never_reports_success_with_a_silent_peer() -> anyhow::Res
     Ok(())
 }
 
-/// A peer that was down gets the backlog through parallel lanes (`sync_lanes`, 4 by default):
+/// A peer that was down gets the backlog through parallel lanes (`sync_lanes`, 8 by default):
 /// chains of changes to one file (appends, modifies, truncates, metadata set, merged and
 /// cleared, deletes) arrive in order, and slave links and appender renames, which name two
 /// files, arrive after what they depend on. The disks end up identical, sidecars included.
@@ -708,8 +708,8 @@ async fn a_backlog_replays_through_parallel_lanes_in_file_order() -> anyhow::Res
     .await;
     converged.map_err(|err| err.context(last.lock().unwrap().clone()))?;
     assert!(
-        cluster.storages[0].log().contains("lanes=4"),
-        "the source syncs through 4 lanes"
+        cluster.storages[0].log().contains("lanes=8"),
+        "the source syncs through 8 lanes"
     );
     for id in &masters[..10] {
         assert!(state_on(&client, &addr(&cluster, 1), id).await?.is_some());
