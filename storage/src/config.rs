@@ -108,6 +108,9 @@ pub struct StorageConfig {
     pub write_ack: crate::replication::WriteAck,
     #[serde(default = "default_write_ack_timeout", with = "serde_duration")]
     pub write_ack_timeout: Duration,
+    /// Sync connections to each peer (replication::lanes).
+    #[serde(default = "default_sync_lanes")]
+    pub sync_lanes: usize,
     // Built-in HTTP server: see crate::http::settings for the meaning and checks of these.
     #[serde(default = "default_true")]
     pub http_enabled: bool,
@@ -165,6 +168,11 @@ fn default_store_path_max_io() -> usize {
 fn default_max_blocking_threads() -> usize {
     // tokio's own default
     512
+}
+/// Most sync connections to one peer: each costs a connection (and a buffer) on both sides.
+pub const MAX_SYNC_LANES: usize = 64;
+fn default_sync_lanes() -> usize {
+    8
 }
 fn default_max_connections() -> usize {
     1024
@@ -319,6 +327,12 @@ impl StorageConfig {
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
         }
+        if !(1..=MAX_SYNC_LANES).contains(&self.sync_lanes) {
+            return Err(invalid(
+                "sync_lanes",
+                format!("{} outside 1..={MAX_SYNC_LANES}", self.sync_lanes),
+            ));
+        }
         for (key, value) in [
             ("network_timeout", self.network_timeout),
             ("idle_timeout", self.idle_timeout),
@@ -373,6 +387,7 @@ tracker_servers = ["127.0.0.1:22122"]
         assert!(config.fsync);
         assert_eq!(config.upload_priority, 10);
         assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.sync_lanes, 8);
         assert_eq!(config.network_timeout, Duration::from_secs(30));
         assert_eq!(config.idle_timeout, Duration::from_secs(900));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
@@ -413,6 +428,8 @@ tracker_servers = ["127.0.0.1:22122"]
             ("tracker_servers = [\"nohost\"]", "tracker_servers"),
             ("file_distribute_path_mode = 2", "file_distribute_path_mode"),
             ("buff_size = \"1KB\"", "buff_size"),
+            ("sync_lanes = 0", "sync_lanes"),
+            ("sync_lanes = 65", "sync_lanes"),
         ];
         for (line, key) in cases {
             let text: String = MINIMAL

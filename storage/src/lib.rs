@@ -92,6 +92,7 @@ pub fn replication_config(
         write_ack_timeout: config.write_ack_timeout,
         network_timeout: config.network_timeout,
         keepalive: config.heart_beat_interval,
+        sync_lanes: config.sync_lanes,
         binlog_rotate_size: replication::binlog::DEFAULT_ROTATE_SIZE,
         cluster_secret,
     }

@@ -604,3 +604,115 @@ async fn write_ack_all_never_reports_success_with_a_silent_peer() -> anyhow::Res
     wait_converged(&cluster, &acknowledged, &[]).await?;
     Ok(())
 }
+
+/// A peer that was down gets the backlog through parallel lanes (`sync_lanes`, 8 by default):
+/// chains of changes to one file (appends, modifies, truncates, metadata set, merged and
+/// cleared, deletes) arrive in order, and slave links and appender renames, which name two
+/// files, arrive after what they depend on. The disks end up identical, sidecars included.
+#[tokio::test]
+async fn a_backlog_replays_through_parallel_lanes_in_file_order() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder()
+        .groups(&[("group1", 2)])
+        // every upload goes to the first storage, the live one
+        .tracker_config("store_server = 1")
+        .storage_config("store_slave_file_use_link = true")
+        .start()
+        .await?;
+    let client = cluster.client();
+    cluster.storages[1].kill();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut masters = Vec::new();
+    for i in 0..150u32 {
+        let len = rng.gen_range(1..20_000);
+        let data = random_bytes(&mut rng, len);
+        let options = UploadOptions {
+            ext: "bin".into(),
+            ..Default::default()
+        };
+        let id = client.upload_bytes(&data, &options).await?;
+        if i % 3 == 0 {
+            let pairs = vec![("n".to_string(), i.to_string())];
+            client
+                .set_metadata(&id, &pairs, MetadataOp::Overwrite)
+                .await?;
+        }
+        if i % 5 == 0 {
+            let pairs = vec![("m".to_string(), "x".to_string())];
+            client.set_metadata(&id, &pairs, MetadataOp::Merge).await?;
+        }
+        if i % 7 == 0 {
+            // cleared: the sidecar is deleted
+            client.set_metadata(&id, &[], MetadataOp::Overwrite).await?;
+        }
+        if i % 10 == 0 {
+            let thumb = random_bytes(&mut rng, 500);
+            let slave = client.upload_slave_bytes(&id, "_t", "bin", &thumb).await?;
+            if i % 20 == 0 {
+                client.delete(&slave).await?;
+            }
+        }
+        if i % 11 == 0 {
+            client.delete(&id).await?;
+        } else {
+            masters.push(id);
+        }
+    }
+    for round in 0..8u8 {
+        let id = client
+            .upload_appender_bytes(&random_bytes(&mut rng, 300), &UploadOptions::default())
+            .await?;
+        for step in 0..12u32 {
+            let len = rng.gen_range(1..5_000);
+            let more = random_bytes(&mut rng, len);
+            client.append_bytes(&id, &more).await?;
+            if step % 4 == 3 {
+                client
+                    .modify_bytes(&id, 5, &random_bytes(&mut rng, 50))
+                    .await?;
+                client.truncate(&id, 200 + u64::from(step) * 10).await?;
+            }
+            if step % 5 == 0 {
+                let pairs = vec![("step".to_string(), step.to_string())];
+                client
+                    .set_metadata(&id, &pairs, MetadataOp::Overwrite)
+                    .await?;
+            }
+        }
+        if round % 2 == 0 {
+            let normal = client.regenerate(&id).await?;
+            let pairs = vec![("renamed".to_string(), round.to_string())];
+            client
+                .set_metadata(&normal, &pairs, MetadataOp::Merge)
+                .await?;
+        }
+    }
+    let source = disk_listing(&cluster.store_path(0, 0));
+    assert!(source.len() >= 200, "{} files on the source", source.len());
+
+    cluster.restart_storage(1).await?;
+    let last = std::sync::Mutex::new(String::new());
+    let converged = wait_for("the backlog to replay", SETTLE, || async {
+        let peer = disk_listing(&cluster.store_path(1, 0));
+        if peer == source {
+            return Some(());
+        }
+        let a: BTreeSet<_> = source.iter().collect();
+        let b: BTreeSet<_> = peer.iter().collect();
+        *last.lock().unwrap() = format!(
+            "only on the source: {:?}; only on the peer: {:?}",
+            a.difference(&b).take(5).collect::<Vec<_>>(),
+            b.difference(&a).take(5).collect::<Vec<_>>()
+        );
+        None
+    })
+    .await;
+    converged.map_err(|err| err.context(last.lock().unwrap().clone()))?;
+    assert!(
+        cluster.storages[0].log().contains("lanes=8"),
+        "the source syncs through 8 lanes"
+    );
+    for id in &masters[..10] {
+        assert!(state_on(&client, &addr(&cluster, 1), id).await?.is_some());
+    }
+    Ok(())
+}

@@ -13,6 +13,7 @@
 //! reads with) is logged and reported to the trackers in SYNC_REPORT.
 
 pub mod binlog;
+pub mod lanes;
 pub mod mark;
 pub mod plan;
 pub mod pull;
@@ -66,6 +67,8 @@ pub struct ReplicationConfig {
     pub network_timeout: Duration,
     /// Idle sync connections send ACTIVE_TEST this often.
     pub keepalive: Duration,
+    /// Sync connections to each peer, records partitioned by file ([`lanes`]).
+    pub sync_lanes: usize,
     pub binlog_rotate_size: u64,
     /// Peers must prove it before a sync connection carries anything (fdfs_proto::auth).
     pub cluster_secret: Option<fdfs_proto::auth::ClusterSecret>,

@@ -32,6 +32,7 @@ pub enum Local {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub main: Local,
+    /// Only a rename sends it; the driver may leave it `Missing` for other records.
     pub sidecar: Local,
     pub other: Local,
 }

@@ -1,14 +1,17 @@
-//! The sync worker of one peer: connects to the peer's storage port, introduces itself with
-//! REPORT_SERVER_ID (the answer carries the peer's data generation), then replays the binlog
-//! from the peer's mark, one record at a time, through [`plan::RecordSync`]. The cursor only
-//! moves once the peer confirmed a record (or the record was skipped), so after a crash or a
-//! lost connection on either side the worker resumes where it stopped; records replayed twice
-//! are harmless to the receiver.
+//! The sync worker of one peer: opens `sync_lanes` connections to the peer's storage port,
+//! each introducing itself with REPORT_SERVER_ID (the answer carries the peer's data
+//! generation), then replays the binlog from the peer's mark. One reader hands the records to
+//! the lanes by file ([`lanes::route`]); each lane sends one record at a time through
+//! [`plan::RecordSync`] and reports its outcome. The cursor only moves over records the peer
+//! confirmed (or that were skipped) with every record before them ([`lanes::Window`]), so
+//! after a crash or a lost connection on either side the worker resumes at the first record
+//! some lane had not finished; records replayed twice are harmless to the receiver.
 //!
 //! A peer that is down or busy (still copying files, status 16) is retried with a backoff of
 //! 0.5 s doubling to 2 s (0.5 s while it is busy). A peer whose disk is full (status 28) is
-//! offered the refused record again every 5 s: replication pauses there and resumes once the
-//! peer has room. An idle connection sends ACTIVE_TEST every `keepalive`.
+//! offered the refused record again every 5 s: replication pauses there (the mark does not
+//! pass it) and resumes once the peer has room. An error on any lane ends the session of all
+//! of them. An idle lane sends ACTIVE_TEST every `keepalive`.
 
 use std::io;
 use std::sync::Arc;
@@ -25,9 +28,12 @@ use fdfs_proto::tracker_msg::storage_status;
 use fdfs_proto::{Header, ProtoError};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use super::binlog::{BinlogReader, Position};
+use super::binlog::{BinlogReader, Committed, Position};
+use super::lanes::{self, Route, Window};
 use super::mark::{self, Mark};
 use super::plan::{sidecar_name, Local, Outcome, RecordSync, Request, Snapshot, Step};
 use super::record::{Op, Record};
@@ -50,6 +56,13 @@ const MARK_EVERY_RECORDS: u64 = 200;
 const MARK_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker logs its progress while it is behind.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(30);
+/// Records in flight per lane at most; the peer's window holds `sync_lanes` times this. A
+/// lane busy with a large file holds the mark back, and the other lanes go on this far
+/// before they wait for it. A record in flight costs a few hundred bytes.
+const WINDOW_PER_LANE: usize = 64;
+/// Read buffer of a sync connection: it only reads answers, which are headers and at most a
+/// few dozen bytes of body.
+const SYNC_READ_BUFFER: usize = 4096;
 
 type SyncConn = Connection<TcpStream>;
 
@@ -75,6 +88,10 @@ enum SyncError {
     Store(#[from] StoreError),
     #[error("cluster authentication failed: {0}")]
     Auth(#[from] fdfs_proto::auth::AuthError),
+    #[error("peer's data generation changed while its sync connections were opened")]
+    GenerationChanged,
+    #[error("sync lane {0} stopped without a report")]
+    LaneStopped(usize),
 }
 
 /// Runs until the peer leaves the group or the storage stops.
@@ -235,27 +252,17 @@ async fn answer(conn: &mut SyncConn) -> Result<u8, ProtoError> {
     }
 }
 
-/// One connection's life. `Ok(true)` when at least one record was confirmed.
-async fn session(repl: &Replication, peer: &Peer, mark: &mut Mark) -> Result<bool, SyncError> {
+/// Opens one sync connection: connect, authenticate, REPORT_SERVER_ID. Returns it with the
+/// peer's data generation.
+async fn open_lane(repl: &Replication, addr: &str) -> Result<(SyncConn, u64), SyncError> {
     let limit = repl.config().network_timeout;
-    let (addr, peer_status) = locate(repl, &peer.id).ok_or(SyncError::NoAddress)?;
-    if matches!(
-        peer_status,
-        storage_status::OFFLINE | storage_status::INIT | storage_status::WAIT_SYNC
-    ) {
-        // nobody answers, or it is about to copy everything anyway: try once in a while
-        debug!(peer = %peer.id, status = storage_status::name(peer_status), "peer not ready");
-    }
-    let stream = tokio::select! {
-        _ = peer.stop.cancelled() => return Ok(false),
-        connected = tokio::time::timeout(limit, TcpStream::connect(&addr)) => match connected {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => return Err(SyncError::Connect(err)),
-            Err(_) => return Err(SyncError::Timeout),
-        },
+    let stream = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return Err(SyncError::Connect(err)),
+        Err(_) => return Err(SyncError::Timeout),
     };
     let _ = stream.set_nodelay(true);
-    let mut conn = Connection::new(stream);
+    let mut conn = Connection::with_capacity(SYNC_READ_BUFFER, stream);
     // the receiver proves the secret before anything of ours goes out
     let secret = repl.config().cluster_secret.as_ref();
     super::authenticate(&mut conn, secret, fdfs_proto::auth::Purpose::Sync, limit).await?;
@@ -271,6 +278,118 @@ async fn session(repl: &Replication, peer: &Peer, mark: &mut Mark) -> Result<boo
             return Err(SyncError::Busy)
         }
         Err(err) => return Err(err),
+    };
+    Ok((conn, generation))
+}
+
+/// Opens every lane; they must all see the same data generation. The first goes alone (a
+/// busy or unreachable peer costs one attempt), the others at once.
+async fn open_lanes(
+    repl: &Arc<Replication>,
+    addr: &str,
+    count: usize,
+) -> Result<(Vec<SyncConn>, u64), SyncError> {
+    let (first, generation) = open_lane(repl, addr).await?;
+    let mut conns = Vec::with_capacity(count);
+    conns.push(first);
+    let mut opening = JoinSet::new();
+    for _ in 1..count {
+        let (repl, addr) = (repl.clone(), addr.to_string());
+        opening.spawn(async move { open_lane(&repl, &addr).await });
+    }
+    while let Some(opened) = opening.join_next().await {
+        let (conn, other) = opened.map_err(|_| SyncError::LaneStopped(conns.len()))??;
+        if other != generation {
+            return Err(SyncError::GenerationChanged);
+        }
+        conns.push(conn);
+    }
+    Ok((conns, generation))
+}
+
+/// What a lane reports to its session.
+#[derive(Debug)]
+enum LaneEvent {
+    Done {
+        seq: u64,
+        outcome: Outcome,
+    },
+    /// The lane stopped; the session ends.
+    Failed(SyncError),
+}
+
+/// One lane: sends the records handed to it, in order, one at a time, on its connection.
+async fn lane(
+    repl: Arc<Replication>,
+    peer: String,
+    index: usize,
+    mut conn: SyncConn,
+    mut records: mpsc::Receiver<Record>,
+    events: mpsc::Sender<LaneEvent>,
+) {
+    let limit = repl.config().network_timeout;
+    let keepalive = repl.config().keepalive;
+    let mut last_sent = Instant::now();
+    loop {
+        let idle = keepalive.saturating_sub(last_sent.elapsed());
+        let record = tokio::select! {
+            record = records.recv() => match record {
+                Some(record) => record,
+                None => return,
+            },
+            _ = tokio::time::sleep(idle) => {
+                let alive = match exchange(&mut conn, Header::request(Command::ActiveTest.code(), 0), &[], limit).await {
+                    Ok(status::OK) => Ok(()),
+                    Ok(status) => Err(SyncError::Refused { seq: 0, status }),
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = alive {
+                    let _ = events.send(LaneEvent::Failed(err)).await;
+                    return;
+                }
+                last_sent = Instant::now();
+                continue;
+            }
+        };
+        let result = sync_record(&repl, &mut conn, &record).await;
+        last_sent = Instant::now();
+        let event = match result {
+            Ok(outcome) => {
+                match &outcome {
+                    Outcome::Skipped(reason) => {
+                        debug!(%peer, lane = index, seq = record.seq, name = record.op.name(), reason, "record skipped")
+                    }
+                    _ => debug!(%peer, lane = index, seq = record.seq, ?outcome, "record synced"),
+                }
+                LaneEvent::Done {
+                    seq: record.seq,
+                    outcome,
+                }
+            }
+            Err(err) => LaneEvent::Failed(err),
+        };
+        let failed = matches!(event, LaneEvent::Failed(_));
+        if events.send(event).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// One session's life: the lanes' connections, the binlog reader that feeds them and the
+/// window that moves the mark. `Ok(true)` when at least one record was confirmed.
+async fn session(repl: &Arc<Replication>, peer: &Peer, mark: &mut Mark) -> Result<bool, SyncError> {
+    let (addr, peer_status) = locate(repl, &peer.id).ok_or(SyncError::NoAddress)?;
+    if matches!(
+        peer_status,
+        storage_status::OFFLINE | storage_status::INIT | storage_status::WAIT_SYNC
+    ) {
+        // nobody answers, or it is about to copy everything anyway: try once in a while
+        debug!(peer = %peer.id, status = storage_status::name(peer_status), "peer not ready");
+    }
+    let count = repl.config().sync_lanes.max(1);
+    let (conns, generation) = tokio::select! {
+        _ = peer.stop.cancelled() => return Ok(false),
+        opened = open_lanes(repl, &addr, count) => opened?,
     };
     if generation != mark.peer_generation {
         if mark.peer_generation != 0 || mark.acked_seq != 0 {
@@ -290,109 +409,240 @@ async fn session(repl: &Replication, peer: &Peer, mark: &mut Mark) -> Result<boo
         s.connected_at = Some(std::time::Instant::now());
         s.last_error = None;
     });
-    info!(peer = %peer.id, %addr, seq = mark.acked_seq, "sync connection up");
+    info!(peer = %peer.id, %addr, seq = mark.acked_seq, lanes = count, "sync connection up");
 
-    let mut reader = BinlogReader::new(repl.binlog().dir(), mark.position());
-    let mut committed = repl.binlog().subscribe();
-    let mut progressed = false;
-    let mut unsaved = 0u64;
-    let mut last_save = Instant::now();
-    let mut last_log = Instant::now();
-    let mut last_sent = Instant::now();
-    loop {
-        let end = committed.borrow_and_update().end;
-        let next = reader.next(end).await.map_err(SyncError::Binlog)?;
-        let Some((record, after)) = next else {
-            // caught up
-            if unsaved > 0 {
-                save_mark(repl, &peer.id, mark).await;
-                unsaved = 0;
-                last_save = Instant::now();
+    let capacity = count * WINDOW_PER_LANE;
+    // every event answers a record in the window, or ends a lane
+    let (events_tx, events) = mpsc::channel(capacity + count);
+    let mut queues = Vec::with_capacity(count);
+    let mut tasks = JoinSet::new();
+    for (index, conn) in conns.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel(capacity);
+        tasks.spawn(lane(
+            repl.clone(),
+            peer.id.clone(),
+            index,
+            conn,
+            rx,
+            events_tx.clone(),
+        ));
+        queues.push(tx);
+    }
+    drop(events_tx);
+    let mut dispatch = Dispatch {
+        repl,
+        peer,
+        reader: BinlogReader::new(repl.binlog().dir(), mark.position()),
+        mark,
+        committed: repl.binlog().subscribe(),
+        window: Window::new(capacity),
+        queues,
+        events,
+        tasks,
+        held: None,
+        at_end: false,
+        progressed: false,
+        unsaved: 0,
+        last_save: Instant::now(),
+        last_log: Instant::now(),
+    };
+    let result = dispatch.run().await;
+    // confirmations that arrived meanwhile still move the mark (the lanes stop when `tasks`
+    // is dropped)
+    while let Ok(event) = dispatch.events.try_recv() {
+        if let LaneEvent::Done { .. } = event {
+            let _ = dispatch.on_event(event).await;
+        }
+    }
+    result.map(|()| dispatch.progressed)
+}
+
+/// The reading side of a session: hands records to the lanes as far as the window allows and
+/// moves the mark over what they confirm.
+struct Dispatch<'a> {
+    repl: &'a Replication,
+    peer: &'a Peer,
+    mark: &'a mut Mark,
+    reader: BinlogReader,
+    committed: watch::Receiver<Committed>,
+    window: Window,
+    queues: Vec<mpsc::Sender<Record>>,
+    events: mpsc::Receiver<LaneEvent>,
+    tasks: JoinSet<()>,
+    /// A record read but not admitted yet (the window is full, or it waits for a barrier).
+    held: Option<(Route, Record, Position)>,
+    /// The reader found nothing more the last time it looked.
+    at_end: bool,
+    progressed: bool,
+    unsaved: u64,
+    last_save: Instant,
+    last_log: Instant,
+}
+
+impl Dispatch<'_> {
+    /// Until the peer is stopped (`Ok`) or a lane fails.
+    async fn run(&mut self) -> Result<(), SyncError> {
+        let lanes = self.queues.len();
+        loop {
+            while let Ok(event) = self.events.try_recv() {
+                self.on_event(event).await?;
             }
-            let (watermark, seq) = repl.binlog().watermark_now();
-            if mark.acked_seq >= seq {
-                peer.update(|s| {
-                    s.synced_timestamp = s.synced_timestamp.max(watermark);
-                    s.oldest_pending = None;
-                });
+            if self.peer.stop.is_cancelled() {
+                return Ok(());
             }
-            let idle = repl.config().keepalive.saturating_sub(last_sent.elapsed());
+            if self.held.is_none() && self.window.open() {
+                let end = self.committed.borrow_and_update().end;
+                match self.reader.next(end).await.map_err(SyncError::Binlog)? {
+                    Some((record, after)) => {
+                        self.at_end = false;
+                        self.held = Some((lanes::route(&record.op, lanes), record, after));
+                    }
+                    None => self.at_end = true,
+                }
+            }
+            if let Some((route, record, after)) = self.held.take() {
+                if self.window.admits(route) {
+                    self.send(route, record, after).await?;
+                    continue;
+                }
+                self.held = Some((route, record, after));
+            }
+            if self.held.is_none() && self.at_end && self.window.is_empty() {
+                self.caught_up().await;
+            }
+            let reading = self.held.is_none() && self.window.open();
             tokio::select! {
-                _ = peer.stop.cancelled() => return Ok(progressed),
-                changed = committed.changed() => {
+                _ = self.peer.stop.cancelled() => return Ok(()),
+                event = self.events.recv() => match event {
+                    Some(event) => self.on_event(event).await?,
+                    None => return Err(SyncError::LaneStopped(0)),
+                },
+                changed = self.committed.changed(), if reading => {
                     if changed.is_err() {
-                        return Ok(progressed);
+                        return Ok(());
                     }
                 }
-                _ = tokio::time::sleep(idle) => {
-                    let status = exchange(&mut conn, Header::request(Command::ActiveTest.code(), 0), &[], limit).await?;
-                    if status != status::OK {
-                        return Err(SyncError::Refused { seq: 0, status });
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    // a lane reports before it stops; take that report
+                    while let Ok(event) = self.events.try_recv() {
+                        self.on_event(event).await?;
                     }
-                    last_sent = Instant::now();
+                    debug!(peer = %self.peer.id, ?joined, "sync lane stopped without a report");
+                    return Err(SyncError::LaneStopped(0));
                 }
-                // refresh the caught-up watermark now and then while idle
+                // refresh the caught-up watermark and save the mark now and then while idle
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-            continue;
-        };
-        if peer.stop.is_cancelled() {
-            return Ok(progressed);
         }
-        peer.update(|s| {
+    }
+
+    /// Hands a record to its lane.
+    async fn send(
+        &mut self,
+        route: Route,
+        record: Record,
+        after: Position,
+    ) -> Result<(), SyncError> {
+        self.peer.update(|s| {
             s.oldest_pending.get_or_insert(record.timestamp);
         });
-        let outcome = sync_record(repl, &mut conn, &record).await?;
-        last_sent = Instant::now();
-        match &outcome {
-            Outcome::Skipped(reason) => {
-                debug!(peer = %peer.id, seq = record.seq, name = record.op.name(), reason, "record skipped")
+        if let Route::Barrier(lane) = route {
+            debug!(peer = %self.peer.id, seq = record.seq, lane, "record names files of two lanes: sent alone");
+        }
+        self.window
+            .push(record.seq, after, record.timestamp, record.watermark, route);
+        if self.queues[route.lane()].send(record).await.is_err() {
+            // the lane stopped; its report says why
+            while let Ok(event) = self.events.try_recv() {
+                self.on_event(event).await?;
             }
-            _ => debug!(peer = %peer.id, seq = record.seq, ?outcome, "record synced"),
+            return Err(SyncError::LaneStopped(route.lane()));
         }
-        advance(mark, &record, after, &outcome);
-        let synced_records = mark.synced_records;
-        let skipped_records = mark.skipped_records;
-        peer.update(|s| {
-            s.acked_seq = record.seq;
-            s.synced_timestamp = s.synced_timestamp.max(record.watermark);
-            s.oldest_pending = None;
-            s.synced_records = synced_records;
-            s.skipped_records = skipped_records;
+        Ok(())
+    }
+
+    /// Everything published is confirmed: save the mark, and tell the peer's status that
+    /// every change up to now is there.
+    async fn caught_up(&mut self) {
+        if self.unsaved > 0 {
+            self.save().await;
+        }
+        let (watermark, seq) = self.repl.binlog().watermark_now();
+        if self.mark.acked_seq >= seq {
+            self.peer.update(|s| {
+                s.synced_timestamp = s.synced_timestamp.max(watermark);
+                s.oldest_pending = None;
+            });
+        }
+    }
+
+    async fn save(&mut self) {
+        save_mark(self.repl, &self.peer.id, self.mark).await;
+        self.unsaved = 0;
+        self.last_save = Instant::now();
+    }
+
+    /// Takes a lane's report; a failure ends the session.
+    async fn on_event(&mut self, event: LaneEvent) -> Result<(), SyncError> {
+        let (seq, outcome) = match event {
+            LaneEvent::Done { seq, outcome } => (seq, outcome),
+            LaneEvent::Failed(err) => return Err(err),
+        };
+        self.window
+            .confirm(seq, matches!(outcome, Outcome::Skipped(_)));
+        let mut last = None;
+        while let Some(entry) = self.window.pop_confirmed() {
+            advance(self.mark, &entry);
+            self.unsaved += 1;
+            last = Some(entry);
+        }
+        let Some(last) = last else {
+            return Ok(());
+        };
+        self.progressed = true;
+        let (synced, skipped, watermark) = (
+            self.mark.synced_records,
+            self.mark.skipped_records,
+            self.mark.watermark,
+        );
+        let oldest = self.window.oldest_pending();
+        self.peer.update(|s| {
+            s.acked_seq = last.seq;
+            s.synced_timestamp = s.synced_timestamp.max(watermark);
+            s.oldest_pending = oldest;
+            s.synced_records = synced;
+            s.skipped_records = skipped;
         });
-        repl.notify_acks();
-        progressed = true;
-        unsaved += 1;
-        if unsaved >= MARK_EVERY_RECORDS || last_save.elapsed() >= MARK_EVERY {
-            save_mark(repl, &peer.id, mark).await;
-            unsaved = 0;
-            last_save = Instant::now();
+        self.repl.notify_acks();
+        if self.unsaved >= MARK_EVERY_RECORDS || self.last_save.elapsed() >= MARK_EVERY {
+            self.save().await;
         }
-        if last_log.elapsed() >= PROGRESS_LOG_EVERY {
-            let committed_seq = repl.binlog().committed().seq;
-            let behind = committed_seq.saturating_sub(record.seq);
+        if self.last_log.elapsed() >= PROGRESS_LOG_EVERY {
+            let committed_seq = self.repl.binlog().committed().seq;
             info!(
-                peer = %peer.id,
-                seq = record.seq,
-                file = after.index,
-                offset = after.offset,
-                records_behind = behind,
-                seconds_behind = binlog_now().saturating_sub(record.timestamp),
+                peer = %self.peer.id,
+                seq = last.seq,
+                file = last.after.index,
+                offset = last.after.offset,
+                records_behind = committed_seq.saturating_sub(last.seq),
+                seconds_behind = binlog_now().saturating_sub(last.timestamp),
+                in_flight = self.window.len(),
                 "sync progress"
             );
-            last_log = Instant::now();
+            self.last_log = Instant::now();
         }
+        Ok(())
     }
 }
 
-/// Moves the mark past a finished record.
-fn advance(mark: &mut Mark, record: &Record, after: Position, outcome: &Outcome) {
-    mark.binlog_index = after.index;
-    mark.binlog_offset = after.offset;
-    mark.acked_seq = record.seq;
-    mark.watermark = mark.watermark.max(record.watermark);
-    match outcome {
-        Outcome::Skipped(_) => mark.skipped_records += 1,
+/// Moves the mark past a finished record (the first of the window).
+fn advance(mark: &mut Mark, entry: &lanes::Entry) {
+    mark.binlog_index = entry.after.index;
+    mark.binlog_offset = entry.after.offset;
+    mark.acked_seq = entry.seq;
+    mark.watermark = mark.watermark.max(entry.watermark);
+    match entry.done {
+        Some(true) => mark.skipped_records += 1,
         _ => mark.synced_records += 1,
     }
 }
@@ -410,13 +660,14 @@ fn local(file: LocalFile) -> Local {
 }
 
 /// What we hold for a record: its name, that name's sidecar, and the other name of a link
-/// (its target) or of a rename (the old name).
+/// (its target) or of a rename (the old name). Only a rename sends the sidecar, so only a
+/// rename looks it up (one blocking-pool trip less for every other record).
 async fn snapshot(repl: &Replication, op: &Op) -> Result<Snapshot, SyncError> {
     let store = repl.store();
     let main = store.local_file(&parse(op.name())?).await?;
-    let sidecar = match LogicalName::parse(&sidecar_name(op.name())) {
-        Ok(name) => store.local_file(&name).await?,
-        Err(_) => LocalFile::Missing,
+    let sidecar = match (op, LogicalName::parse(&sidecar_name(op.name()))) {
+        (Op::Rename { .. }, Ok(name)) => store.local_file(&name).await?,
+        _ => LocalFile::Missing,
     };
     let other = match (op, &main) {
         (Op::Link { target, .. }, _) => store.local_file(&parse(target)?).await?,
@@ -737,14 +988,13 @@ async fn stream_request(
 mod tests {
     use super::*;
 
-    fn record(seq: u64, watermark: u32) -> Record {
-        Record {
+    fn entry(seq: u64, watermark: u32, after: Position, skipped: bool) -> lanes::Entry {
+        lanes::Entry {
             seq,
+            after,
             timestamp: 100,
             watermark,
-            op: Op::Create {
-                name: "M00/00/00/abcdefgh".into(),
-            },
+            done: Some(skipped),
         }
     }
 
@@ -755,7 +1005,7 @@ mod tests {
             index: 0,
             offset: 80,
         };
-        advance(&mut mark, &record(1, 50), after, &Outcome::Applied);
+        advance(&mut mark, &entry(1, 50, after, false));
         assert_eq!(
             (mark.position(), mark.acked_seq, mark.watermark),
             (after, 1, 50)
@@ -766,21 +1016,17 @@ mod tests {
         };
         // a record with an older watermark (written while an older change was still open)
         // does not move the watermark back
-        advance(&mut mark, &record(2, 40), later, &Outcome::Skipped("gone"));
+        advance(&mut mark, &entry(2, 40, later, true));
         assert_eq!(
             (mark.position(), mark.acked_seq, mark.watermark),
             (later, 2, 50)
         );
         assert_eq!((mark.synced_records, mark.skipped_records), (1, 1));
-        advance(
-            &mut mark,
-            &record(3, 60),
-            Position {
-                index: 1,
-                offset: 90,
-            },
-            &Outcome::AlreadyThere,
-        );
+        let end = Position {
+            index: 1,
+            offset: 90,
+        };
+        advance(&mut mark, &entry(3, 60, end, false));
         assert_eq!(
             (mark.acked_seq, mark.watermark, mark.synced_records),
             (3, 60, 2)
