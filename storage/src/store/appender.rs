@@ -318,6 +318,7 @@ impl Store {
             hook.before_link(&renamed).await?;
             let new_path = dir.join(renamed.base());
             let (old_path, fsync, counts) = (path.clone(), self.options.fsync, self.counts());
+            let dirs = self.dirs();
             let done = self
                 .on_path(index, "renaming appender file", move || {
                     let change = counts.begin(index);
@@ -332,10 +333,7 @@ impl Store {
                         change.note(&old_path, -1);
                     }
                     if fsync {
-                        if let Some(dir) = new_path.parent() {
-                            crate::persist::sync_dir(dir)
-                                .map_err(StoreError::io("syncing directory"))?;
-                        }
+                        dirs.sync_parent(&new_path)?;
                     }
                     Ok(true)
                 })
@@ -358,6 +356,7 @@ impl Store {
         let old_path = self.resolve(old)?;
         let _guard = self.locks.lock(&old.to_string()).await;
         let (fsync, counts, index) = (self.options.fsync, self.counts(), old.store_path());
+        let dirs = self.dirs();
         self.on_path(index, "finishing a rename", move || {
             let both = std::fs::symlink_metadata(&new_path).is_ok_and(|m| m.is_file())
                 && std::fs::symlink_metadata(&old_path).is_ok_and(|m| m.is_file());
@@ -370,9 +369,7 @@ impl Store {
                 change.note(&old_path, -1);
             }
             if fsync {
-                if let Some(dir) = old_path.parent() {
-                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
-                }
+                dirs.sync_parent(&old_path)?;
             }
             Ok(true)
         })
@@ -487,6 +484,7 @@ impl Store {
         let fsync = self.options.fsync;
         let link_path = slave_path.clone();
         let counts = self.counts();
+        let dirs = self.dirs();
         let index = master.store_path();
         let linked = self
             .on_path(index, "linking slave file", move || {
@@ -503,10 +501,7 @@ impl Store {
                     Err(err) => return Err(StoreError::io("creating slave link")(err)),
                 }
                 if fsync {
-                    if let Some(dir) = link_path.parent() {
-                        crate::persist::sync_dir(dir)
-                            .map_err(StoreError::io("syncing directory"))?;
-                    }
+                    dirs.sync_parent(&link_path)?;
                 }
                 Ok(())
             })

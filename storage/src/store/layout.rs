@@ -20,6 +20,7 @@ pub(super) fn prepare_store_path(root: &Path) -> io::Result<StorePath> {
         data,
         tmp,
         health: Default::default(),
+        space: Default::default(),
     })
 }
 

@@ -104,9 +104,8 @@ impl Store {
         tmp.remove().await;
         if self.options.fsync {
             if let Some(dir) = sidecar.parent() {
-                let dir = dir.to_path_buf();
-                super::blocking("syncing directory", move || crate::persist::sync_dir(&dir))
-                    .await?;
+                let (dir, dirs) = (dir.to_path_buf(), self.dirs());
+                super::blocking("syncing directory", move || dirs.sync(&dir)).await?;
             }
         }
         Ok(())

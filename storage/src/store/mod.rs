@@ -8,6 +8,7 @@
 
 mod appender;
 mod count;
+mod dirsync;
 mod distribute;
 mod gate;
 mod health;
@@ -163,6 +164,7 @@ struct StorePath {
     /// `<store_path>/data/.tmp`
     tmp: PathBuf,
     health: Arc<health::PathHealth>,
+    space: space::SpaceCache,
 }
 
 /// What `stat` says about a stored file.
@@ -185,6 +187,8 @@ pub struct Store {
     counts: Arc<FileCounts>,
     /// Disk slots of each store path, in index order (see `gate`).
     gates: Vec<gate::IoGate>,
+    /// Group commit of directory fsyncs (see `dirsync`).
+    dirs: Arc<dirsync::DirSyncer>,
 }
 
 impl Store {
@@ -225,6 +229,7 @@ impl Store {
             next_path: AtomicUsize::new(0),
             distributor: Arc::new(distributor),
             locks: FileLocks::default(),
+            dirs: Arc::default(),
         })
     }
 
@@ -322,6 +327,11 @@ impl Store {
         self.counts.clone()
     }
 
+    /// Directory fsyncs shared between concurrent changes (see `dirsync`), for blocking work.
+    pub(crate) fn dirs(&self) -> Arc<dirsync::DirSyncer> {
+        self.dirs.clone()
+    }
+
     pub fn locks(&self) -> &FileLocks {
         &self.locks
     }
@@ -365,7 +375,11 @@ impl Store {
             disk_usage(&data).map_err(StoreError::io("statvfs"))
         });
         match tokio::time::timeout(PROBE_TIMEOUT, read).await {
-            Ok(result) => self.note_result(index, result).map(Some),
+            Ok(result) => {
+                let usage = self.note_result(index, result)?;
+                path.space.store(usage);
+                Ok(Some(usage))
+            }
             Err(_) => {
                 self.mark_bad(
                     index,
@@ -400,12 +414,24 @@ impl Store {
     /// Whether store path `index` keeps more than its reserved space after `size` more bytes
     /// (never for a bad path).
     async fn has_room(&self, index: u8, size: u64) -> Result<bool, StoreError> {
+        if self.space_admits(index, size) {
+            return Ok(true);
+        }
         let Some(usage) = self.path_usage(index).await? else {
             return Ok(false);
         };
         Ok(match usage.free_bytes.checked_sub(size) {
             Some(left) => self.options.reserved.has_room(usage.total_bytes, left),
             None => false,
+        })
+    }
+
+    /// Whether the remembered free space of store path `index` has room for `size` more
+    /// bytes with plenty to spare (counting them as used); `false` means "check with
+    /// [`Store::has_room`]".
+    fn space_admits(&self, index: u8, size: u64) -> bool {
+        self.store_path(index).is_ok_and(|path| {
+            !path.health.is_bad() && path.space.admits(size, &self.options.reserved)
         })
     }
 
@@ -529,6 +555,7 @@ impl Store {
         let data = self.store_path(name.store_path())?.data.clone();
         let _guard = self.locks.lock(&name.to_string()).await;
         let fsync = self.options.fsync;
+        let dirs = self.dirs();
         let counts = self.counts.clone();
         let index = name.store_path();
         let slot = self.io_slot(index).await?;
@@ -568,7 +595,7 @@ impl Store {
             drop(change);
             if fsync {
                 if let Some(dir) = path.parent() {
-                    crate::persist::sync_dir(dir)?;
+                    dirs.sync(dir)?;
                 }
             }
             Ok(())

@@ -15,7 +15,9 @@ use fdfs_proto::sync_msg::FileListEntry;
 use tokio::io::{AsyncRead, AsyncSeekExt};
 
 use super::metadata::sidecar_path;
-use super::write::{blocking_store, stream_to, TempFile};
+use super::write::{
+    blocking_store, read_body, stream_to, write_small_blocking, TempFile, SMALL_BODY,
+};
 use super::{blocking, unix_seconds, Store, StoreError};
 
 /// How a replicated change ended on this storage (L.4 answers 0, 17, 2).
@@ -59,6 +61,23 @@ fn rename_creating_dir(from: &Path, to: &Path) -> io::Result<()> {
         }
         other => other,
     }
+}
+
+/// A copy whose size or CRC32 is not what `expect` (from its name) says is
+/// [`StoreError::Corrupt`].
+fn check_copy(
+    name: &LogicalName,
+    (want_size, want_crc): (u64, u32),
+    size: u64,
+    crc: u32,
+) -> Result<(), StoreError> {
+    if want_size != size || want_crc != crc {
+        return Err(StoreError::Corrupt(format!(
+            "copy of {name} has {size} bytes and CRC32 {crc:08x}, its name says \
+             {want_size} bytes and {want_crc:08x}"
+        )));
+    }
+    Ok(())
 }
 
 /// The file a metadata sidecar name (`<file>-m`) belongs to; `None` for other names.
@@ -172,6 +191,9 @@ impl Store {
             None => None,
         };
         let _guard = self.locks.lock(&name.to_string()).await;
+        if size <= SMALL_BODY && self.space_admits(name.store_path(), size) {
+            return self.replace_small(name, size, mtime, reader, create).await;
+        }
         if create && self.replica_probe(name, size, mtime).await? == Applied::Have {
             return Ok(Applied::Have);
         }
@@ -183,6 +205,57 @@ impl Store {
         self.replace_locked(name, size, mtime, reader, recorded_content(name))
             .await?;
         Ok(Applied::Done)
+    }
+
+    /// [`Store::replica_write`] of a small file on a path with room to spare, in one trip to
+    /// the blocking pool: the body is read whole and checked first, then one blocking call
+    /// looks for the same copy (a create answers [`Applied::Have`] then), or writes, syncs
+    /// and renames the new one into place. The caller holds `name`'s lock.
+    async fn replace_small<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        name: &LogicalName,
+        size: u64,
+        mtime: u32,
+        reader: &mut R,
+        create: bool,
+    ) -> Result<Applied, StoreError> {
+        let body = read_body(reader, size).await?;
+        if let Some(expect) = recorded_content(name) {
+            check_copy(name, expect, size, crc32fast::hash(&body))?;
+        }
+        let path = self.resolve(name)?;
+        let index = name.store_path();
+        let dir = self.tmp_dir(index)?.to_path_buf();
+        let (fsync, counts, dirs) = (self.options.fsync, self.counts(), self.dirs());
+        let applied = self
+            .on_path(index, "storing replicated file", move || {
+                let existing = std::fs::symlink_metadata(&path).ok();
+                if create {
+                    if let Some(meta) = &existing {
+                        if meta.is_file()
+                            && meta.len() == size
+                            && unix_seconds(meta) as u32 == mtime
+                        {
+                            return Ok(Applied::Have);
+                        }
+                    }
+                }
+                let received = write_small_blocking(&dir, "sync", &body, Some(mtime), fsync)?;
+                let change = counts.begin(index);
+                rename_creating_dir(received.tmp.path(), &path)
+                    .map_err(StoreError::io("renaming replicated file"))?;
+                received.tmp.disarm();
+                // replacing a file we hold adds none
+                if let (Some(change), None) = (change, &existing) {
+                    change.note(&path, 1);
+                }
+                if fsync {
+                    dirs.sync_parent(&path)?;
+                }
+                Ok(Applied::Done)
+            })
+            .await;
+        self.note_result(index, applied)
     }
 
     /// Replaces a damaged copy of `name` with `size` bytes from `reader` (a peer's copy),
@@ -216,18 +289,13 @@ impl Store {
         let received = self.receive(index, "sync", reader, size, Some(mtime)).await;
         let received = self.note_result(index, received)?;
         let result = async {
-            if let Some((want_size, want_crc)) = expect {
-                let crc = received.crc32;
-                if want_size != size || want_crc != crc {
-                    return Err(StoreError::Corrupt(format!(
-                        "copy of {name} has {size} bytes and CRC32 {crc:08x}, its name says \
-                         {want_size} bytes and {want_crc:08x}"
-                    )));
-                }
+            if let Some(expect) = expect {
+                check_copy(name, expect, size, received.crc32)?;
             }
             let fsync = self.options.fsync;
             let tmp_path = received.tmp.path().to_path_buf();
             let counts = self.counts();
+            let dirs = self.dirs();
             blocking_store("storing replicated file", move || {
                 let change = counts.begin(index);
                 // replacing a file we hold adds none
@@ -238,10 +306,7 @@ impl Store {
                     change.note(&path, 1);
                 }
                 if fsync {
-                    if let Some(dir) = path.parent() {
-                        crate::persist::sync_dir(dir)
-                            .map_err(StoreError::io("syncing directory"))?;
-                    }
+                    dirs.sync_parent(&path)?;
                 }
                 Ok(())
             })
@@ -411,6 +476,7 @@ impl Store {
         };
         let fsync = self.options.fsync;
         let counts = self.counts();
+        let dirs = self.dirs();
         let (index, old_index) = (name.store_path(), old.store_path());
         blocking_store("renaming replicated file", move || {
             let change = counts.begin(index);
@@ -441,7 +507,8 @@ impl Store {
             }
             if fsync {
                 for dir in [new_path.parent(), old_path.parent()].into_iter().flatten() {
-                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
+                    dirs.sync(dir)
+                        .map_err(StoreError::io("syncing directory"))?;
                 }
             }
             Ok(Applied::Done)
@@ -461,6 +528,7 @@ impl Store {
         let _guard = self.locks.lock(&name.to_string()).await;
         let fsync = self.options.fsync;
         let counts = self.counts();
+        let dirs = self.dirs();
         let index = name.store_path();
         blocking_store("linking replicated file", move || {
             let change = counts.begin(index);
@@ -484,9 +552,7 @@ impl Store {
                 change.note(&link_path, 1);
             }
             if fsync {
-                if let Some(dir) = link_path.parent() {
-                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
-                }
+                dirs.sync_parent(&link_path)?;
             }
             Ok(Applied::Done)
         })
@@ -610,16 +676,39 @@ mod tests {
             store.replica_probe(&file, 5, 1001).await.unwrap(),
             Applied::Missing
         );
-        // a second create of the same file reads nothing
-        let mut unread = &b"world"[..];
+        // a second create of the same file changes nothing (a small body is read whole
+        // before the check; the caller drops what is left unread either way)
         assert_eq!(
             store
-                .replica_write(&file, 5, 1000, &mut unread, true)
+                .replica_write(&file, 5, 1000, &mut &b"world"[..], true)
                 .await
                 .unwrap(),
             Applied::Have
         );
-        assert_eq!(unread.len(), 5);
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+        // ... and a large one reads nothing
+        let big = name("M00/01/00/big.bin");
+        let content = vec![7u8; SMALL_BODY as usize + 1];
+        let len = content.len() as u64;
+        let applied = store
+            .replica_write(&big, len, 1000, &mut &content[..], true)
+            .await
+            .unwrap();
+        assert_eq!(applied, Applied::Done);
+        let other = vec![8u8; content.len()];
+        let mut unread = &other[..];
+        assert_eq!(
+            store
+                .replica_write(&big, len, 1000, &mut unread, true)
+                .await
+                .unwrap(),
+            Applied::Have
+        );
+        assert_eq!(unread.len(), other.len());
+        assert_eq!(
+            std::fs::read(store.resolve(&big).unwrap()).unwrap(),
+            content
+        );
         // an update replaces it
         store
             .replica_write(&file, 6, 2000, &mut &b"world!"[..], false)

@@ -34,6 +34,31 @@ struct Placement {
     suffix: String,
 }
 
+impl Placement {
+    /// A candidate final name (random bits in the size field differ between calls).
+    fn name(
+        &self,
+        source: Source,
+        size: u64,
+        mtime: u32,
+        crc32: u32,
+    ) -> Result<LogicalName, StoreError> {
+        let fields = NameFields {
+            source,
+            timestamp: mtime,
+            size_field: name::size_field(size, self.appender, rand::thread_rng().gen()),
+            crc32,
+        };
+        LogicalName::new(
+            self.index,
+            self.high,
+            self.low,
+            &name::base_name(&fields, &self.suffix),
+        )
+        .map_err(|err| StoreError::Invalid(err.to_string()))
+    }
+}
+
 /// A temp file that is deleted unless [`TempFile::disarm`] is called.
 #[derive(Debug)]
 pub(crate) struct TempFile {
@@ -277,9 +302,6 @@ impl Store {
             }
         }
 
-        // a disk error has the store path probed (store::health)
-        let received = self.receive(index, "upload", reader, req.size, None).await;
-        let received = self.note_result(index, received)?;
         let placed = Placement {
             index,
             high,
@@ -287,8 +309,64 @@ impl Store {
             appender: req.appender,
             suffix,
         };
+        // a disk error has the store path probed (store::health)
+        if req.size <= SMALL_BODY {
+            let stored = self.store_small(reader, req.size, placed, hook).await;
+            return self.note_result(index, stored);
+        }
+        let received = self.receive(index, "upload", reader, req.size, None).await;
+        let received = self.note_result(index, received)?;
         let linked = self.name_and_link(received, req.size, placed, hook).await;
         self.note_result(index, linked)
+    }
+
+    /// A small new file in one trip to the blocking pool: the body is read whole first, so
+    /// its CRC32 — and, with the mtime given now, its final name — is known before anything
+    /// touches the disk; `hook` records the name, then one blocking call writes, syncs and
+    /// links the file. Each thread hand-off costs more than the I/O of a small file.
+    async fn store_small<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
+        &self,
+        reader: &mut R,
+        size: u64,
+        placed: Placement,
+        hook: &mut H,
+    ) -> Result<LogicalName, StoreError> {
+        let mut body = read_body(reader, size).await?;
+        let crc32 = crc32fast::hash(&body);
+        let mtime = unix_now();
+        let source = Source::Id(self.options.server_id);
+        let index = placed.index;
+        let (dir, data) = (
+            self.tmp_dir(index)?.to_path_buf(),
+            self.store_path(index)?.data.clone(),
+        );
+        for _ in 0..NAME_ATTEMPTS {
+            let logical = placed.name(source, size, mtime, crc32)?;
+            hook.before_link(&logical).await?;
+            let path = data.join(logical.data_relative_path());
+            let (dir, fsync, counts, dirs) =
+                (dir.clone(), self.options.fsync, self.counts(), self.dirs());
+            let taken = self
+                .on_path(index, "storing file", move || {
+                    let received = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
+                    let linked =
+                        link_and_sync(received.tmp.path(), index, &path, &counts, &dirs, fsync)?;
+                    if !linked {
+                        // name taken: the next attempt writes a fresh temp file
+                        if let Err(err) = std::fs::remove_file(received.tmp.path()) {
+                            tracing::warn!(error = %err, "cannot remove temp file");
+                        }
+                    }
+                    received.tmp.disarm();
+                    Ok((!linked).then_some(body))
+                })
+                .await?;
+            match taken {
+                None => return Ok(logical),
+                Some(back) => body = back,
+            }
+        }
+        Err(StoreError::NameCollision)
     }
 
     /// Finds a free final name for a received file and links it there, telling `hook` each
@@ -302,23 +380,10 @@ impl Store {
     ) -> Result<LogicalName, StoreError> {
         let Received { tmp, crc32, mtime } = received;
         let source = Source::Id(self.options.server_id);
-        let Placement {
-            index,
-            high,
-            low,
-            appender,
-            suffix,
-        } = placed;
+        let index = placed.index;
         let data = self.store_path(index)?.data.clone();
         for _ in 0..NAME_ATTEMPTS {
-            let fields = NameFields {
-                source,
-                timestamp: mtime,
-                size_field: name::size_field(size, appender, rand::thread_rng().gen()),
-                crc32,
-            };
-            let logical = LogicalName::new(index, high, low, &name::base_name(&fields, &suffix))
-                .map_err(|err| StoreError::Invalid(err.to_string()))?;
+            let logical = placed.name(source, size, mtime, crc32)?;
             // No look before the record: a name taken meanwhile (random bits in the size field
             // make that rare) leaves a record of a file that is not ours, which is harmless.
             hook.before_link(&logical).await?;
@@ -344,24 +409,9 @@ impl Store {
         let tmp_path = tmp.path().to_path_buf();
         let fsync = self.options.fsync;
         let counts = self.counts();
+        let dirs = self.dirs();
         self.on_path(index, "storing file", move || {
-            let change = counts.begin(index);
-            if !link_once(&tmp_path, &path)? {
-                return Ok(false);
-            }
-            if let Some(change) = change {
-                change.note(&path, 1);
-            }
-            if fsync {
-                if let Some(dir) = path.parent() {
-                    crate::persist::sync_dir(dir).map_err(StoreError::io("syncing directory"))?;
-                }
-            }
-            // the content lives on under its final name; a leftover temp name is swept at start
-            if let Err(err) = std::fs::remove_file(&tmp_path) {
-                tracing::warn!(path = %tmp_path.display(), error = %err, "cannot remove temp file");
-            }
-            Ok(true)
+            link_and_sync(&tmp_path, index, &path, &counts, &dirs, fsync)
         })
         .await
     }
@@ -381,14 +431,9 @@ impl Store {
         let fsync = self.options.fsync;
         if size <= SMALL_BODY {
             let body = read_body(reader, size).await?;
-            let crc32 = crc32fast::hash(&body);
             return self
                 .on_path(index, "storing file", move || {
-                    let (tmp, mut file) = TempFile::create_blocking(&dir, kind)?;
-                    std::io::Write::write_all(&mut file, &body)
-                        .map_err(StoreError::io("writing file"))?;
-                    let mtime = seal(&file, mtime, fsync)?;
-                    Ok(Received { tmp, crc32, mtime })
+                    write_small_blocking(&dir, kind, &body, mtime, fsync)
                 })
                 .await;
         }
@@ -512,7 +557,7 @@ pub(crate) struct Received {
 
 /// Reads exactly `size` (at most [`SMALL_BODY`]) bytes; a stream that ends early is
 /// [`StoreError::ShortBody`].
-async fn read_body<R: AsyncRead + Unpin + ?Sized>(
+pub(crate) async fn read_body<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
     size: u64,
 ) -> Result<Vec<u8>, StoreError> {
@@ -533,6 +578,52 @@ async fn read_body<R: AsyncRead + Unpin + ?Sized>(
         filled += n;
     }
     Ok(body)
+}
+
+/// Writes a whole small body into a new temp file in `dir`, then seals it (blocking).
+pub(crate) fn write_small_blocking(
+    dir: &Path,
+    kind: &str,
+    body: &[u8],
+    mtime: Option<u32>,
+    fsync: bool,
+) -> Result<Received, StoreError> {
+    let (tmp, mut file) = TempFile::create_blocking(dir, kind)?;
+    std::io::Write::write_all(&mut file, body).map_err(StoreError::io("writing file"))?;
+    let mtime = seal(&file, mtime, fsync)?;
+    Ok(Received {
+        tmp,
+        crc32: crc32fast::hash(body),
+        mtime,
+    })
+}
+
+/// Links a received temp file under its final `path` (a new name on store path `index`),
+/// makes the link durable and drops the temp name (blocking). `false` when `path` exists;
+/// the temp file is then still there.
+fn link_and_sync(
+    tmp_path: &Path,
+    index: u8,
+    path: &Path,
+    counts: &super::FileCounts,
+    dirs: &super::dirsync::DirSyncer,
+    fsync: bool,
+) -> Result<bool, StoreError> {
+    let change = counts.begin(index);
+    if !link_once(tmp_path, path)? {
+        return Ok(false);
+    }
+    if let Some(change) = change {
+        change.note(path, 1);
+    }
+    if fsync {
+        dirs.sync_parent(path)?;
+    }
+    // the content lives on under its final name; a leftover temp name is swept at start
+    if let Err(err) = std::fs::remove_file(tmp_path) {
+        tracing::warn!(path = %tmp_path.display(), error = %err, "cannot remove temp file");
+    }
+    Ok(true)
 }
 
 /// Sets the mtime (when given), syncs (when configured) and returns the file's mtime.
