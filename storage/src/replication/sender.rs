@@ -38,7 +38,7 @@ use super::mark::{self, Mark};
 use super::plan::{sidecar_name, Local, Outcome, RecordSync, Request, Snapshot, Step};
 use super::record::{Op, Record};
 use super::{binlog_now, Peer, Replication};
-use crate::store::{LocalFile, StoreError, IO_BUFFER};
+use crate::store::{CopyContent, LocalFile, StoreError, IO_BUFFER};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// Short: a restarted peer waits (a few seconds at most) for our connection before it asks
@@ -884,11 +884,18 @@ async fn send_whole(
     cmd: Command,
     name: &str,
 ) -> Result<u8, SyncError> {
-    let (file, size, mtime) = open_local(repl, name).await?;
+    let copy = match repl.store().open_copy(&parse(name)?).await {
+        Ok(copy) => copy,
+        Err(StoreError::NotFound) => {
+            return Err(SyncError::LocalChanged(format!("{name} disappeared")))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let size = copy.size;
     let prefix = SyncFilePrefix {
         name_len: name.len() as u64,
         file_size: size,
-        timestamp: mtime,
+        timestamp: copy.mtime,
         group: repl.config().group.clone(),
     };
     let mut head = Header::request(cmd.code(), (SyncFilePrefix::LEN + name.len()) as u64 + size)
@@ -896,7 +903,20 @@ async fn send_whole(
         .to_vec();
     head.extend_from_slice(&prefix.encode());
     head.extend_from_slice(name.as_bytes());
-    stream_request(repl, conn, head, file, size).await
+    match copy.content {
+        CopyContent::Read(body) => {
+            if body.len() as u64 != size {
+                return Err(SyncError::LocalChanged(format!("{name} is shorter now")));
+            }
+            // a small file goes in the same write as its request head
+            head.extend_from_slice(&body);
+            stream_request(repl, conn, head, None, size).await
+        }
+        CopyContent::Open(file) => {
+            let file = tokio::fs::File::from_std(file);
+            stream_request(repl, conn, head, Some(file), size).await
+        }
+    }
 }
 
 /// SYNC_APPEND_FILE / SYNC_MODIFY_FILE with the current bytes of the range.
@@ -930,21 +950,27 @@ async fn send_range(
     .to_vec();
     head.extend_from_slice(&prefix.encode());
     head.extend_from_slice(name.as_bytes());
-    stream_request(repl, conn, head, file, length).await
+    stream_request(repl, conn, head, Some(file), length).await
 }
 
-/// Writes `head`, then `count` bytes of `file` with a bounded buffer, then reads the answer.
-/// A file that ends early cannot deliver the announced length: the connection is given up.
+/// Writes `head`, then `count` bytes of `file` with a bounded buffer, then reads the answer;
+/// without a file the content is already at the end of `head`. A file that ends early cannot
+/// deliver the announced length: the connection is given up.
 async fn stream_request(
     repl: &Replication,
     conn: &mut SyncConn,
     head: Vec<u8>,
-    mut file: tokio::fs::File,
+    file: Option<tokio::fs::File>,
     count: u64,
 ) -> Result<u8, SyncError> {
     // a generous limit for the whole transfer: at least 1 MiB/s
     let limit = repl.config().network_timeout + Duration::from_secs(count >> 20);
     let answered = timed(limit, async {
+        let Some(mut file) = file else {
+            conn.write_all(&head).await?;
+            conn.flush().await?;
+            return answer(conn).await;
+        };
         let chunk = IO_BUFFER.min(usize::try_from(count).unwrap_or(IO_BUFFER));
         let mut buf = head;
         let head_len = buf.len();

@@ -36,7 +36,7 @@ pub use distribute::{DistState, DistributeMode, Distributor};
 pub use gate::{IoSlot, DEFAULT_MAX_IO_PER_PATH};
 pub use health::{PathState, PROBE_TIMEOUT};
 pub use locks::{FileGuard, FileLocks};
-pub use replica::{recorded_content, Applied, LocalFile};
+pub use replica::{recorded_content, Applied, CopyContent, LocalCopy, LocalFile};
 pub use space::disk_usage;
 pub use write::{BeforeChange, BeforeLink, NewFile, NoHook};
 

@@ -20,6 +20,23 @@ use super::write::{
 };
 use super::{blocking, unix_seconds, Store, StoreError};
 
+/// A stored file opened for copying to a peer, with its size and mtime at that moment.
+#[derive(Debug)]
+pub struct LocalCopy {
+    pub size: u64,
+    pub mtime: u32,
+    pub content: CopyContent,
+}
+
+/// The content of a [`LocalCopy`].
+#[derive(Debug)]
+pub enum CopyContent {
+    /// A small file, read whole (fewer bytes than `size` if it shrank meanwhile).
+    Read(Vec<u8>),
+    /// A larger file, open for streaming from its start.
+    Open(std::fs::File),
+}
+
 /// How a replicated change ended on this storage (L.4 answers 0, 17, 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -147,6 +164,36 @@ impl Store {
             size: meta.len(),
             mtime: unix_seconds(&meta) as u32,
         })
+    }
+
+    /// Opens `name` for copying to a peer in one trip to the blocking pool: open, status,
+    /// and for a small file (up to [`SMALL_BODY`]) its content too.
+    pub async fn open_copy(&self, name: &LogicalName) -> Result<LocalCopy, StoreError> {
+        let path = self.resolve(name)?;
+        let opened = self
+            .on_path(name.store_path(), "opening file", move || {
+                let file = std::fs::File::open(&path).map_err(StoreError::file("opening file"))?;
+                let meta = file.metadata().map_err(StoreError::file("opening file"))?;
+                if !meta.is_file() {
+                    return Err(StoreError::NotRegularFile);
+                }
+                let (size, mtime) = (meta.len(), unix_seconds(&meta) as u32);
+                let content = if size <= SMALL_BODY {
+                    let mut body = Vec::with_capacity(size as usize);
+                    io::Read::read_to_end(&mut io::Read::take(&file, size), &mut body)
+                        .map_err(StoreError::io("reading file"))?;
+                    CopyContent::Read(body)
+                } else {
+                    CopyContent::Open(file)
+                };
+                Ok(LocalCopy {
+                    size,
+                    mtime,
+                    content,
+                })
+            })
+            .await;
+        self.note_result(name.store_path(), opened)
     }
 
     /// SYNC_CREATE_FILE without content: whether we hold `name` with this size and mtime.
