@@ -19,6 +19,8 @@ pub mod header;
 pub mod health_msg;
 #[cfg(feature = "server")]
 pub mod logging;
+#[cfg(feature = "server")]
+pub mod memory;
 pub mod metadata;
 pub mod name;
 pub mod scrub_msg;

@@ -20,6 +20,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    fdfs_proto::memory::cap_malloc_arenas();
     let args = Args::parse();
     let config = StorageConfig::load(&args.config)
         .with_context(|| format!("loading config {}", args.config.display()))?;

@@ -23,6 +23,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    fdfs_proto::memory::cap_malloc_arenas();
     let args = Args::parse();
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
