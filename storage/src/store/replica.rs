@@ -287,11 +287,11 @@ impl Store {
                         }
                     }
                 }
-                let received = write_small_blocking(&dir, "sync", &body, Some(mtime), fsync)?;
+                let (tmp, _) = write_small_blocking(&dir, "sync", &body, Some(mtime), fsync)?;
                 let change = counts.begin(index);
-                rename_creating_dir(received.tmp.path(), &path)
+                rename_creating_dir(tmp.path(), &path)
                     .map_err(StoreError::io("renaming replicated file"))?;
-                received.tmp.disarm();
+                tmp.disarm();
                 // replacing a file we hold adds none
                 if let (Some(change), None) = (change, &existing) {
                     change.note(&path, 1);

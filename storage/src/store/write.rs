@@ -348,16 +348,15 @@ impl Store {
                 (dir.clone(), self.options.fsync, self.counts(), self.dirs());
             let taken = self
                 .on_path(index, "storing file", move || {
-                    let received = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
-                    let linked =
-                        link_and_sync(received.tmp.path(), index, &path, &counts, &dirs, fsync)?;
+                    let (tmp, _) = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
+                    let linked = link_and_sync(tmp.path(), index, &path, &counts, &dirs, fsync)?;
                     if !linked {
                         // name taken: the next attempt writes a fresh temp file
-                        if let Err(err) = std::fs::remove_file(received.tmp.path()) {
+                        if let Err(err) = std::fs::remove_file(tmp.path()) {
                             tracing::warn!(error = %err, "cannot remove temp file");
                         }
                     }
-                    received.tmp.disarm();
+                    tmp.disarm();
                     Ok((!linked).then_some(body))
                 })
                 .await?;
@@ -431,9 +430,11 @@ impl Store {
         let fsync = self.options.fsync;
         if size <= SMALL_BODY {
             let body = read_body(reader, size).await?;
+            let crc32 = crc32fast::hash(&body);
             return self
                 .on_path(index, "storing file", move || {
-                    write_small_blocking(&dir, kind, &body, mtime, fsync)
+                    let (tmp, mtime) = write_small_blocking(&dir, kind, &body, mtime, fsync)?;
+                    Ok(Received { tmp, crc32, mtime })
                 })
                 .await;
         }
@@ -580,22 +581,19 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin + ?Sized>(
     Ok(body)
 }
 
-/// Writes a whole small body into a new temp file in `dir`, then seals it (blocking).
+/// Writes a whole small body into a new temp file in `dir`, then seals it (blocking);
+/// returns the temp file and its mtime.
 pub(crate) fn write_small_blocking(
     dir: &Path,
     kind: &str,
     body: &[u8],
     mtime: Option<u32>,
     fsync: bool,
-) -> Result<Received, StoreError> {
+) -> Result<(TempFile, u32), StoreError> {
     let (tmp, mut file) = TempFile::create_blocking(dir, kind)?;
     std::io::Write::write_all(&mut file, body).map_err(StoreError::io("writing file"))?;
     let mtime = seal(&file, mtime, fsync)?;
-    Ok(Received {
-        tmp,
-        crc32: crc32fast::hash(body),
-        mtime,
-    })
+    Ok((tmp, mtime))
 }
 
 /// Links a received temp file under its final `path` (a new name on store path `index`),
