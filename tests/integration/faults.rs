@@ -496,7 +496,7 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
 }
 
 /// The storage's clock test hook (`fdfs_storage::clock`): seconds added to its clock.
-const OFFSET_ENV: &str = "FDFS_TEST_CLOCK_OFFSET_SECS";
+pub(crate) const OFFSET_ENV: &str = "FDFS_TEST_CLOCK_OFFSET_SECS";
 
 /// The health record the tracker keeps of storage `id` (STORAGE_HEALTH, fdfs-rs 200).
 async fn health_of(cluster: &Cluster, id: &str) -> Result<Option<StorageHealth>> {

@@ -309,6 +309,99 @@ async fn slaves_stored_as_links_replicate_as_links() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The timestamp of the binlog record (`<crc> <seq> <timestamp> <watermark> L <link>
+/// <target>`) with which the storage at `base` recorded `link`.
+fn link_record_timestamp(base: &Path, link: &str) -> anyhow::Result<u64> {
+    let sync = base.join("data").join("sync");
+    for entry in std::fs::read_dir(&sync)? {
+        let path = entry?.path();
+        let is_binlog = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("binlog."));
+        if !is_binlog {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path)?.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() == 7 && fields[4] == "L" && fields[5] == link {
+                return Ok(fields[2].parse()?);
+            }
+        }
+    }
+    anyhow::bail!("no link record of {link} in {}", sync.display())
+}
+
+/// A slave stored as a link shows the link's own mtime as its create time. The source
+/// records the link with that time and every other storage gives its link the same, from the
+/// record or from a full copy, however late it makes it. The source's clock runs a minute
+/// behind, so a link stamped with anyone's "now" shows, not only one made a second later.
+#[tokio::test]
+async fn slave_links_keep_the_source_mtime_on_every_storage() -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut cluster = Cluster::builder()
+        .groups(&[])
+        .start_without_waiting()
+        .await?;
+    let spec = |server_id: u32| fdfs_tests::StorageSpec {
+        group: "group1".into(),
+        server_id,
+        store_path_count: 1,
+        extra: "store_slave_file_use_link = true\n".into(),
+    };
+    let behind = vec![(crate::faults::OFFSET_ENV.to_string(), "-60".to_string())];
+    cluster.add_storage_with_env(spec(100_001), behind).await?;
+    cluster.add_storage(spec(100_002)).await?;
+    cluster.wait_active("group1", 2).await?;
+    let client = cluster.client();
+    let master = vec![7u8; 1000];
+    let master_id = client
+        .upload_reader_to(&addr(&cluster, 0), None, &master[..], 1000, "jpg")
+        .await?;
+    let thumb = vec![9u8; 100];
+    let slave = client
+        .upload_slave_bytes(&master_id, "_t", "jpg", &thumb)
+        .await?;
+    let files = [
+        (master_id, master.len() as u64, crc(&master)),
+        (slave.clone(), thumb.len() as u64, crc(&thumb)),
+    ];
+    wait_converged(&cluster, &files, &[]).await?;
+    let link_mtime = |cluster: &Cluster, storage: usize| -> anyhow::Result<u64> {
+        let path = cluster
+            .store_path(storage, 0)
+            .join("data")
+            .join(slave.name.data_relative_path());
+        let meta = std::fs::symlink_metadata(&path)?;
+        anyhow::ensure!(
+            meta.file_type().is_symlink(),
+            "{slave} on storage {storage} is not a link"
+        );
+        Ok(u64::try_from(meta.mtime())?)
+    };
+    let source = link_mtime(&cluster, 0)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    assert!(
+        source + 30 < now,
+        "the source's link has its shifted clock's time: {source}, now {now}"
+    );
+    let recorded = link_record_timestamp(&cluster.storage_base(0), &slave.name.to_string())?;
+    assert_eq!(recorded, source, "the record carries the link's mtime");
+    assert_eq!(link_mtime(&cluster, 1)?, source, "the replicated link");
+    // a storage joining now copies the link with the source's time too
+    let index = cluster.add_storage(spec(100_003)).await?;
+    cluster.wait_active("group1", 3).await?;
+    wait_converged(&cluster, &files, &[]).await?;
+    assert_eq!(
+        link_mtime(&cluster, index)?,
+        source,
+        "the link of the joined storage"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn every_upload_is_readable_through_the_tracker_at_once() -> anyhow::Result<()> {
     let cluster = Cluster::builder().groups(&[("group1", 3)]).start().await?;

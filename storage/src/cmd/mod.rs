@@ -308,10 +308,10 @@ async fn linger(conn: &mut ServerConn) {
     let _ = tokio::time::timeout(LINGER_TIME, conn.discard(LINGER_BYTES)).await;
 }
 
-/// Records a client's change in the binlog (and, with `write_ack = all`, waits for the
-/// peers) before the client hears success.
-async fn replicate(ctx: &Ctx, ticket: Ticket, ops: Vec<Op>) -> Result<(), CmdError> {
-    ctx.repl.commit(ticket, ops).await?;
+/// Records a client's change, made already, in the binlog at `timestamp` (the file's mtime
+/// after it) and, with `write_ack = all`, waits for the peers before the client hears success.
+async fn replicate(ctx: &Ctx, ticket: Ticket, timestamp: u32, op: Op) -> Result<(), CmdError> {
+    ctx.repl.commit(ticket, timestamp, op).await?;
     Ok(())
 }
 

@@ -111,7 +111,9 @@ pub(super) async fn handle(
                 check_group(ctx, &req.group)?;
                 let (first, second) = (name(&req.first)?, name(&req.second)?);
                 Ok(if command == Command::SyncCreateLink {
-                    ctx.store.replica_link(&first, &second).await?
+                    ctx.store
+                        .replica_link(&first, &second, req.timestamp)
+                        .await?
                 } else {
                     ctx.store.replica_rename(&first, &second).await?
                 })

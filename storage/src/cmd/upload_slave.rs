@@ -44,19 +44,21 @@ pub(super) async fn handle(
     let consumed = body.limit() == 0;
     let result = match result {
         Ok(slave) => {
-            // a slave stored as a link: its content file was recorded, the link follows
+            // a slave stored as a link: its content file was recorded, the link follows, at
+            // the link's own mtime (what QUERY_FILE_INFO reports here), which the peers give
+            // their links
             let local = match ctx.store.io_slot(slave.store_path()).await {
                 Ok(_slot) => ctx.store.local_file(&slave).await,
                 Err(err) => Err(err),
             };
             match local {
-                Ok(LocalFile::Link { target }) => {
+                Ok(LocalFile::Link { target, mtime }) => {
                     let op = Op::Link {
                         name: slave.to_string(),
                         target,
                     };
                     match record.finish().await {
-                        Ok(()) => replicate(ctx, ctx.repl.ticket(), vec![op])
+                        Ok(()) => replicate(ctx, ctx.repl.ticket(), mtime, op)
                             .await
                             .map(|()| slave),
                         Err(err) => Err(err),

@@ -433,19 +433,14 @@ impl Replication {
         Ok((record.seq, release))
     }
 
-    /// Records client changes that are already made (in order) and, with
-    /// `write_ack = all`, waits until every ACTIVE peer has them.
-    pub async fn commit(&self, ticket: Ticket, ops: Vec<Op>) -> Result<(), ReplError> {
-        let mut last = 0;
-        let mut ticket = Some(ticket);
-        for op in ops {
-            let ticket = ticket.take().unwrap_or_else(|| self.binlog.ticket());
-            last = self.record(ticket, op).await?.0;
-        }
-        if last > 0 {
-            self.confirm(last).await?;
-        }
-        Ok(())
+    /// Records a client's change that is already made, with `timestamp` (the mtime the
+    /// change gave the file) as the record's, and with `write_ack = all` waits until every
+    /// ACTIVE peer has it. A slave link's record carries the link's own mtime this way, and
+    /// the peers give their links that time.
+    pub async fn commit(&self, ticket: Ticket, timestamp: u32, op: Op) -> Result<(), ReplError> {
+        let (record, release) = self.binlog.append(ticket, timestamp, op).await?;
+        drop(release);
+        self.confirm(record.seq).await
     }
 
     /// With `write_ack = all`: waits until every ACTIVE peer confirmed record `seq`.

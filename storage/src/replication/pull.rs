@@ -252,7 +252,7 @@ async fn copy_listed(
             };
             let done = match (pass, &entry.target) {
                 (0, None) => copy_file(repl, conn, &entry).await?,
-                (1, Some(target)) => link(repl, &entry.name, target).await?,
+                (1, Some(target)) => link(repl, &entry.name, target, entry.mtime).await?,
                 _ => false,
             };
             if done {
@@ -269,11 +269,12 @@ async fn copy_listed(
     Ok(())
 }
 
-async fn link(repl: &Replication, name: &str, target: &str) -> Result<bool, PullError> {
+/// Makes `name` a link to `target` with the mtime the source's link has (`mtime`, listed).
+async fn link(repl: &Replication, name: &str, target: &str, mtime: u32) -> Result<bool, PullError> {
     let (Ok(name), Ok(target)) = (LogicalName::parse(name), LogicalName::parse(target)) else {
         return Ok(false);
     };
-    Ok(repl.store().replica_link(&name, &target).await? == crate::store::Applied::Done)
+    Ok(repl.store().replica_link(&name, &target, mtime).await? == crate::store::Applied::Done)
 }
 
 /// Downloads one listed file unless we hold it with the same size and mtime.

@@ -655,7 +655,7 @@ fn local(file: LocalFile) -> Local {
     match file {
         LocalFile::Missing => Local::Missing,
         LocalFile::File { size, mtime } => Local::File { size, mtime },
-        LocalFile::Link { target } => Local::Link { target },
+        LocalFile::Link { target, .. } => Local::Link { target },
     }
 }
 
@@ -671,7 +671,7 @@ async fn snapshot(repl: &Replication, op: &Op) -> Result<Snapshot, SyncError> {
     };
     let other = match (op, &main) {
         (Op::Link { target, .. }, _) => store.local_file(&parse(target)?).await?,
-        (_, LocalFile::Link { target }) => store.local_file(&parse(target)?).await?,
+        (_, LocalFile::Link { target, .. }) => store.local_file(&parse(target)?).await?,
         (Op::Rename { old, .. }, _) => store.local_file(&parse(old)?).await?,
         _ => LocalFile::Missing,
     };

@@ -490,15 +490,23 @@ impl Store {
             .on_path(index, "linking slave file", move || {
                 let change = counts.begin(index);
                 match std::os::unix::fs::symlink(&absolute, &link_path) {
-                    Ok(()) => {
-                        if let Some(change) = change {
-                            change.note(&link_path, 1);
-                        }
-                    }
+                    Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
                         return Err(StoreError::Exists)
                     }
                     Err(err) => return Err(StoreError::io("creating slave link")(err)),
+                }
+                // The link's own mtime is the slave's create time (QUERY_FILE_INFO) and goes
+                // into its binlog record, from which the peers stamp their links. A shifted
+                // test clock stands for a skewed host, whose kernel stamps its own time.
+                if let Some(mtime) = crate::clock::shifted_mtime() {
+                    if let Err(err) = super::set_link_mtime(&link_path, mtime) {
+                        let _ = std::fs::remove_file(&link_path);
+                        return Err(StoreError::io("setting slave link mtime")(err));
+                    }
+                }
+                if let Some(change) = change {
+                    change.note(&link_path, 1);
                 }
                 if fsync {
                     dirs.sync_parent(&link_path)?;
@@ -529,7 +537,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::store_in;
-    use super::super::NewFile;
+    use super::super::{LocalFile, NewFile};
     use super::*;
 
     async fn appender(store: &Store, content: &[u8]) -> LogicalName {
@@ -573,10 +581,9 @@ mod tests {
         assert_eq!(read(&store, &name), b"HELLO");
     }
 
-    #[tokio::test]
-    async fn slave_as_symlink_points_at_an_ordinary_file_and_deletes_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = store_in(dir.path(), 1, 1).await;
+    /// A store in `dir` keeping slaves as links, holding a master and its slave (`thumb`).
+    async fn linked_slave(dir: &Path) -> (Store, LogicalName) {
+        let mut store = store_in(dir, 1, 1).await;
         store.set_slave_use_link(true);
         let master = store
             .write_new_file(
@@ -594,6 +601,13 @@ mod tests {
             .write_slave(&master, "_s", "jpg", 5, &mut &b"thumb"[..])
             .await
             .unwrap();
+        (store, slave)
+    }
+
+    #[tokio::test]
+    async fn slave_as_symlink_points_at_an_ordinary_file_and_deletes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, slave) = linked_slave(dir.path()).await;
         let slave_path = store.resolve(&slave).unwrap();
         let target = std::fs::read_link(&slave_path).unwrap();
         assert!(target.is_absolute(), "{}", target.display());
@@ -605,6 +619,43 @@ mod tests {
             !target.exists(),
             "the link target is deleted with the slave"
         );
+    }
+
+    /// The source side of a slave link's mtime: the time its binlog record carries (and the
+    /// peers give their links) is what `local_file` reads, which must be the link's own
+    /// mtime, the one QUERY_FILE_INFO (`stat`) reports here, not its content file's.
+    #[tokio::test]
+    async fn a_slave_link_is_described_with_its_own_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, slave) = linked_slave(dir.path()).await;
+        let slave_path = store.resolve(&slave).unwrap();
+        let LocalFile::Link { target, mtime } = store.local_file(&slave).await.unwrap() else {
+            panic!("{slave} is not a link");
+        };
+        let own = std::fs::symlink_metadata(&slave_path).unwrap();
+        assert_eq!(u64::from(mtime), super::super::unix_seconds(&own));
+        assert_eq!(u64::from(mtime), store.stat(&slave).await.unwrap().mtime);
+        // link and content with different times: the link's is the slave's
+        let content = store
+            .resolve(&LogicalName::parse(&target).unwrap())
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&content)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000))
+            .unwrap();
+        super::super::set_link_mtime(&slave_path, 2000).unwrap();
+        assert_eq!(
+            store.local_file(&slave).await.unwrap(),
+            LocalFile::Link {
+                target,
+                mtime: 2000
+            }
+        );
+        assert_eq!(store.stat(&slave).await.unwrap().mtime, 2000);
+        let followed = std::fs::metadata(&slave_path).unwrap();
+        assert_eq!(super::super::unix_seconds(&followed), 1000);
     }
 
     #[tokio::test]

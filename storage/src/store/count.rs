@@ -275,7 +275,10 @@ mod tests {
             .await
             .unwrap();
         let link = copy.with_base("wKgBAAAAAAAAAAAAAAAAAAAAAAA_l.txt").unwrap();
-        store.replica_link(&link, &copy).await.unwrap();
+        store
+            .replica_link(&link, &copy, 1_700_000_001)
+            .await
+            .unwrap();
         assert_eq!(store.file_counts(), vec![Some(3), Some(2)]);
         let moved = copy.with_base("wKgBAAAAAAAAAAAAAAAAAAAAAAB.txt").unwrap();
         store.replica_rename(&moved, &copy).await.unwrap();

@@ -674,6 +674,40 @@ pub(crate) fn unix_seconds(meta: &std::fs::Metadata) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Gives the symbolic link at `path` itself (not its target) the mtime `mtime`, leaving its
+/// access time alone (blocking). QUERY_FILE_INFO reports a link's own mtime, so a slave stored
+/// as a link shows this time. `File::set_modified` cannot do it: opening a link opens its
+/// target.
+pub(crate) fn set_link_mtime(path: &Path, mtime: u32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: libc::time_t::from(mtime),
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: c_path is a valid NUL-terminated string and times an array of two timespecs,
+    // both alive for the call.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;

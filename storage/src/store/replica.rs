@@ -60,6 +60,8 @@ pub enum LocalFile {
     /// A symbolic link to another logical name of this storage.
     Link {
         target: String,
+        /// The link's own mtime (not its target's).
+        mtime: u32,
     },
 }
 
@@ -150,7 +152,10 @@ impl Store {
                 .await
                 .map_err(StoreError::io("reading link"))?;
             return Ok(match self.logical_of_path(&target) {
-                Some(target) => LocalFile::Link { target },
+                Some(target) => LocalFile::Link {
+                    target,
+                    mtime: unix_seconds(&meta) as u32,
+                },
                 None => {
                     tracing::warn!(link = %path.display(), target = %target.display(), "link points outside the store paths, not replicated");
                     LocalFile::Missing
@@ -563,12 +568,14 @@ impl Store {
         .await
     }
 
-    /// SYNC_CREATE_LINK: makes `name` a symbolic link to our copy of `target`.
+    /// SYNC_CREATE_LINK: makes `name` a symbolic link to our copy of `target`, with the link
+    /// itself given mtime `mtime` (the source's link's, which QUERY_FILE_INFO reports there).
     /// [`Applied::Have`] when `name` exists, [`Applied::Missing`] when `target` does not.
     pub async fn replica_link(
         &self,
         name: &LogicalName,
         target: &LogicalName,
+        mtime: u32,
     ) -> Result<Applied, StoreError> {
         let link_path = self.resolve(name)?;
         let target_path = self.resolve(target)?;
@@ -595,6 +602,11 @@ impl Store {
                 linked = std::os::unix::fs::symlink(&absolute, &link_path);
             }
             linked.map_err(StoreError::io("creating link"))?;
+            if let Err(err) = super::set_link_mtime(&link_path, mtime) {
+                // a retry must not find a link with the wrong time and take it as done
+                let _ = std::fs::remove_file(&link_path);
+                return Err(StoreError::io("setting link mtime")(err));
+            }
             if let Some(change) = change {
                 change.note(&link_path, 1);
             }
@@ -696,6 +708,58 @@ mod tests {
 
     fn mtime_of(path: &Path) -> u32 {
         unix_seconds(&std::fs::metadata(path).unwrap()) as u32
+    }
+
+    fn link_mtime_of(path: &Path) -> u32 {
+        unix_seconds(&std::fs::symlink_metadata(path).unwrap()) as u32
+    }
+
+    /// A slave stored as a link shows the link's own mtime as its create time
+    /// (QUERY_FILE_INFO): a replicated link must get the source's, not the time it was made
+    /// here, or the storages disagree whenever replication crosses a second.
+    #[tokio::test]
+    async fn replicated_links_get_the_source_mtime_not_their_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 2).await;
+        let target = name("M00/01/00/content.jpg");
+        store
+            .replica_write(&target, 5, 1000, &mut &b"thumb"[..], true)
+            .await
+            .unwrap();
+        let link = name("M00/01/00/master_t.jpg");
+        let link_path = store.resolve(&link).unwrap();
+        assert_eq!(
+            store.replica_link(&link, &target, 2000).await.unwrap(),
+            Applied::Done
+        );
+        assert!(std::fs::symlink_metadata(&link_path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(link_mtime_of(&link_path), 2000);
+        // the target keeps its own
+        assert_eq!(mtime_of(&link_path), 1000);
+        assert_eq!(
+            store.local_file(&link).await.unwrap(),
+            LocalFile::Link {
+                target: target.to_string(),
+                mtime: 2000
+            }
+        );
+        assert_eq!(store.stat(&link).await.unwrap().mtime, 2000);
+        // a repeated record finds the link there and leaves it as it is
+        assert_eq!(
+            store.replica_link(&link, &target, 3000).await.unwrap(),
+            Applied::Have
+        );
+        assert_eq!(link_mtime_of(&link_path), 2000);
+        // a link whose directory does not exist yet is stamped too (made on the second try)
+        let listed = name("M00/00/03/master_s.jpg");
+        assert_eq!(
+            store.replica_link(&listed, &target, 4000).await.unwrap(),
+            Applied::Done
+        );
+        assert_eq!(link_mtime_of(&store.resolve(&listed).unwrap()), 4000);
     }
 
     #[tokio::test]
@@ -893,21 +957,22 @@ mod tests {
 
         let link = name("M00/01/01/link_s");
         assert_eq!(
-            store.replica_link(&link, &old).await.unwrap(),
+            store.replica_link(&link, &old, 30).await.unwrap(),
             Applied::Missing
         );
         assert_eq!(
-            store.replica_link(&link, &new).await.unwrap(),
+            store.replica_link(&link, &new, 30).await.unwrap(),
             Applied::Done
         );
         assert_eq!(
-            store.replica_link(&link, &new).await.unwrap(),
+            store.replica_link(&link, &new, 40).await.unwrap(),
             Applied::Have
         );
         assert_eq!(
             store.local_file(&link).await.unwrap(),
             LocalFile::Link {
-                target: new.to_string()
+                target: new.to_string(),
+                mtime: 30
             }
         );
 
@@ -935,7 +1000,7 @@ mod tests {
                 },
                 FileListEntry {
                     size: 0,
-                    mtime: entries[2].mtime,
+                    mtime: 30,
                     name: link.to_string(),
                     target: Some(new.to_string())
                 },
