@@ -23,6 +23,8 @@ pub mod logging;
 pub mod memory;
 pub mod metadata;
 pub mod name;
+#[cfg(feature = "server")]
+pub mod sample_budget;
 pub mod scrub_msg;
 #[cfg(feature = "server")]
 pub mod server;

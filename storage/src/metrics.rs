@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use fdfs_proto::cmd::Command;
 use fdfs_proto::logging::AccessLog;
+use fdfs_proto::sample_budget::SampleBudget;
 use fdfs_proto::server::ConnInfo;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -89,6 +90,8 @@ pub struct Metrics {
     access_log: AccessLog,
     /// The group, for the file IDs of the access log.
     group: String,
+    /// Latency samples since the last folding (bounds what the recorder holds).
+    samples: SampleBudget,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +136,7 @@ impl Metrics {
             handle,
             access_log,
             group: group.to_string(),
+            samples: SampleBudget::default(),
         };
         metrics.record(|| {
             describe_counter!(
@@ -248,6 +252,9 @@ impl Metrics {
             counter!(BYTES_RECEIVED).increment(body_len);
             counter!(BYTES_SENT).increment(sent);
         });
+        if self.samples.spend() {
+            self.handle.run_upkeep();
+        }
         if self.access_log.enabled() {
             let bytes = if sends_content(command) {
                 sent

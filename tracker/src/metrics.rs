@@ -12,6 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use fdfs_proto::cmd::Command;
+use fdfs_proto::sample_budget::SampleBudget;
 use fdfs_proto::tracker_msg::storage_status;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
@@ -59,6 +60,8 @@ pub struct Metrics {
     handle: PrometheusHandle,
     /// Connections that have sent a tracker request and are still open.
     open: Mutex<HashSet<SocketAddr>>,
+    /// Latency samples since the last folding (bounds what the recorder holds).
+    samples: SampleBudget,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,6 +108,7 @@ impl Metrics {
             recorder,
             handle,
             open: Mutex::new(HashSet::new()),
+            samples: SampleBudget::default(),
         };
         metrics.record(|| {
             describe_counter!(
@@ -183,6 +187,9 @@ impl Metrics {
                 .increment(1);
             histogram!(REQUEST_DURATION, "command" => command).record(elapsed.as_secs_f64());
         });
+        if self.samples.spend() {
+            self.handle.run_upkeep();
+        }
     }
 
     /// A request arrived on the connection from `peer`; counts the connection the first time.
@@ -258,7 +265,8 @@ impl Metrics {
         self.handle.render()
     }
 
-    /// Folds recorded histogram samples into their buckets; called periodically.
+    /// Folds recorded histogram samples into their buckets; called periodically (and by
+    /// [`Metrics::request`] every [`FOLD_EVERY`](fdfs_proto::sample_budget::FOLD_EVERY) samples).
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
     }
