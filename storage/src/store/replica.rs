@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncSeekExt};
 
 use super::metadata::sidecar_path;
 use super::write::{
-    blocking_store, read_body, stream_to, write_small_blocking, TempFile, SMALL_BODY,
+    blocking_store, read_body, stream_to, write_small_blocking, write_small_unnamed, TempFile,
+    SMALL_BODY,
 };
 use super::{blocking, unix_seconds, Store, StoreError};
 
@@ -292,11 +293,23 @@ impl Store {
                         }
                     }
                 }
-                let (tmp, _) = write_small_blocking(&dir, "sync", &body, Some(mtime), fsync)?;
                 let change = counts.begin(index);
-                rename_creating_dir(tmp.path(), &path)
-                    .map_err(StoreError::io("renaming replicated file"))?;
-                tmp.disarm();
+                // a new name takes the file without a temp name; a copy we hold is replaced
+                // at once by a rename
+                let unnamed = match existing {
+                    None => write_small_unnamed(&dir, &body, Some(mtime), fsync)?,
+                    Some(_) => None,
+                };
+                let linked = match unnamed {
+                    Some(file) => file.link(&path)?,
+                    None => false,
+                };
+                if !linked {
+                    let (tmp, _) = write_small_blocking(&dir, "sync", &body, Some(mtime), fsync)?;
+                    rename_creating_dir(tmp.path(), &path)
+                        .map_err(StoreError::io("renaming replicated file"))?;
+                    tmp.disarm();
+                }
                 // replacing a file we hold adds none
                 if let (Some(change), None) = (change, &existing) {
                     change.note(&path, 1);

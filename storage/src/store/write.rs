@@ -1,5 +1,6 @@
 //! Writing new files (H.7): stream into a temp file while computing CRC32, fsync, then link it
 //! under a final name built from its mtime, size and CRC, refusing to replace an existing name.
+//! Small files are written without any name ([`UnnamedFile`]) until that link.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -348,6 +349,12 @@ impl Store {
                 (dir.clone(), self.options.fsync, self.counts(), self.dirs());
             let taken = self
                 .on_path(index, "storing file", move || {
+                    if let Some(file) = write_small_unnamed(&dir, &body, Some(mtime), fsync)? {
+                        let linked =
+                            publish(index, &path, &counts, &dirs, fsync, || file.link(&path))?;
+                        // name taken: the next attempt writes a fresh file
+                        return Ok((!linked).then_some(body));
+                    }
                     let (tmp, _) = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
                     let linked = link_and_sync(tmp.path(), index, &path, &counts, &dirs, fsync)?;
                     if !linked {
@@ -607,8 +614,31 @@ fn link_and_sync(
     dirs: &super::dirsync::DirSyncer,
     fsync: bool,
 ) -> Result<bool, StoreError> {
+    if !publish(index, path, counts, dirs, fsync, || {
+        link_once(tmp_path, path)
+    })? {
+        return Ok(false);
+    }
+    // the content lives on under its final name; a leftover temp name is swept at start
+    if let Err(err) = std::fs::remove_file(tmp_path) {
+        tracing::warn!(path = %tmp_path.display(), error = %err, "cannot remove temp file");
+    }
+    Ok(true)
+}
+
+/// Makes a written file appear under the new name `path` on store path `index` with `link`
+/// (false: `path` exists, nothing changed), counts it, and syncs the directory when
+/// configured (blocking).
+fn publish(
+    index: u8,
+    path: &Path,
+    counts: &super::FileCounts,
+    dirs: &super::dirsync::DirSyncer,
+    fsync: bool,
+    link: impl FnOnce() -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
     let change = counts.begin(index);
-    if !link_once(tmp_path, path)? {
+    if !link()? {
         return Ok(false);
     }
     if let Some(change) = change {
@@ -617,11 +647,93 @@ fn link_and_sync(
     if fsync {
         dirs.sync_parent(path)?;
     }
-    // the content lives on under its final name; a leftover temp name is swept at start
-    if let Err(err) = std::fs::remove_file(tmp_path) {
-        tracing::warn!(path = %tmp_path.display(), error = %err, "cannot remove temp file");
-    }
     Ok(true)
+}
+
+/// [`write_small_blocking`] into an [`UnnamedFile`]; `None` when the file system cannot make
+/// one (the caller then uses a temp name).
+pub(crate) fn write_small_unnamed(
+    dir: &Path,
+    body: &[u8],
+    mtime: Option<u32>,
+    fsync: bool,
+) -> Result<Option<UnnamedFile>, StoreError> {
+    let Some(mut file) = UnnamedFile::create(dir).map_err(StoreError::io("creating file"))? else {
+        return Ok(None);
+    };
+    std::io::Write::write_all(&mut file.0, body).map_err(StoreError::io("writing file"))?;
+    seal(&file.0, mtime, fsync)?;
+    Ok(Some(file))
+}
+
+/// A new file without a name (`O_TMPFILE` in a store path's temp directory) until it is
+/// complete: linking it under its final name is its only directory change (no temp name to
+/// add and remove), and a crash before that leaves nothing behind (the file system frees it).
+pub(crate) struct UnnamedFile(std::fs::File);
+
+impl UnnamedFile {
+    /// `Ok(None)` when the file system of `dir` (or the kernel) cannot make unnamed files, or
+    /// `/proc` (through which one is linked) is missing.
+    pub(crate) fn create(dir: &Path) -> io::Result<Option<UnnamedFile>> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        static PROC_FDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*PROC_FDS.get_or_init(|| Path::new("/proc/self/fd").is_dir()) {
+            return Ok(None);
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)
+        {
+            Ok(file) => Ok(Some(UnnamedFile(file))),
+            // EISDIR: a kernel without O_TMPFILE; EOPNOTSUPP: a file system without it
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EISDIR | libc::EOPNOTSUPP)) => {
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Gives the file the name `path` (creating its data directory if missing); `false` when
+    /// `path` exists.
+    pub(crate) fn link(&self, path: &Path) -> Result<bool, StoreError> {
+        let mut linked = self.link_at(path);
+        if matches!(&linked, Err(err) if err.kind() == io::ErrorKind::NotFound) {
+            if let Some(dir) = path.parent() {
+                create_data_dir(dir)?;
+            }
+            linked = self.link_at(path);
+        }
+        match linked {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(err) => Err(StoreError::io("linking file under its final name")(err)),
+        }
+    }
+
+    fn link_at(&self, path: &Path) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::ffi::OsStrExt as _;
+        let from = std::ffi::CString::new(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+            .map_err(io::Error::other)?;
+        let to = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+        // SAFETY: both are valid NUL-terminated strings alive for the call. AT_SYMLINK_FOLLOW
+        // links the file /proc/self/fd/N stands for, not the /proc entry.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 /// Sets the mtime (when given), syncs (when configured) and returns the file's mtime.
@@ -980,5 +1092,33 @@ mod tests {
         assert!(link_once(&tmp, &free).unwrap());
         assert_eq!(std::fs::read(&taken).unwrap(), b"old");
         assert_eq!(std::fs::read(&free).unwrap(), b"new");
+    }
+
+    #[test]
+    fn unnamed_files_appear_only_under_their_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let Some(file) = write_small_unnamed(&tmp, b"content", Some(1_000_000_000), true).unwrap()
+        else {
+            panic!("the test's file system cannot make O_TMPFILE files");
+        };
+        // written and synced, yet under no name
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        let taken = dir.path().join("taken");
+        std::fs::write(&taken, b"old").unwrap();
+        assert!(!file.link(&taken).unwrap());
+        assert_eq!(std::fs::read(&taken).unwrap(), b"old");
+        // a missing data directory is created
+        let free = dir.path().join("data/00/01/free");
+        assert!(file.link(&free).unwrap());
+        assert_eq!(std::fs::read(&free).unwrap(), b"content");
+        let meta = std::fs::metadata(&free).unwrap();
+        assert_eq!(super::super::unix_seconds(&meta), 1_000_000_000);
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+
+        // one never linked leaves nothing behind
+        drop(write_small_unnamed(&tmp, b"lost", None, false).unwrap());
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     }
 }
