@@ -15,6 +15,7 @@ mod health;
 mod layout;
 mod locks;
 mod metadata;
+mod recent;
 mod replica;
 mod space;
 mod write;
@@ -189,6 +190,8 @@ pub struct Store {
     gates: Vec<gate::IoGate>,
     /// Group commit of directory fsyncs (see `dirsync`).
     dirs: Arc<dirsync::DirSyncer>,
+    /// The last small files written, for the sync senders (see `recent`).
+    recent: recent::RecentFiles,
 }
 
 impl Store {
@@ -230,6 +233,7 @@ impl Store {
             distributor: Arc::new(distributor),
             locks: FileLocks::default(),
             dirs: Arc::default(),
+            recent: recent::RecentFiles::new(recent::RECENT_BYTES),
         })
     }
 

@@ -33,7 +33,7 @@ pub struct LocalCopy {
 #[derive(Debug)]
 pub enum CopyContent {
     /// A small file, read whole (fewer bytes than `size` if it shrank meanwhile).
-    Read(Vec<u8>),
+    Read(bytes::Bytes),
     /// A larger file, open for streaming from its start.
     Open(std::fs::File),
 }
@@ -173,9 +173,17 @@ impl Store {
     }
 
     /// Opens `name` for copying to a peer in one trip to the blocking pool: open, status,
-    /// and for a small file (up to [`SMALL_BODY`]) its content too.
+    /// and for a small file (up to [`SMALL_BODY`]) its content too. A small file written here
+    /// moments ago comes from memory instead (see `recent`).
     pub async fn open_copy(&self, name: &LogicalName) -> Result<LocalCopy, StoreError> {
         let path = self.resolve(name)?;
+        if let Some(recent) = self.recent.get(&name.to_string()) {
+            return Ok(LocalCopy {
+                size: recent.body.len() as u64,
+                mtime: recent.mtime,
+                content: CopyContent::Read(recent.body),
+            });
+        }
         let opened = self
             .on_path(name.store_path(), "opening file", move || {
                 let file = std::fs::File::open(&path).map_err(StoreError::file("opening file"))?;
@@ -188,7 +196,7 @@ impl Store {
                     let mut body = Vec::with_capacity(size as usize);
                     io::Read::read_to_end(&mut io::Read::take(&file, size), &mut body)
                         .map_err(StoreError::io("reading file"))?;
-                    CopyContent::Read(body)
+                    CopyContent::Read(body.into())
                 } else {
                     CopyContent::Open(file)
                 };
@@ -721,6 +729,42 @@ mod tests {
 
     fn mtime_of(path: &Path) -> u32 {
         unix_seconds(&std::fs::metadata(path).unwrap()) as u32
+    }
+
+    #[tokio::test]
+    async fn small_files_just_written_are_copied_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 4).await;
+        let new = |appender| NewFile {
+            store_path: None,
+            size: 5,
+            ext: "txt",
+            appender,
+        };
+        let plain = store
+            .write_new_file(&new(false), &mut &b"hello"[..])
+            .await
+            .unwrap();
+        let appender = store
+            .write_new_file(&new(true), &mut &b"hello"[..])
+            .await
+            .unwrap();
+        let plain_path = store.resolve(&plain).unwrap();
+        let mtime = mtime_of(&plain_path);
+        // gone from the disk, yet the sender still gets what was stored
+        std::fs::remove_file(&plain_path).unwrap();
+        let copy = store.open_copy(&plain).await.unwrap();
+        assert_eq!((copy.size, copy.mtime), (5, mtime));
+        match copy.content {
+            CopyContent::Read(body) => assert_eq!(&body[..], b"hello"),
+            CopyContent::Open(_) => panic!("a small file is read whole"),
+        }
+        // an appender's content may change: always read from the disk
+        std::fs::remove_file(store.resolve(&appender).unwrap()).unwrap();
+        assert!(matches!(
+            store.open_copy(&appender).await,
+            Err(StoreError::NotFound)
+        ));
     }
 
     fn link_mtime_of(path: &Path) -> u32 {

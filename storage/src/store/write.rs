@@ -11,6 +11,7 @@ use rand::Rng;
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use super::recent::RecentFile;
 use super::{blocking, Store, StoreError, IO_BUFFER};
 
 /// Attempts at finding an unused final name before giving up (H.7).
@@ -347,13 +348,13 @@ impl Store {
             let path = data.join(logical.data_relative_path());
             let (dir, fsync, counts, dirs) =
                 (dir.clone(), self.options.fsync, self.counts(), self.dirs());
-            let taken = self
+            let (linked, back) = self
                 .on_path(index, "storing file", move || {
                     if let Some(file) = write_small_unnamed(&dir, &body, Some(mtime), fsync)? {
                         let linked =
                             publish(index, &path, &counts, &dirs, fsync, || file.link(&path))?;
                         // name taken: the next attempt writes a fresh file
-                        return Ok((!linked).then_some(body));
+                        return Ok((linked, body));
                     }
                     let (tmp, _) = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
                     let linked = link_and_sync(tmp.path(), index, &path, &counts, &dirs, fsync)?;
@@ -364,13 +365,22 @@ impl Store {
                         }
                     }
                     tmp.disarm();
-                    Ok((!linked).then_some(body))
+                    Ok((linked, body))
                 })
                 .await?;
-            match taken {
-                None => return Ok(logical),
-                Some(back) => body = back,
+            if !linked {
+                body = back;
+                continue;
             }
+            // an appender's content changes; an ordinary file's never does
+            if !placed.appender {
+                let file = RecentFile {
+                    body: back.into(),
+                    mtime,
+                };
+                self.recent.insert(logical.to_string(), file);
+            }
+            return Ok(logical);
         }
         Err(StoreError::NameCollision)
     }
@@ -739,7 +749,8 @@ impl UnnamedFile {
 /// Sets the mtime (when given), syncs (when configured) and returns the file's mtime.
 fn seal(file: &std::fs::File, mtime: Option<u32>, fsync: bool) -> Result<u32, StoreError> {
     // a shifted test clock stands for a skewed host, whose kernel stamps its own time
-    if let Some(mtime) = mtime.or_else(crate::clock::shifted_mtime) {
+    let set = mtime.or_else(crate::clock::shifted_mtime);
+    if let Some(mtime) = set {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(mtime));
         file.set_modified(at)
             .map_err(StoreError::io("setting mtime"))?;
@@ -747,10 +758,16 @@ fn seal(file: &std::fs::File, mtime: Option<u32>, fsync: bool) -> Result<u32, St
     if fsync {
         file.sync_all().map_err(StoreError::io("syncing file"))?;
     }
-    let meta = file
-        .metadata()
-        .map_err(StoreError::io("reading file status"))?;
-    Ok(super::unix_seconds(&meta) as u32)
+    match set {
+        // whole seconds, as set: no need to ask
+        Some(mtime) => Ok(mtime),
+        None => {
+            let meta = file
+                .metadata()
+                .map_err(StoreError::io("reading file status"))?;
+            Ok(super::unix_seconds(&meta) as u32)
+        }
+    }
 }
 
 /// Runs blocking work that reports [`StoreError`]s itself.

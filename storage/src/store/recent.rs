@@ -1,0 +1,123 @@
+//! The content of the last few small files written here, kept in memory for the sync senders.
+//!
+//! Every new file is copied to each peer moments after it was stored (milliseconds, see
+//! docs/performance.md), and a small one was in memory whole just before. Keeping the last
+//! [`RECENT_BYTES`] of them saves each sender an open, stat and read on the blocking pool.
+//! Only ordinary files are kept: their names are never reused and their content never changes,
+//! so a copy taken from here is exactly what the disk holds (or held, if the file was deleted
+//! since: its delete record follows the create, as for a copy read from disk just before).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+
+/// Bytes of content kept at most (oldest files are dropped first).
+pub(crate) const RECENT_BYTES: usize = 1 << 20;
+
+/// A recently written file: its content and mtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RecentFile {
+    pub(crate) body: Bytes,
+    pub(crate) mtime: u32,
+}
+
+#[derive(Debug, Default)]
+struct Recent {
+    by_name: HashMap<String, RecentFile>,
+    /// Names, oldest first.
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct RecentFiles {
+    inner: Mutex<Recent>,
+    capacity: usize,
+}
+
+impl RecentFiles {
+    pub(crate) fn new(capacity: usize) -> Self {
+        RecentFiles {
+            inner: Mutex::new(Recent::default()),
+            capacity,
+        }
+    }
+
+    /// Remembers the file just stored as `name` (a logical name, `M00/XX/YY/...`).
+    pub(crate) fn insert(&self, name: String, file: RecentFile) {
+        let len = file.body.len();
+        if len > self.capacity {
+            return;
+        }
+        let mut recent = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        while recent.bytes + len > self.capacity {
+            let Some(oldest) = recent.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = recent.by_name.remove(&oldest) {
+                recent.bytes -= gone.body.len();
+            }
+        }
+        if let Some(old) = recent.by_name.insert(name.clone(), file) {
+            // the same name twice cannot happen for new files; keep the count right anyway
+            recent.bytes -= old.body.len();
+            recent.order.retain(|n| n != &name);
+        }
+        recent.bytes += len;
+        recent.order.push_back(name);
+    }
+
+    /// The content of `name` if it is one of the recent files.
+    pub(crate) fn get(&self, name: &str) -> Option<RecentFile> {
+        let recent = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.by_name.get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(len: usize, mtime: u32) -> RecentFile {
+        RecentFile {
+            body: Bytes::from(vec![mtime as u8; len]),
+            mtime,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_files_within_its_capacity() {
+        let recent = RecentFiles::new(10);
+        recent.insert("a".into(), file(4, 1));
+        recent.insert("b".into(), file(4, 2));
+        assert_eq!(recent.get("a"), Some(file(4, 1)));
+        // 4 + 4 + 4 > 10: the oldest goes
+        recent.insert("c".into(), file(4, 3));
+        assert_eq!(recent.get("a"), None);
+        assert_eq!(recent.get("b"), Some(file(4, 2)));
+        assert_eq!(recent.get("c"), Some(file(4, 3)));
+        // one that fills it alone pushes out everything else
+        recent.insert("d".into(), file(10, 4));
+        assert_eq!(recent.get("b"), None);
+        assert_eq!(recent.get("c"), None);
+        assert_eq!(recent.get("d"), Some(file(10, 4)));
+        // one larger than the whole capacity is not kept and removes nothing
+        recent.insert("e".into(), file(11, 5));
+        assert_eq!(recent.get("e"), None);
+        assert_eq!(recent.get("d"), Some(file(10, 4)));
+    }
+
+    #[test]
+    fn a_name_stored_again_replaces_its_content() {
+        let recent = RecentFiles::new(10);
+        recent.insert("a".into(), file(4, 1));
+        recent.insert("a".into(), file(6, 2));
+        assert_eq!(recent.get("a"), Some(file(6, 2)));
+        // the count followed: 6 + 4 fits
+        recent.insert("b".into(), file(4, 3));
+        assert_eq!(recent.get("a"), Some(file(6, 2)));
+        assert_eq!(recent.get("b"), Some(file(4, 3)));
+    }
+}
