@@ -324,8 +324,8 @@ impl Store {
 
     /// A small new file in one trip to the blocking pool: the body is read whole first, so
     /// its CRC32 — and, with the mtime given now, its final name — is known before anything
-    /// touches the disk; `hook` records the name, then one blocking call writes, syncs and
-    /// links the file. Each thread hand-off costs more than the I/O of a small file.
+    /// touches the disk; one blocking call writes and syncs the file while `hook` records the
+    /// name, then links it. Each thread hand-off costs more than the I/O of a small file.
     async fn store_small<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
         &self,
         reader: &mut R,
@@ -344,30 +344,57 @@ impl Store {
         );
         for _ in 0..NAME_ATTEMPTS {
             let logical = placed.name(source, size, mtime, crc32)?;
-            hook.before_link(&logical).await?;
             let path = data.join(logical.data_relative_path());
             let (dir, fsync, counts, dirs) =
                 (dir.clone(), self.options.fsync, self.counts(), self.dirs());
-            let (linked, back) = self
-                .on_path(index, "storing file", move || {
-                    if let Some(file) = write_small_unnamed(&dir, &body, Some(mtime), fsync)? {
-                        let linked =
-                            publish(index, &path, &counts, &dirs, fsync, || file.link(&path))?;
-                        // name taken: the next attempt writes a fresh file
-                        return Ok((linked, body));
+            // The content is written and synced while `hook` makes its record durable: both
+            // must be done before the name appears, neither needs the other, and each is a
+            // wait on the disk. The blocking side links only once told the record is made.
+            let (recorded_tx, recorded_rx) = std::sync::mpsc::sync_channel::<bool>(1);
+            let slot = self.io_slot(index).await?;
+            let write = super::on_slot(slot, "storing file", move || {
+                let recorded = || recorded_rx.recv().unwrap_or(false);
+                if let Some(file) = write_small_unnamed(&dir, &body, Some(mtime), fsync)? {
+                    if !recorded() {
+                        // dropped unlinked: the file system frees it
+                        return Ok((Published::Abandoned, body));
                     }
-                    let (tmp, _) = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
-                    let linked = link_and_sync(tmp.path(), index, &path, &counts, &dirs, fsync)?;
-                    if !linked {
-                        // name taken: the next attempt writes a fresh temp file
-                        if let Err(err) = std::fs::remove_file(tmp.path()) {
-                            tracing::warn!(error = %err, "cannot remove temp file");
-                        }
+                    let linked = publish(index, &path, &counts, &dirs, fsync, || file.link(&path))?;
+                    return Ok((Published::from_linked(linked), body));
+                }
+                let (tmp, _) = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
+                if !recorded() {
+                    return Ok((Published::Abandoned, body));
+                }
+                let linked = link_and_sync(tmp.path(), index, &path, &counts, &dirs, fsync)?;
+                if !linked {
+                    // name taken: the next attempt writes a fresh temp file
+                    if let Err(err) = std::fs::remove_file(tmp.path()) {
+                        tracing::warn!(error = %err, "cannot remove temp file");
                     }
-                    tmp.disarm();
-                    Ok((linked, body))
-                })
-                .await?;
+                }
+                tmp.disarm();
+                Ok((Published::from_linked(linked), body))
+            });
+            let record = async {
+                let recorded = hook.before_link(&logical).await;
+                // the writer may have failed already and gone: nothing waits then
+                let _ = recorded_tx.send(recorded.is_ok());
+                recorded
+            };
+            let (written, recorded) = tokio::join!(write, record);
+            recorded?;
+            let (published, back) = written?;
+            let linked = match published {
+                Published::Linked => true,
+                Published::Taken => false,
+                // only when the record failed, which returned above
+                Published::Abandoned => {
+                    return Err(StoreError::io("writing the binlog")(io::Error::other(
+                        "the record of the new file was not made",
+                    )))
+                }
+            };
             if !linked {
                 body = back;
                 continue;
@@ -636,6 +663,25 @@ fn link_and_sync(
     Ok(true)
 }
 
+/// What became of a written small file.
+enum Published {
+    Linked,
+    /// The final name exists already: the next attempt takes another.
+    Taken,
+    /// Not linked because its record could not be made.
+    Abandoned,
+}
+
+impl Published {
+    fn from_linked(linked: bool) -> Self {
+        if linked {
+            Published::Linked
+        } else {
+            Published::Taken
+        }
+    }
+}
+
 /// Makes a written file appear under the new name `path` on store path `index` with `link`
 /// (false: `path` exists, nothing changed), counts it, and syncs the directory when
 /// configured (blocking).
@@ -845,6 +891,80 @@ mod tests {
                 .unwrap()
                 .count(),
             0
+        );
+    }
+
+    /// A binlog stand-in: takes its time, then reports whether the name had appeared, and
+    /// fails when told to.
+    struct SlowRecord {
+        store: std::sync::Arc<Store>,
+        fail: bool,
+        seen: Vec<(LogicalName, bool)>,
+    }
+
+    impl BeforeLink for SlowRecord {
+        async fn before_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
+            // room for the concurrent write to finish: a link made before the record would
+            // show here
+            for _ in 0..20 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let exists = self.store.resolve(name)?.exists();
+            self.seen.push((name.clone(), exists));
+            if self.fail {
+                return Err(StoreError::io("writing the binlog")(io::Error::other(
+                    "test: record refused",
+                )));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_file_appears_only_after_its_record_and_never_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(store_in(dir.path(), 1, 2).await);
+        let content = b"written while the record is made";
+        let req = NewFile {
+            store_path: None,
+            size: content.len() as u64,
+            ext: "jpg",
+            appender: false,
+        };
+        let mut record = SlowRecord {
+            store: store.clone(),
+            fail: false,
+            seen: Vec::new(),
+        };
+        let name = store
+            .write_new_file_with(&req, &mut &content[..], &mut record)
+            .await
+            .unwrap();
+        assert_eq!(record.seen, [(name.clone(), false)]);
+        assert_eq!(
+            std::fs::read(store.resolve(&name).unwrap()).unwrap(),
+            content
+        );
+
+        let mut refused = SlowRecord {
+            store: store.clone(),
+            fail: true,
+            seen: Vec::new(),
+        };
+        let err = store
+            .write_new_file_with(&req, &mut &content[..], &mut refused)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("binlog"), "{err}");
+        let [(never, seen)] = &refused.seen[..] else {
+            panic!("one record attempt expected: {:?}", refused.seen)
+        };
+        assert!(!seen);
+        assert!(!store.resolve(never).unwrap().exists());
+        // the first file is the only one anywhere under data/ (the temp directory included)
+        assert_eq!(
+            files_under(&dir.path().join("data")),
+            [store.resolve(&name).unwrap()]
         );
     }
 
