@@ -3,7 +3,9 @@
 //!
 //! A change is acknowledged to its client only once its record is durable: callers
 //! [`Binlog::append`] and wait; the writer thread takes every record queued meanwhile, writes
-//! them in one go and fsyncs once for all of them. On start the last file is scanned and a
+//! them in one go and fsyncs once for all of them. Without fsync (`fsync = false`) there is
+//! nothing to share and nothing to wait for: the caller writes its record itself, which
+//! spares two thread hand-offs per change. On start the last file is scanned and a
 //! torn tail (a record cut short by a crash, or garbage after the last good record) is cut
 //! off, so readers never see a partial record.
 //!
@@ -82,11 +84,22 @@ struct Unpublished {
     released: bool,
 }
 
+/// Where records go.
+#[derive(Debug)]
+enum Sink {
+    /// To the writer thread (fsync on: group commit).
+    Thread(mpsc::Sender<Job>),
+    /// Written by the caller, under the lock (fsync off).
+    Inline(Tail),
+    /// Closed, or a write failed: nothing more is accepted.
+    Closed,
+}
+
 #[derive(Debug)]
 struct Inner {
     tickets: Tickets,
     next_seq: u64,
-    queue: Option<mpsc::Sender<Job>>,
+    sink: Sink,
     unpublished: BTreeMap<u64, Unpublished>,
 }
 
@@ -170,7 +183,14 @@ impl Binlog {
     pub fn open(dir: &Path, fsync: bool, rotate_size: u64) -> io::Result<Binlog> {
         std::fs::create_dir_all(dir)?;
         let (index, offset, last_seq) = recover(dir)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let tail = Tail {
+            dir: dir.to_path_buf(),
+            index,
+            offset,
+            fsync,
+            rotate_size,
+            file: None,
+        };
         let start = Committed {
             end: Position { index, offset },
             seq: last_seq,
@@ -181,30 +201,32 @@ impl Binlog {
         let inner = Arc::new(Mutex::new(Inner {
             tickets: Tickets::default(),
             next_seq: last_seq + 1,
-            queue: Some(tx),
+            sink: Sink::Closed,
             unpublished: BTreeMap::new(),
         }));
-        let writer = {
+        let writer = if fsync {
+            let (tx, rx) = mpsc::channel::<Job>();
             let writer = Writer {
-                dir: dir.to_path_buf(),
-                index,
-                offset,
-                fsync,
-                rotate_size,
+                tail,
                 durable: durable.clone(),
                 published: published.clone(),
                 inner: inner.clone(),
             };
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name("binlog-writer".into())
-                .spawn(move || writer.run(rx))?
+                .spawn(move || writer.run(rx))?;
+            inner.lock().unwrap_or_else(|e| e.into_inner()).sink = Sink::Thread(tx);
+            Some(handle)
+        } else {
+            inner.lock().unwrap_or_else(|e| e.into_inner()).sink = Sink::Inline(tail);
+            None
         };
         Ok(Binlog {
             dir: dir.to_path_buf(),
             inner,
             durable,
             published,
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(writer),
         })
     }
 
@@ -255,15 +277,47 @@ impl Binlog {
                 watermark,
                 op,
             };
-            let queue = inner.queue.as_ref().ok_or(BinlogError::Failed)?;
-            queue
-                .send(Job {
-                    seq: record.seq,
-                    line: record.encode().into_bytes(),
-                })
-                .map_err(|_| BinlogError::Failed)?;
+            let line = record.encode().into_bytes();
+            let end = match &mut inner.sink {
+                Sink::Thread(queue) => {
+                    queue
+                        .send(Job {
+                            seq: record.seq,
+                            line,
+                        })
+                        .map_err(|_| BinlogError::Failed)?;
+                    None
+                }
+                Sink::Inline(tail) => match tail.write(&line) {
+                    Ok(start) => Some(Position {
+                        index: start.index,
+                        offset: start.offset + line.len() as u64,
+                    }),
+                    Err(err) => {
+                        error!(error = %err, "cannot write the binlog; changes are refused until a restart");
+                        inner.sink = Sink::Closed;
+                        self.durable.send_modify(|c| c.failed = true);
+                        return Err(BinlogError::Io(err));
+                    }
+                },
+                Sink::Closed => return Err(BinlogError::Failed),
+            };
             inner.next_seq += 1;
-            inner.unpublished.insert(record.seq, Unpublished::default());
+            inner.unpublished.insert(
+                record.seq,
+                Unpublished {
+                    end,
+                    released: false,
+                },
+            );
+            if let Some(end) = end {
+                // written (the caller's own write); nothing to wait for
+                self.durable.send_replace(Committed {
+                    end,
+                    seq: record.seq,
+                    failed: false,
+                });
+            }
             let release = Release {
                 seq: record.seq,
                 inner: self.inner.clone(),
@@ -307,7 +361,7 @@ impl Binlog {
 
     /// Stops the writer after it has written what was queued.
     pub fn close(&self) {
-        self.lock().queue = None;
+        self.lock().sink = Sink::Closed;
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             let _ = handle.join();
@@ -321,13 +375,55 @@ impl Drop for Binlog {
     }
 }
 
-/// The writer thread's state.
-struct Writer {
+/// The binlog file records are appended to.
+#[derive(Debug)]
+struct Tail {
     dir: PathBuf,
     index: u32,
+    /// Just after the last record written.
     offset: u64,
     fsync: bool,
     rotate_size: u64,
+    file: Option<File>,
+}
+
+impl Tail {
+    /// Writes `batch` (whole records) at the end — in a new file when the current one is
+    /// full — and syncs it when configured; returns where the batch starts.
+    fn write(&mut self, batch: &[u8]) -> io::Result<Position> {
+        if self.offset >= self.rotate_size && self.offset > 0 {
+            self.index += 1;
+            self.offset = 0;
+            self.file = None;
+            info!(index = self.index, "starting a new binlog file");
+        }
+        if self.file.is_none() {
+            let opened = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file_path(&self.dir, self.index))?;
+            if self.fsync && self.offset == 0 {
+                crate::persist::sync_dir(&self.dir)?;
+            }
+            self.file = Some(opened);
+        }
+        let out = self.file.as_mut().expect("opened above");
+        out.write_all(batch)?;
+        if self.fsync {
+            out.sync_data()?;
+        }
+        let start = Position {
+            index: self.index,
+            offset: self.offset,
+        };
+        self.offset += batch.len() as u64;
+        Ok(start)
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    tail: Tail,
     durable: watch::Sender<Committed>,
     published: Arc<watch::Sender<Committed>>,
     inner: Arc<Mutex<Inner>>,
@@ -335,9 +431,9 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
-        let mut file: Option<File> = None;
         // larger batches are split so one group commit stays bounded
         const MAX_BATCH: usize = 1 << 20;
+        let mut batch = Vec::new();
         while let Ok(first) = queue.recv() {
             let mut jobs = vec![first];
             let mut bytes = jobs[0].line.len();
@@ -350,27 +446,23 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let result = self.write(&mut file, &jobs);
-            match result {
-                Ok(()) => {
+            batch.clear();
+            for job in &jobs {
+                batch.extend_from_slice(&job.line);
+            }
+            match self.tail.write(&batch) {
+                Ok(start) => {
                     let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut offset = self.offset;
+                    let mut end = start;
                     for job in &jobs {
-                        offset += job.line.len() as u64;
+                        end.offset += job.line.len() as u64;
                         if let Some(entry) = inner.unpublished.get_mut(&job.seq) {
-                            entry.end = Some(Position {
-                                index: self.index,
-                                offset,
-                            });
+                            entry.end = Some(end);
                         }
                     }
-                    self.offset = offset;
                     let last = jobs.last().map_or(0, |j| j.seq);
                     self.durable.send_replace(Committed {
-                        end: Position {
-                            index: self.index,
-                            offset,
-                        },
+                        end,
                         seq: last,
                         failed: false,
                     });
@@ -385,35 +477,6 @@ impl Writer {
                 }
             }
         }
-    }
-
-    fn write(&mut self, file: &mut Option<File>, jobs: &[Job]) -> io::Result<()> {
-        if self.offset >= self.rotate_size && self.offset > 0 {
-            self.index += 1;
-            self.offset = 0;
-            *file = None;
-            info!(index = self.index, "starting a new binlog file");
-        }
-        if file.is_none() {
-            let opened = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file_path(&self.dir, self.index))?;
-            if self.fsync && self.offset == 0 {
-                crate::persist::sync_dir(&self.dir)?;
-            }
-            *file = Some(opened);
-        }
-        let out = file.as_mut().expect("opened above");
-        let mut batch = Vec::with_capacity(jobs.iter().map(|j| j.line.len()).sum());
-        for job in jobs {
-            batch.extend_from_slice(&job.line);
-        }
-        out.write_all(&batch)?;
-        if self.fsync {
-            out.sync_data()?;
-        }
-        Ok(())
     }
 }
 
@@ -893,6 +956,33 @@ mod tests {
         assert_eq!(binlog.committed().seq, 3);
         let records = read_all(dir.path(), Position::default(), binlog.committed().end).await;
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_refuses_every_later_change() {
+        for fsync in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let binlog = Binlog::open(dir.path(), fsync, 1).unwrap();
+            let (first, release) = binlog
+                .append(binlog.ticket(), 1, create("first"))
+                .await
+                .unwrap();
+            drop(release);
+            // the next record starts binlog.001 (rotate_size 1), which cannot be a file
+            std::fs::create_dir(file_path(dir.path(), 1)).unwrap();
+            let failed = binlog.append(binlog.ticket(), 2, create("second")).await;
+            assert!(failed.is_err(), "fsync {fsync}");
+            let later = binlog.append(binlog.ticket(), 3, create("third")).await;
+            assert!(
+                matches!(later, Err(BinlogError::Failed)),
+                "fsync {fsync}: {later:?}"
+            );
+            // what was written before stays readable
+            let committed = binlog.committed();
+            assert_eq!(committed.seq, first.seq);
+            let records = read_all(dir.path(), Position::default(), committed.end).await;
+            assert_eq!(records.len(), 1, "fsync {fsync}");
+        }
     }
 
     #[tokio::test]

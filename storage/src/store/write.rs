@@ -345,8 +345,8 @@ impl Store {
         for _ in 0..NAME_ATTEMPTS {
             let logical = placed.name(source, size, mtime, crc32)?;
             let path = data.join(logical.data_relative_path());
-            let (dir, fsync, counts, dirs) =
-                (dir.clone(), self.options.fsync, self.counts(), self.dirs());
+            let fsync = self.options.fsync;
+            let (dir, counts, dirs) = (dir.clone(), self.counts(), self.dirs());
             // The content is written and synced while `hook` makes its record durable: both
             // must be done before the name appears, neither needs the other, and each is a
             // wait on the disk. The blocking side links only once told the record is made.
@@ -382,8 +382,15 @@ impl Store {
                 let _ = recorded_tx.send(recorded.is_ok());
                 recorded
             };
-            let (written, recorded) = tokio::join!(write, record);
-            recorded?;
+            let written = if fsync {
+                let (written, recorded) = tokio::join!(write, record);
+                recorded?;
+                written
+            } else {
+                // no disk waits to overlap: the record first spares the writer a wait for it
+                record.await?;
+                write.await
+            };
             let (published, back) = written?;
             let linked = match published {
                 Published::Linked => true,
