@@ -666,6 +666,7 @@ impl Replication {
             peers.insert(id.clone(), peer.clone());
             tasks.spawn(sender::run(self.clone(), peer));
         }
+        self.store.keep_recent_files(!peers.is_empty());
     }
 }
 

@@ -308,6 +308,12 @@ impl Store {
         on_slot(slot, context, work).await
     }
 
+    /// Whether small files just written are kept in memory for the sync senders (see
+    /// `recent`): worth it only while the group has another storage.
+    pub fn keep_recent_files(&self, keep: bool) {
+        self.recent.set_wanted(keep);
+    }
+
     /// Disk slots in use per store path, in index order.
     pub fn io_in_use(&self) -> Vec<usize> {
         self.gates.iter().map(gate::IoGate::in_use).collect()

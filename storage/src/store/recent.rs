@@ -6,8 +6,10 @@
 //! Only ordinary files are kept: their names are never reused and their content never changes,
 //! so a copy taken from here is exactly what the disk holds (or held, if the file was deleted
 //! since: its delete record follows the create, as for a copy read from disk just before).
+//! Nothing is kept while the group has no other storage: no sender would read it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -35,6 +37,8 @@ struct Recent {
 pub(crate) struct RecentFiles {
     inner: Mutex<Recent>,
     capacity: usize,
+    /// Files are kept only while some sender may want them.
+    wanted: AtomicBool,
 }
 
 impl RecentFiles {
@@ -42,13 +46,22 @@ impl RecentFiles {
         RecentFiles {
             inner: Mutex::new(Recent::default()),
             capacity,
+            wanted: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts or stops keeping files; stopping drops what is kept.
+    pub(crate) fn set_wanted(&self, wanted: bool) {
+        if self.wanted.swap(wanted, Ordering::Relaxed) && !wanted {
+            let mut recent = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            *recent = Recent::default();
         }
     }
 
     /// Remembers the file just stored as `name` (a logical name, `M00/XX/YY/...`).
     pub(crate) fn insert(&self, name: String, file: RecentFile) {
         let len = file.body.len();
-        if len > self.capacity {
+        if len > self.capacity || !self.wanted.load(Ordering::Relaxed) {
             return;
         }
         let mut recent = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -87,9 +100,31 @@ mod tests {
         }
     }
 
+    fn wanted(capacity: usize) -> RecentFiles {
+        let recent = RecentFiles::new(capacity);
+        recent.set_wanted(true);
+        recent
+    }
+
+    #[test]
+    fn keeps_nothing_while_no_sender_wants_it() {
+        let recent = RecentFiles::new(10);
+        recent.insert("a".into(), file(4, 1));
+        assert_eq!(recent.get("a"), None);
+        recent.set_wanted(true);
+        recent.insert("b".into(), file(4, 2));
+        assert_eq!(recent.get("b"), Some(file(4, 2)));
+        // the last peer went: what was kept goes too
+        recent.set_wanted(false);
+        assert_eq!(recent.get("b"), None);
+        assert_eq!(recent.inner.lock().unwrap().bytes, 0);
+        recent.set_wanted(true);
+        assert_eq!(recent.get("b"), None);
+    }
+
     #[test]
     fn keeps_the_newest_files_within_its_capacity() {
-        let recent = RecentFiles::new(10);
+        let recent = wanted(10);
         recent.insert("a".into(), file(4, 1));
         recent.insert("b".into(), file(4, 2));
         assert_eq!(recent.get("a"), Some(file(4, 1)));
@@ -111,7 +146,7 @@ mod tests {
 
     #[test]
     fn a_name_stored_again_replaces_its_content() {
-        let recent = RecentFiles::new(10);
+        let recent = wanted(10);
         recent.insert("a".into(), file(4, 1));
         recent.insert("a".into(), file(6, 2));
         assert_eq!(recent.get("a"), Some(file(6, 2)));

@@ -735,6 +735,8 @@ mod tests {
     async fn small_files_just_written_are_copied_from_memory() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_in(dir.path(), 1, 4).await;
+        // a group with peers (replication says so)
+        store.keep_recent_files(true);
         let new = |appender| NewFile {
             store_path: None,
             size: 5,
