@@ -233,7 +233,7 @@ impl Store {
             distributor: Arc::new(distributor),
             locks: FileLocks::default(),
             dirs: Arc::default(),
-            recent: recent::RecentFiles::new(recent::RECENT_BYTES),
+            recent: recent::RecentFiles::new(recent::RECENT_BYTES, recent::RECENT_MAX_FILE),
         })
     }
 

@@ -17,6 +17,11 @@ use bytes::Bytes;
 /// Bytes of content kept at most (oldest files are dropped first).
 pub(crate) const RECENT_BYTES: usize = 1 << 20;
 
+/// Larger files are not kept: a handful of them would fill the cache and be pushed out
+/// before the senders reach them under load, while holding memory on top of the bodies still
+/// in flight; for a file that size the sender's read costs little next to its copy.
+pub(crate) const RECENT_MAX_FILE: usize = 16 << 10;
+
 /// A recently written file: its content and mtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RecentFile {
@@ -37,15 +42,18 @@ struct Recent {
 pub(crate) struct RecentFiles {
     inner: Mutex<Recent>,
     capacity: usize,
+    /// Files larger than this are not kept.
+    max_file: usize,
     /// Files are kept only while some sender may want them.
     wanted: AtomicBool,
 }
 
 impl RecentFiles {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, max_file: usize) -> Self {
         RecentFiles {
             inner: Mutex::new(Recent::default()),
             capacity,
+            max_file,
             wanted: AtomicBool::new(false),
         }
     }
@@ -61,7 +69,7 @@ impl RecentFiles {
     /// Remembers the file just stored as `name` (a logical name, `M00/XX/YY/...`).
     pub(crate) fn insert(&self, name: String, file: RecentFile) {
         let len = file.body.len();
-        if len > self.capacity || !self.wanted.load(Ordering::Relaxed) {
+        if len > self.capacity.min(self.max_file) || !self.wanted.load(Ordering::Relaxed) {
             return;
         }
         let mut recent = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -101,14 +109,14 @@ mod tests {
     }
 
     fn wanted(capacity: usize) -> RecentFiles {
-        let recent = RecentFiles::new(capacity);
+        let recent = RecentFiles::new(capacity, capacity);
         recent.set_wanted(true);
         recent
     }
 
     #[test]
     fn keeps_nothing_while_no_sender_wants_it() {
-        let recent = RecentFiles::new(10);
+        let recent = RecentFiles::new(10, 10);
         recent.insert("a".into(), file(4, 1));
         assert_eq!(recent.get("a"), None);
         recent.set_wanted(true);
@@ -142,6 +150,16 @@ mod tests {
         recent.insert("e".into(), file(11, 5));
         assert_eq!(recent.get("e"), None);
         assert_eq!(recent.get("d"), Some(file(10, 4)));
+    }
+
+    #[test]
+    fn files_above_the_size_limit_are_not_kept() {
+        let recent = RecentFiles::new(100, 8);
+        recent.set_wanted(true);
+        recent.insert("small".into(), file(8, 1));
+        recent.insert("large".into(), file(9, 2));
+        assert_eq!(recent.get("small"), Some(file(8, 1)));
+        assert_eq!(recent.get("large"), None);
     }
 
     #[test]
