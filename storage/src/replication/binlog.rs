@@ -470,8 +470,10 @@ impl Writer {
                 }
                 Err(err) => {
                     error!(error = %err, "cannot write the binlog; changes are refused until a restart");
+                    // later appends are refused at once (dropping the sender ends the drain)
+                    self.inner.lock().unwrap_or_else(|e| e.into_inner()).sink = Sink::Closed;
                     self.durable.send_modify(|c| c.failed = true);
-                    // drain and refuse everything else
+                    // refuse what was queued meanwhile
                     while queue.recv().is_ok() {}
                     return;
                 }

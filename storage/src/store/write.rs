@@ -324,8 +324,8 @@ impl Store {
 
     /// A small new file in one trip to the blocking pool: the body is read whole first, so
     /// its CRC32 — and, with the mtime given now, its final name — is known before anything
-    /// touches the disk; one blocking call writes and syncs the file while `hook` records the
-    /// name, then links it. Each thread hand-off costs more than the I/O of a small file.
+    /// touches the disk; `hook` records the name, then one blocking call writes, syncs and
+    /// links the file. Each thread hand-off costs more than the I/O of a small file.
     async fn store_small<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
         &self,
         reader: &mut R,
@@ -344,64 +344,30 @@ impl Store {
         );
         for _ in 0..NAME_ATTEMPTS {
             let logical = placed.name(source, size, mtime, crc32)?;
+            hook.before_link(&logical).await?;
             let path = data.join(logical.data_relative_path());
-            let fsync = self.options.fsync;
-            let (dir, counts, dirs) = (dir.clone(), self.counts(), self.dirs());
-            // The content is written and synced while `hook` makes its record durable: both
-            // must be done before the name appears, neither needs the other, and each is a
-            // wait on the disk. The blocking side links only once told the record is made.
-            let (recorded_tx, recorded_rx) = std::sync::mpsc::sync_channel::<bool>(1);
-            let slot = self.io_slot(index).await?;
-            let write = super::on_slot(slot, "storing file", move || {
-                let recorded = || recorded_rx.recv().unwrap_or(false);
-                if let Some(file) = write_small_unnamed(&dir, &body, Some(mtime), fsync)? {
-                    if !recorded() {
-                        // dropped unlinked: the file system frees it
-                        return Ok((Published::Abandoned, body));
+            let (dir, fsync, counts, dirs) =
+                (dir.clone(), self.options.fsync, self.counts(), self.dirs());
+            let (linked, back) = self
+                .on_path(index, "storing file", move || {
+                    if let Some(file) = write_small_unnamed(&dir, &body, Some(mtime), fsync)? {
+                        let linked =
+                            publish(index, &path, &counts, &dirs, fsync, || file.link(&path))?;
+                        // name taken: the next attempt writes a fresh file
+                        return Ok((linked, body));
                     }
-                    let linked = publish(index, &path, &counts, &dirs, fsync, || file.link(&path))?;
-                    return Ok((Published::from_linked(linked), body));
-                }
-                let (tmp, _) = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
-                if !recorded() {
-                    return Ok((Published::Abandoned, body));
-                }
-                let linked = link_and_sync(tmp.path(), index, &path, &counts, &dirs, fsync)?;
-                if !linked {
-                    // name taken: the next attempt writes a fresh temp file
-                    if let Err(err) = std::fs::remove_file(tmp.path()) {
-                        tracing::warn!(error = %err, "cannot remove temp file");
+                    let (tmp, _) = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
+                    let linked = link_and_sync(tmp.path(), index, &path, &counts, &dirs, fsync)?;
+                    if !linked {
+                        // name taken: the next attempt writes a fresh temp file
+                        if let Err(err) = std::fs::remove_file(tmp.path()) {
+                            tracing::warn!(error = %err, "cannot remove temp file");
+                        }
                     }
-                }
-                tmp.disarm();
-                Ok((Published::from_linked(linked), body))
-            });
-            let record = async {
-                let recorded = hook.before_link(&logical).await;
-                // the writer may have failed already and gone: nothing waits then
-                let _ = recorded_tx.send(recorded.is_ok());
-                recorded
-            };
-            let written = if fsync {
-                let (written, recorded) = tokio::join!(write, record);
-                recorded?;
-                written
-            } else {
-                // no disk waits to overlap: the record first spares the writer a wait for it
-                record.await?;
-                write.await
-            };
-            let (published, back) = written?;
-            let linked = match published {
-                Published::Linked => true,
-                Published::Taken => false,
-                // only when the record failed, which returned above
-                Published::Abandoned => {
-                    return Err(StoreError::io("writing the binlog")(io::Error::other(
-                        "the record of the new file was not made",
-                    )))
-                }
-            };
+                    tmp.disarm();
+                    Ok((linked, body))
+                })
+                .await?;
             if !linked {
                 body = back;
                 continue;
@@ -670,25 +636,6 @@ fn link_and_sync(
     Ok(true)
 }
 
-/// What became of a written small file.
-enum Published {
-    Linked,
-    /// The final name exists already: the next attempt takes another.
-    Taken,
-    /// Not linked because its record could not be made.
-    Abandoned,
-}
-
-impl Published {
-    fn from_linked(linked: bool) -> Self {
-        if linked {
-            Published::Linked
-        } else {
-            Published::Taken
-        }
-    }
-}
-
 /// Makes a written file appear under the new name `path` on store path `index` with `link`
 /// (false: `path` exists, nothing changed), counts it, and syncs the directory when
 /// configured (blocking).
@@ -911,7 +858,7 @@ mod tests {
 
     impl BeforeLink for SlowRecord {
         async fn before_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
-            // room for the concurrent write to finish: a link made before the record would
+            // time for a write that did not wait for the record to link its file: it would
             // show here
             for _ in 0..20 {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
