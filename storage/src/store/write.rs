@@ -848,21 +848,26 @@ mod tests {
         );
     }
 
-    /// A binlog stand-in: takes its time, then reports whether the name had appeared, and
+    /// A binlog stand-in: notes whether the name had appeared when it was told of it, and
     /// fails when told to.
-    struct SlowRecord {
+    struct RecordWitness {
         store: std::sync::Arc<Store>,
         fail: bool,
         seen: Vec<(LogicalName, bool)>,
     }
 
-    impl BeforeLink for SlowRecord {
-        async fn before_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
-            // time for a write that did not wait for the record to link its file: it would
-            // show here
-            for _ in 0..20 {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    impl RecordWitness {
+        fn new(store: &std::sync::Arc<Store>, fail: bool) -> Self {
+            RecordWitness {
+                store: store.clone(),
+                fail,
+                seen: Vec::new(),
             }
+        }
+    }
+
+    impl BeforeLink for RecordWitness {
+        async fn before_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
             let exists = self.store.resolve(name)?.exists();
             self.seen.push((name.clone(), exists));
             if self.fail {
@@ -878,18 +883,14 @@ mod tests {
     async fn a_small_file_appears_only_after_its_record_and_never_without_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(store_in(dir.path(), 1, 2).await);
-        let content = b"written while the record is made";
+        let content = b"recorded before it has a name";
         let req = NewFile {
             store_path: None,
             size: content.len() as u64,
             ext: "jpg",
             appender: false,
         };
-        let mut record = SlowRecord {
-            store: store.clone(),
-            fail: false,
-            seen: Vec::new(),
-        };
+        let mut record = RecordWitness::new(&store, false);
         let name = store
             .write_new_file_with(&req, &mut &content[..], &mut record)
             .await
@@ -900,11 +901,7 @@ mod tests {
             content
         );
 
-        let mut refused = SlowRecord {
-            store: store.clone(),
-            fail: true,
-            seen: Vec::new(),
-        };
+        let mut refused = RecordWitness::new(&store, true);
         let err = store
             .write_new_file_with(&req, &mut &content[..], &mut refused)
             .await
