@@ -15,6 +15,8 @@ use serde::Deserialize;
 pub const MAX_STORE_PATHS: usize = 256;
 /// Smallest accepted `buff_size`: enough for every fixed request layout and a 127-byte name.
 const MIN_BUFF_SIZE: u64 = 4096;
+/// Largest `journal_max_file_size`: files up to this size are read whole before they are stored.
+const MAX_JOURNAL_FILE_SIZE: u64 = 128 * 1024;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +43,17 @@ pub struct StorageConfig {
     pub file_distribute_rotate_count: u32,
     #[serde(default = "default_true")]
     pub fsync: bool,
+    /// With fsync on, new ordinary files up to this size (at most 128 KiB) are made durable
+    /// through their store path's journal, many files per fdatasync; 0: each on its own.
+    #[serde(default = "default_journal_max_file_size", with = "serde_size")]
+    pub journal_max_file_size: u64,
+    /// How long the journal fills a segment before sealing it; once the segment's files are
+    /// written, one `syncfs` makes them durable and the segment goes. Bounds the replay.
+    #[serde(
+        default = "default_journal_checkpoint_interval",
+        with = "serde_duration"
+    )]
+    pub journal_checkpoint_interval: Duration,
     /// One `access` log line (tracing target `access`) per request.
     #[serde(default)]
     pub access_log: bool,
@@ -195,6 +208,12 @@ fn default_write_ack_timeout() -> Duration {
 fn default_store_path_check() -> Duration {
     Duration::from_secs(10)
 }
+fn default_journal_max_file_size() -> u64 {
+    64 * 1024
+}
+fn default_journal_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
 fn default_scrub_rate() -> u64 {
     8 << 20
 }
@@ -338,10 +357,23 @@ impl StorageConfig {
             ("idle_timeout", self.idle_timeout),
             ("write_ack_timeout", self.write_ack_timeout),
             ("store_path_check_interval", self.store_path_check_interval),
+            (
+                "journal_checkpoint_interval",
+                self.journal_checkpoint_interval,
+            ),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be above zero"));
             }
+        }
+        if self.journal_max_file_size > MAX_JOURNAL_FILE_SIZE {
+            return Err(invalid(
+                "journal_max_file_size",
+                format!(
+                    "{} bytes, at most {MAX_JOURNAL_FILE_SIZE} (larger files are synced on their own)",
+                    self.journal_max_file_size
+                ),
+            ));
         }
         if self.buff_size < MIN_BUFF_SIZE {
             return Err(invalid(
@@ -430,6 +462,11 @@ tracker_servers = ["127.0.0.1:22122"]
             ("buff_size = \"1KB\"", "buff_size"),
             ("sync_lanes = 0", "sync_lanes"),
             ("sync_lanes = 65", "sync_lanes"),
+            ("journal_max_file_size = \"129KB\"", "journal_max_file_size"),
+            (
+                "journal_checkpoint_interval = \"0s\"",
+                "journal_checkpoint_interval",
+            ),
         ];
         for (line, key) in cases {
             let text: String = MINIMAL

@@ -74,6 +74,8 @@ pub fn store_options(config: &StorageConfig) -> StoreOptions {
         reserved: config.reserved_storage_space,
         max_io_per_path: config.store_path_max_io,
         io_wait: config.network_timeout,
+        journal_max_file: config.journal_max_file_size,
+        journal_checkpoint: config.journal_checkpoint_interval,
     }
 }
 
@@ -183,6 +185,40 @@ pub async fn run_with_access_log(
             source,
         })?,
     );
+    // uploads a crash left in the journal without their binlog record reach the peers too
+    let replayed = store.take_replayed_uploads();
+    if !replayed.is_empty() {
+        let mut recording = tokio::task::JoinSet::new();
+        for name in replayed {
+            let repl = repl.clone();
+            recording.spawn(async move {
+                let op = replication::record::Op::Create {
+                    name: name.to_string(),
+                };
+                repl.record(repl.ticket(), op).await.map(|_| ())
+            });
+        }
+        let count = recording.len();
+        while let Some(recorded) = recording.join_next().await {
+            if let Ok(Err(err)) = recorded {
+                return Err(StorageError::Io {
+                    context: "recording the uploads replayed from the journal",
+                    source: std::io::Error::other(err.to_string()),
+                });
+            }
+        }
+        info!(
+            files = count,
+            "recorded the uploads replayed from the journal again"
+        );
+    }
+    store
+        .finish_replay()
+        .await
+        .map_err(|err| StorageError::Io {
+            context: "removing the replayed journal",
+            source: std::io::Error::other(err.to_string()),
+        })?;
     // not a child of `shutdown` either: a repair in progress finishes its rename first
     let scrub_stop = CancellationToken::new();
     let scrub = scrub::Scrubber::new(repl.clone(), scrub_stop.clone());
@@ -345,6 +381,7 @@ pub async fn run_with_access_log(
     if let Err(err) = store.save_state().await {
         warn!(error = %err, "cannot save distribution state");
     }
+    store.close_journals(grace).await;
     info!("storage stopped");
     Ok(())
 }

@@ -51,6 +51,7 @@ impl Exporter {
             .faults(&self.paths, &store.path_states(), &self.scrub);
         self.metrics
             .disk_slots(&self.paths, &store.io_in_use(), &store.io_refused());
+        self.metrics.journal(&self.paths, &store.journal_stats());
         self.metrics.render()
     }
 }
@@ -70,6 +71,10 @@ pub const REFUSED: &str = "fdfs_storage_refused_total";
 pub const STORE_PATH_HEALTHY: &str = "fdfs_storage_store_path_healthy";
 pub const STORE_PATH_IO_IN_USE: &str = "fdfs_storage_store_path_io_in_use";
 pub const STORE_PATH_IO_BUSY: &str = "fdfs_storage_store_path_io_busy_total";
+pub const JOURNAL_ENTRIES: &str = "fdfs_storage_journal_entries_total";
+pub const JOURNAL_COMMITS: &str = "fdfs_storage_journal_commits_total";
+pub const JOURNAL_CHECKPOINTS: &str = "fdfs_storage_journal_checkpoints_total";
+pub const JOURNAL_HEALTHY: &str = "fdfs_storage_journal_healthy";
 pub const SCRUB_RUNNING: &str = "fdfs_storage_scrub_running";
 pub const SCRUB_CHECKED: &str = "fdfs_storage_scrub_checked_files_total";
 pub const SCRUB_CORRUPT: &str = "fdfs_storage_scrub_corrupt_files_total";
@@ -192,6 +197,22 @@ impl Metrics {
             describe_counter!(
                 STORE_PATH_IO_BUSY,
                 "Requests answered EBUSY (HTTP 503) because the store path's disk slots stayed taken for network_timeout."
+            );
+            describe_counter!(
+                JOURNAL_ENTRIES,
+                "Small files (and their deletes) made durable through the store path's journal."
+            );
+            describe_counter!(
+                JOURNAL_COMMITS,
+                "Journal fdatasyncs, each covering every entry queued while the previous one ran."
+            );
+            describe_counter!(
+                JOURNAL_CHECKPOINTS,
+                "Journal checkpoints: a syncfs of the store path, after which the sealed segments are removed."
+            );
+            describe_gauge!(
+                JOURNAL_HEALTHY,
+                "1 while the journal takes small files; 0 after a journal failure (files are then synced on their own)."
             );
             describe_gauge!(SCRUB_RUNNING, "1 while a scrub runs.");
             describe_counter!(
@@ -330,6 +351,20 @@ impl Metrics {
             for ((path, in_use), busy) in paths.iter().zip(in_use).zip(busy) {
                 gauge!(STORE_PATH_IO_IN_USE, "path" => path.clone()).set(*in_use as f64);
                 counter!(STORE_PATH_IO_BUSY, "path" => path.clone()).absolute(*busy);
+            }
+        });
+    }
+
+    /// The journal of each store path that has one (fsync on).
+    pub fn journal(&self, paths: &[String], stats: &[Option<crate::store::JournalStats>]) {
+        self.record(|| {
+            for (path, stats) in paths.iter().zip(stats) {
+                let Some(stats) = stats else { continue };
+                let path = path.clone();
+                counter!(JOURNAL_ENTRIES, "path" => path.clone()).absolute(stats.entries);
+                counter!(JOURNAL_COMMITS, "path" => path.clone()).absolute(stats.commits);
+                counter!(JOURNAL_CHECKPOINTS, "path" => path.clone()).absolute(stats.checkpoints);
+                gauge!(JOURNAL_HEALTHY, "path" => path).set(if stats.healthy { 1.0 } else { 0.0 });
             }
         });
     }

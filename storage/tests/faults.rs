@@ -41,6 +41,8 @@ async fn writes_past_the_limit(dir: &Path) {
         slave_use_link: false,
         max_io_per_path: 64,
         io_wait: std::time::Duration::from_secs(30),
+        journal_max_file: 64 * 1024,
+        journal_checkpoint: std::time::Duration::from_secs(1),
     })
     .await
     .unwrap();

@@ -515,11 +515,19 @@ impl Store {
             })
             .await;
         if let Err(err) = linked {
-            // do not leave the content behind under a name nobody knows
+            // do not leave the content behind under a name nobody knows (nor in the journal)
             let counts = self.counts();
             let index = target.store_path();
+            let journaled = match self.journal(index).filter(|j| j.may_hold(&target)) {
+                Some(journal) => match journal.append_gone(&target).await {
+                    Ok(pending) => Some(pending),
+                    Err(_) => return Err(err),
+                },
+                None => None,
+            };
             let _ = self
                 .on_path(index, "removing slave content", move || {
+                    let _journaled = journaled;
                     let change = counts.begin(index);
                     std::fs::remove_file(&target_path).map_err(StoreError::io("removing file"))?;
                     if let Some(change) = change {

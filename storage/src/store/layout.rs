@@ -21,6 +21,7 @@ pub(super) fn prepare_store_path(root: &Path) -> io::Result<StorePath> {
         tmp,
         health: Default::default(),
         space: Default::default(),
+        journal: None,
     })
 }
 

@@ -4,7 +4,8 @@
 //! files. Every path is derived from a validated [`LogicalName`] whose store path index is
 //! checked against the configured paths, so no request can reach outside `<store>/data/XX/YY/`.
 //! New files are written under `<store>/data/.tmp/` and only linked under their final name once
-//! complete (and fsynced), so a partial file is never visible under a valid name.
+//! complete (and fsynced, or for small ones journaled: see `journal`), so a partial file is
+//! never visible under a valid name.
 
 mod appender;
 mod count;
@@ -12,6 +13,7 @@ mod dirsync;
 mod distribute;
 mod gate;
 mod health;
+mod journal;
 mod layout;
 mod locks;
 mod metadata;
@@ -36,6 +38,7 @@ pub use count::FileCounts;
 pub use distribute::{DistState, DistributeMode, Distributor};
 pub use gate::{IoSlot, DEFAULT_MAX_IO_PER_PATH};
 pub use health::{PathState, PROBE_TIMEOUT};
+pub use journal::{JournalStats, Replayed};
 pub use locks::{FileGuard, FileLocks};
 pub use replica::{recorded_content, Applied, CopyContent, LocalCopy, LocalFile};
 pub use space::disk_usage;
@@ -155,6 +158,12 @@ pub struct StoreOptions {
     pub max_io_per_path: usize,
     /// How long a request waits for a disk slot before it is answered EBUSY.
     pub io_wait: std::time::Duration,
+    /// With fsync on, new ordinary files up to this size are made durable through the store
+    /// path's journal (group commit, see `journal`); 0: each file is synced on its own.
+    pub journal_max_file: u64,
+    /// How long the journal collects entries in a segment before sealing and checkpointing
+    /// it: what a start after a crash may have to replay.
+    pub journal_checkpoint: std::time::Duration,
 }
 
 /// One data root `Mxx`.
@@ -166,6 +175,8 @@ struct StorePath {
     tmp: PathBuf,
     health: Arc<health::PathHealth>,
     space: space::SpaceCache,
+    /// Group commit of small new files (fsync on, `journal_max_file` > 0).
+    journal: Option<journal::Journal>,
 }
 
 /// What `stat` says about a stored file.
@@ -192,6 +203,10 @@ pub struct Store {
     dirs: Arc<dirsync::DirSyncer>,
     /// The last small files written, for the sync senders (see `recent`).
     recent: recent::RecentFiles,
+    /// Uploads found in the journals at start, until the binlog records them again.
+    replayed_uploads: std::sync::Mutex<Vec<LogicalName>>,
+    /// The journal segments replayed at start, removed by [`Store::finish_replay`].
+    replayed_segments: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Store {
@@ -205,13 +220,44 @@ impl Store {
             )));
         }
         let mut paths = Vec::with_capacity(options.store_paths.len());
-        for root in &options.store_paths {
+        let (mut replayed_uploads, mut replayed_segments) = (Vec::new(), Vec::new());
+        for (index, root) in options.store_paths.iter().enumerate() {
             let root = root.clone();
+            let journal_max = (options.fsync && options.journal_max_file > 0)
+                .then_some(options.journal_max_file.min(write::SMALL_BODY));
+            let checkpoint = options.journal_checkpoint;
             let prepared = blocking("preparing store path", move || {
-                layout::prepare_store_path(&root)
+                let mut prepared = layout::prepare_store_path(&root)?;
+                // what a crash left in the journal is replayed even when it is off now
+                let replayed = match journal_max {
+                    Some(max_file) => {
+                        let (journal, replayed) = journal::Journal::open(
+                            &prepared.data,
+                            &prepared.tmp,
+                            index as u8,
+                            max_file,
+                            checkpoint,
+                        )?;
+                        prepared.journal = Some(journal);
+                        replayed
+                    }
+                    None => journal::replay_leftover(&prepared.data, &prepared.tmp, index as u8)?,
+                };
+                if !replayed.segments.is_empty() {
+                    tracing::info!(
+                        path = %root.display(),
+                        entries = replayed.entries,
+                        restored = replayed.restored,
+                        removed = replayed.removed,
+                        "replayed the journal"
+                    );
+                }
+                Ok((prepared, replayed))
             })
             .await?;
-            paths.push(prepared);
+            paths.push(prepared.0);
+            replayed_uploads.extend(prepared.1.uploads);
+            replayed_segments.extend(prepared.1.segments);
         }
         let state_path = distribute::state_path(&options.base_path);
         let (mode, count) = (options.distribute, options.subdir_count);
@@ -234,6 +280,8 @@ impl Store {
             locks: FileLocks::default(),
             dirs: Arc::default(),
             recent: recent::RecentFiles::new(recent::RECENT_BYTES, recent::RECENT_MAX_FILE),
+            replayed_uploads: std::sync::Mutex::new(replayed_uploads),
+            replayed_segments: std::sync::Mutex::new(replayed_segments),
         })
     }
 
@@ -568,12 +616,30 @@ impl Store {
         let path = self.resolve(name)?;
         let data = self.store_path(name.store_path())?.data.clone();
         let _guard = self.locks.lock(&name.to_string()).await;
-        let fsync = self.options.fsync;
+        let index = name.store_path();
+        // a file the journal may restore at the next start is journaled as gone first
+        let journaled = match self.journal(index).filter(|journal| journal.may_hold(name)) {
+            Some(journal) => Some(journal.append_gone(name).await?),
+            None => None,
+        };
+        // so is the ordinary file a slave stored as a link points to, which goes with it
+        let target_journaled = match self.journal(index) {
+            Some(journal) if recorded_content(name).is_none() => {
+                match self.link_target_in(index, &path).await {
+                    Some(target) if journal.may_hold(&target) => {
+                        Some(journal.append_gone(&target).await?)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let fsync = self.options.fsync && journaled.is_none();
         let dirs = self.dirs();
         let counts = self.counts.clone();
-        let index = name.store_path();
         let slot = self.io_slot(index).await?;
         blocking_file(slot, "deleting file", move || {
+            let _journaled = (journaled, target_journaled);
             let change = counts.begin(index);
             let note = |path: &Path| {
                 if let Some(change) = &change {
@@ -628,6 +694,88 @@ impl Store {
 
     fn tmp_dir(&self, index: u8) -> Result<&Path, StoreError> {
         Ok(&self.store_path(index)?.tmp)
+    }
+
+    /// The stored file the symbolic link at `path` points to, when it is one inside store
+    /// path `index` (a slave stored as a link).
+    async fn link_target_in(&self, index: u8, path: &Path) -> Option<LogicalName> {
+        let target = tokio::fs::read_link(path).await.ok()?;
+        let text = self.logical_of_path(&target)?;
+        LogicalName::parse(&text)
+            .ok()
+            .filter(|name| name.store_path() == index)
+    }
+
+    /// The journal of store path `index`, when it has one.
+    fn journal(&self, index: u8) -> Option<&journal::Journal> {
+        self.paths.get(usize::from(index))?.journal.as_ref()
+    }
+
+    /// The last journal checkpoint of every store path, at a clean stop: the next start then
+    /// has nothing to replay. Waits at most `grace` for changes in flight.
+    pub async fn close_journals(&self, grace: std::time::Duration) {
+        for (index, path) in self.paths.iter().enumerate() {
+            let Some(journal) = &path.journal else {
+                continue;
+            };
+            match tokio::task::spawn_blocking(journal.close(grace))
+                .await
+                .unwrap_or_else(|join| Err(io::Error::other(join.to_string())))
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    index,
+                    "changes still in flight: the journal is replayed at the next start"
+                ),
+                Err(err) => {
+                    tracing::warn!(index, error = %err, "last journal checkpoint failed: it is replayed at the next start")
+                }
+            }
+        }
+    }
+
+    /// The uploads the journals held at start (see [`Replayed::uploads`]), once.
+    pub fn take_replayed_uploads(&self) -> Vec<LogicalName> {
+        std::mem::take(
+            &mut self
+                .replayed_uploads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Removes the journal segments replayed at start: call once the uploads of
+    /// [`Store::take_replayed_uploads`] are recorded (until then a crash replays them again).
+    pub async fn finish_replay(&self) -> Result<(), StoreError> {
+        let segments = std::mem::take(
+            &mut *self
+                .replayed_segments
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if segments.is_empty() {
+            return Ok(());
+        }
+        blocking("removing replayed journal segments", move || {
+            // per directory: each store path has its own journal
+            let mut by_dir: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
+            for path in segments {
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                by_dir.entry(dir).or_default().push(path);
+            }
+            by_dir
+                .values()
+                .try_for_each(|segments| journal::remove_replayed(segments))
+        })
+        .await
+    }
+
+    /// What each store path's journal has done, in index order (`None`: no journal).
+    pub fn journal_stats(&self) -> Vec<Option<JournalStats>> {
+        self.paths
+            .iter()
+            .map(|path| path.journal.as_ref().map(journal::Journal::stats))
+            .collect()
     }
 }
 
@@ -748,6 +896,8 @@ pub(crate) mod test_support {
             slave_use_link: false,
             max_io_per_path: DEFAULT_MAX_IO_PER_PATH,
             io_wait: std::time::Duration::from_secs(30),
+            journal_max_file: 64 * 1024,
+            journal_checkpoint: std::time::Duration::from_secs(1),
         })
         .await
         .unwrap()

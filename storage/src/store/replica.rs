@@ -2,8 +2,9 @@
 //! is already there, or cannot start where the peer's copy is, says so instead of failing),
 //! describing local files for the sender, and listing a store path for a full copy.
 //!
-//! Replicated content lands like uploads do: in a temp file, fsynced, given the source's
-//! mtime, then renamed over the final name, so a reader sees the old file or the new one.
+//! Replicated content lands like uploads do: in a temp file, fsynced (or journaled), given the
+//! source's mtime, then renamed over the final name, so a reader sees the old file or the new
+//! one.
 
 use std::io::{self, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
@@ -287,9 +288,19 @@ impl Store {
         let path = self.resolve(name)?;
         let index = name.store_path();
         let dir = self.tmp_dir(index)?.to_path_buf();
-        let (fsync, counts, dirs) = (self.options.fsync, self.counts(), self.dirs());
+        // an ordinary file through the journal: durable once its entry is
+        let journal = recorded_content(name)
+            .and(self.journal(index))
+            .filter(|journal| journal.takes(size));
+        let journaled = match journal {
+            Some(journal) => Some(journal.append_copy(name, mtime, &body).await?),
+            None => None,
+        };
+        let fsync = self.options.fsync && journaled.is_none();
+        let (counts, dirs) = (self.counts(), self.dirs());
         let applied = self
             .on_path(index, "storing replicated file", move || {
+                let _journaled = journaled;
                 let existing = std::fs::symlink_metadata(&path).ok();
                 if create {
                     if let Some(meta) = &existing {

@@ -325,7 +325,8 @@ impl Store {
     /// A small new file in one trip to the blocking pool: the body is read whole first, so
     /// its CRC32 — and, with the mtime given now, its final name — is known before anything
     /// touches the disk; `hook` records the name, then one blocking call writes, syncs and
-    /// links the file. Each thread hand-off costs more than the I/O of a small file.
+    /// links the file. Each thread hand-off costs more than the I/O of a small file. With a
+    /// journal, the file is made durable by its journal entry instead of its own syncs.
     async fn store_small<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
         &self,
         reader: &mut R,
@@ -342,14 +343,43 @@ impl Store {
             self.tmp_dir(index)?.to_path_buf(),
             self.store_path(index)?.data.clone(),
         );
+        // an ordinary file's content never changes: its journal entry can restore it
+        let journal = match placed.appender {
+            false => self.journal(index).filter(|journal| journal.takes(size)),
+            true => None,
+        };
         for _ in 0..NAME_ATTEMPTS {
             let logical = placed.name(source, size, mtime, crc32)?;
-            hook.before_link(&logical).await?;
+            let journaled = match journal {
+                // durable at the same time; an entry without its record (a crash between)
+                // is recorded again when the journal is replayed
+                Some(journal) => {
+                    let (recorded, entry) = tokio::join!(
+                        hook.before_link(&logical),
+                        journal.append_upload(&logical, mtime, &body)
+                    );
+                    if let Err(err) = recorded {
+                        if entry.is_ok() {
+                            // no file comes of it: a replay must not make one
+                            journal.append_gone(&logical).await.ok();
+                        }
+                        return Err(err);
+                    }
+                    Some(entry?)
+                }
+                None => {
+                    hook.before_link(&logical).await?;
+                    None
+                }
+            };
             let path = data.join(logical.data_relative_path());
-            let (dir, fsync, counts, dirs) =
-                (dir.clone(), self.options.fsync, self.counts(), self.dirs());
+            // durable already through the journal: written and linked without syncs
+            let fsync = self.options.fsync && journaled.is_none();
+            let (dir, counts, dirs) = (dir.clone(), self.counts(), self.dirs());
             let (linked, back) = self
                 .on_path(index, "storing file", move || {
+                    // the journal's checkpoint waits for this file until the work is done
+                    let _journaled = journaled;
                     if let Some(file) = write_small_unnamed(&dir, &body, Some(mtime), fsync)? {
                         let linked =
                             publish(index, &path, &counts, &dirs, fsync, || file.link(&path))?;
@@ -796,12 +826,16 @@ mod tests {
     use super::*;
     use fdfs_proto::name::{classify, FileKind};
 
+    /// Files under `dir`, the journal's segments aside.
     fn files_under(dir: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
             for entry in std::fs::read_dir(&d).unwrap() {
                 let entry = entry.unwrap();
+                if entry.file_name() == super::super::journal::JOURNAL_DIR {
+                    continue;
+                }
                 if entry.file_type().unwrap().is_dir() {
                     stack.push(entry.path());
                 } else {
@@ -1072,6 +1106,8 @@ mod tests {
             slave_use_link: false,
             max_io_per_path: 64,
             io_wait: std::time::Duration::from_secs(30),
+            journal_max_file: 64 * 1024,
+            journal_checkpoint: std::time::Duration::from_secs(1),
         })
         .await
         .unwrap();
@@ -1101,6 +1137,8 @@ mod tests {
             slave_use_link: false,
             max_io_per_path: 64,
             io_wait: std::time::Duration::from_secs(30),
+            journal_max_file: 64 * 1024,
+            journal_checkpoint: std::time::Duration::from_secs(1),
         })
         .await
         .unwrap();
