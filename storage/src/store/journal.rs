@@ -449,6 +449,20 @@ fn read_entry(reader: &mut impl Read, max_content: usize) -> io::Result<Option<(
     Ok(Some((name, entry)))
 }
 
+/// Where the last entry of a name is, found by a replay's first pass.
+enum Last {
+    File {
+        mtime: u32,
+        upload: bool,
+        /// Index of the segment in the replayed list.
+        segment: usize,
+        /// Offset and length of the content in it.
+        at: u64,
+        len: u64,
+    },
+    Gone,
+}
+
 /// Fills `buf`; `false` when the reader ended before (a torn tail counts as the end).
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     let mut filled = 0;
@@ -557,14 +571,42 @@ fn replay(
     store_path: u8,
 ) -> io::Result<Replayed> {
     let mut summary = Replayed::default();
-    let mut last: BTreeMap<String, Entry> = BTreeMap::new();
-    for (_, path) in segments {
-        let mut reader = BufReader::new(File::open(path)?);
+    // Where the last entry of each name is, not its content: segments kept for long (failed
+    // checkpoints) may hold far more than memory.
+    let mut last: BTreeMap<String, Last> = BTreeMap::new();
+    let mut files = Vec::with_capacity(segments.len());
+    for (segment, (_, path)) in segments.iter().enumerate() {
+        let file = File::open(path)?;
+        let mut reader = BufReader::new(&file);
+        let mut at = 0u64;
         while let Some((name, entry)) = read_entry(&mut reader, super::write::SMALL_BODY as usize)?
         {
             summary.entries += 1;
-            last.insert(name, entry);
+            let content_at = at + (HEAD + FIXED + name.len()) as u64;
+            let located = match entry {
+                Entry::File {
+                    mtime,
+                    content,
+                    upload,
+                } => {
+                    at = content_at + content.len() as u64;
+                    Last::File {
+                        mtime,
+                        upload,
+                        segment,
+                        at: content_at,
+                        len: content.len() as u64,
+                    }
+                }
+                Entry::Gone => {
+                    at = content_at;
+                    Last::Gone
+                }
+            };
+            last.insert(name, located);
         }
+        drop(reader);
+        files.push(file);
     }
     for (text, entry) in last {
         let name = match LogicalName::parse(&text) {
@@ -580,12 +622,22 @@ fn replay(
         };
         let path = data.join(name.data_relative_path());
         match entry {
-            Entry::File {
+            Last::File {
                 mtime,
-                content,
                 upload,
+                segment,
+                at,
+                len,
             } => {
-                if content.len() as u64 != size || crc32fast::hash(&content) != crc {
+                use std::os::unix::fs::FileExt as _;
+                if len != size {
+                    tracing::warn!(file = %name, "journal entry does not match its name, skipped");
+                    continue;
+                }
+                // bounded by `read_entry` (at most SMALL_BODY)
+                let mut content = vec![0u8; len as usize];
+                files[segment].read_exact_at(&mut content, at)?;
+                if crc32fast::hash(&content) != crc {
                     tracing::warn!(file = %name, "journal entry does not match its name, skipped");
                     continue;
                 }
@@ -599,7 +651,7 @@ fn replay(
                 tracing::info!(file = %name, "restored from the journal");
                 summary.restored += 1;
             }
-            Entry::Gone => {
+            Last::Gone => {
                 let sidecar = super::metadata::sidecar_path(&path);
                 for gone in [&sidecar, &path] {
                     match std::fs::symlink_metadata(gone) {
@@ -959,6 +1011,41 @@ mod tests {
         assert!(journal.close(Duration::from_secs(5))().unwrap());
         drop(journal);
         assert_eq!(open(&data, NEVER).1, Replayed::default());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_last_entry_of_a_name_wins_across_segments() {
+        let source = tempfile::tempdir().unwrap();
+        let contents: [&[u8]; 3] = [b"deleted later", b"second of the first", b"a peer's copy"];
+        let names = uploaded(source.path(), &contents).await;
+        let disk = tempfile::tempdir().unwrap();
+        let data = disk.path().join("data");
+        let dir = data.join(JOURNAL_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(data.join(".tmp")).unwrap();
+        let name = |i: usize| names[i].to_string();
+        let mut first = Vec::new();
+        encode(&mut first, KIND_UPLOAD, &name(0), 5, contents[0]);
+        encode(&mut first, KIND_UPLOAD, &name(1), 6, contents[1]);
+        let mut second = Vec::new();
+        encode(&mut second, KIND_GONE, &name(0), 0, b"");
+        encode(&mut second, KIND_COPY, &name(2), 7, contents[2]);
+        std::fs::write(segment_path(&dir, 1), &first).unwrap();
+        std::fs::write(segment_path(&dir, 2), &second).unwrap();
+        let path = |i: usize| data.join(names[i].data_relative_path());
+        std::fs::create_dir_all(path(0).parent().unwrap()).unwrap();
+        std::fs::write(path(0), contents[0]).unwrap();
+
+        let replayed = replay_leftover(&data, &data.join(".tmp"), 0).unwrap();
+        assert_eq!(replayed.entries, 4);
+        assert_eq!((replayed.restored, replayed.removed), (2, 1));
+        assert_eq!(replayed.uploads, vec![names[1].clone()]);
+        assert_eq!(replayed.segments.len(), 2);
+        assert!(!path(0).exists());
+        assert_eq!(std::fs::read(path(1)).unwrap(), contents[1]);
+        assert_eq!(std::fs::read(path(2)).unwrap(), contents[2]);
+        let mtime = std::fs::metadata(path(2)).unwrap().modified().unwrap();
+        assert_eq!(mtime, std::time::UNIX_EPOCH + Duration::from_secs(7));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
