@@ -939,6 +939,37 @@ mod tests {
         assert_eq!(read_all(&huge).len(), 2);
     }
 
+    proptest::proptest! {
+        /// Whatever a crash or a bad disk leaves in a segment, reading it never panics, ends,
+        /// and gives back only whole entries exactly as written before the damage.
+        #[test]
+        fn damaged_segments_read_back_a_prefix_of_what_was_written(
+            contents in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), 1..6),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            flip in proptest::prelude::any::<Option<(proptest::sample::Index, u8)>>(),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let mut log = Vec::new();
+            for (i, content) in contents.iter().enumerate() {
+                encode(&mut log, KIND_COPY, &format!("M00/00/00/f{i}"), i as u32, content);
+            }
+            let mut damaged = log[..cut.index(log.len() + 1)].to_vec();
+            if let (Some((at, bits)), false) = (flip, damaged.is_empty()) {
+                let at = at.index(damaged.len());
+                damaged[at] ^= bits | 1;
+            }
+            damaged.extend_from_slice(&tail);
+            let mut reader = &damaged[..];
+            let mut read = 0;
+            while let Some((name, entry)) = read_entry(&mut reader, 1024).unwrap() {
+                proptest::prop_assert!(read < contents.len());
+                proptest::prop_assert_eq!(name, format!("M00/00/00/f{read}"));
+                proptest::prop_assert_eq!(entry, Entry::File { mtime: read as u32, content: contents[read].clone(), upload: false });
+                read += 1;
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_start_restores_lost_and_torn_files_and_deletes_again() {
         let source = tempfile::tempdir().unwrap();
