@@ -723,6 +723,10 @@ impl Store {
                 .unwrap_or_else(|join| Err(io::Error::other(join.to_string())))
             {
                 Ok(true) => {}
+                Ok(false) if !journal.stats().healthy => tracing::warn!(
+                    index,
+                    "the journal failed earlier: its segments are replayed at the next start"
+                ),
                 Ok(false) => tracing::warn!(
                     index,
                     "changes still in flight: the journal is replayed at the next start"
