@@ -185,6 +185,13 @@ pub async fn run_with_access_log(
             source,
         })?,
     );
+    // a journaled upload's record is written lazily (Binlog::append_lazy): durable before
+    // the checkpoint that drops the journal entry which would record it again
+    let binlog_owner = Arc::downgrade(&repl);
+    store.before_journal_checkpoints(Arc::new(move || match binlog_owner.upgrade() {
+        Some(repl) => repl.sync_binlog(),
+        None => Err(std::io::Error::other("the binlog is closed")),
+    }));
     // uploads a crash left in the journal without their binlog record reach the peers too
     let replayed = store.take_replayed_uploads();
     if !replayed.is_empty() {

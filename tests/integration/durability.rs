@@ -259,3 +259,59 @@ async fn power_loss(switch_off: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A journaled upload's binlog record is written lazily (nobody waits for it): a crash can
+/// take the record while the upload was acknowledged. The journal's replay records the file
+/// again, so it still reaches the peer. Here the records of every upload since the peer went
+/// down are cut off the binlog after a kill -9, as a power loss could.
+#[tokio::test]
+async fn an_upload_whose_binlog_record_a_crash_took_still_reaches_the_peer() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder()
+        .groups(&[("group1", 2)])
+        // every upload goes to the first storage
+        .tracker_config("store_server = 1")
+        .storage_config("journal_checkpoint_interval = \"1h\"")
+        .start()
+        .await?;
+    let client = cluster.client();
+    cluster.storages[1].kill();
+    let binlog = cluster.storage_base(0).join("data/sync/binlog.000");
+    let recorded_before = std::fs::metadata(&binlog).map_or(0, |m| m.len());
+    let mut uploaded = Vec::new();
+    for i in 0..10usize {
+        let content = format!("lazily recorded upload {i}. ").repeat(i * 40 + 1);
+        let id = client
+            .upload_bytes(content.as_bytes(), &UploadOptions::default())
+            .await?;
+        uploaded.push((id, content));
+    }
+    cluster.storages[0].kill();
+    // (the binlog file appears with its first record written)
+    let recorded_after = std::fs::metadata(&binlog).map_or(0, |m| m.len());
+    if recorded_after > recorded_before {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&binlog)?
+            .set_len(recorded_before)?;
+    }
+
+    cluster.restart_storage(0).await?;
+    cluster.restart_storage(1).await?;
+    cluster.wait_active("group1", 2).await?;
+    let log = cluster.storages[0].log();
+    assert!(
+        log.contains("recorded the uploads replayed from the journal again"),
+        "the replay recorded nothing (binlog {recorded_before} -> {recorded_after} bytes):\n{log}"
+    );
+    let peer = cluster.store_path(1, 0).join("data");
+    for (id, content) in &uploaded {
+        let path = peer.join(id.name.data_relative_path());
+        wait_for(
+            &format!("{id} on the peer"),
+            Duration::from_secs(30),
+            || async { (std::fs::read(&path).ok()? == content.as_bytes()).then_some(()) },
+        )
+        .await?;
+    }
+    Ok(())
+}

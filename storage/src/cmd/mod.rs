@@ -358,8 +358,8 @@ impl<'a> RecordCreate<'a> {
     }
 }
 
-impl crate::store::BeforeLink for RecordCreate<'_> {
-    async fn before_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
+impl RecordCreate<'_> {
+    async fn record(&mut self, name: &LogicalName, lazy: bool) -> Result<(), StoreError> {
         // the access log shows the new file
         crate::stats::note_file(name);
         let ticket = self.ticket.take().unwrap_or_else(|| self.ctx.repl.ticket());
@@ -372,15 +372,24 @@ impl crate::store::BeforeLink for RecordCreate<'_> {
                 old: old.clone(),
             },
         };
-        let (seq, release) = self
-            .ctx
-            .repl
-            .record(ticket, op)
-            .await
-            .map_err(binlog_failed)?;
+        let recorded = match lazy {
+            false => self.ctx.repl.record(ticket, op).await,
+            true => self.ctx.repl.record_lazy(ticket, op).await,
+        };
+        let (seq, release) = recorded.map_err(binlog_failed)?;
         self.last = seq;
         self.releases.push(release);
         Ok(())
+    }
+}
+
+impl crate::store::BeforeLink for RecordCreate<'_> {
+    async fn before_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
+        self.record(name, false).await
+    }
+
+    async fn before_journaled_link(&mut self, name: &LogicalName) -> Result<(), StoreError> {
+        self.record(name, true).await
     }
 }
 

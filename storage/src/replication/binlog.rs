@@ -3,7 +3,11 @@
 //!
 //! A change is acknowledged to its client only once its record is durable: callers
 //! [`Binlog::append`] and wait; the writer thread takes every record queued meanwhile, writes
-//! them in one go and fsyncs once for all of them. Without fsync (`fsync = false`) there is
+//! them in one go and fsyncs once for all of them. A new file made durable by its store path's
+//! journal is the exception ([`Binlog::append_lazy`]): a crash that loses its record leaves
+//! the journal entry, whose replay records the file again, so nobody waits for the record and
+//! the writer lets such records gather for up to [`LAZY_DELAY`] before one fsync takes them
+//! all; the journal's checkpoint makes them durable first ([`Binlog::sync_queued`]). Without fsync (`fsync = false`) there is
 //! nothing to share and nothing to wait for: the caller writes its record itself, which
 //! spares two thread hand-offs per change. On start the last file is scanned and a
 //! torn tail (a record cut short by a crash, or garbage after the last good record) is cut
@@ -18,6 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
@@ -27,6 +32,12 @@ use super::record::{Op, Record, RecordError, MAX_LINE};
 
 /// Size at which a new binlog file is started (L.1).
 pub const DEFAULT_ROTATE_SIZE: u64 = 1 << 30;
+
+/// How long records nobody waits for ([`Binlog::append_lazy`]) may gather before they are
+/// written and synced. Readers see a record once it is durable, so this is added to the
+/// replication lag of such a file, at most; under load it turns one fsync per record into one
+/// per this interval.
+pub const LAZY_DELAY: Duration = Duration::from_millis(5);
 
 /// A place in the binlog: file index and byte offset in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,11 +80,13 @@ struct Tickets {
     next_id: u64,
 }
 
-/// A record queued for the writer thread.
+/// What the writer thread is asked to do.
 #[derive(Debug)]
-struct Job {
-    seq: u64,
-    line: Vec<u8>,
+enum Job {
+    /// Write a record; `lazy`: nobody waits for it to be durable.
+    Record { seq: u64, line: Vec<u8>, lazy: bool },
+    /// Answer once every record queued before is durable (`false`: a write failed).
+    Barrier(mpsc::SyncSender<bool>),
 }
 
 /// A record not yet visible to readers: durable once `end` is known, released once the
@@ -87,8 +100,9 @@ struct Unpublished {
 /// Where records go.
 #[derive(Debug)]
 enum Sink {
-    /// To the writer thread (fsync on: group commit).
-    Thread(mpsc::Sender<Job>),
+    /// To the writer thread (fsync on: group commit), unparked for a job somebody waits for
+    /// (a lazy record does not wake it while it gathers a batch).
+    Thread(mpsc::Sender<Job>, std::thread::Thread),
     /// Written by the caller, under the lock (fsync off).
     Inline(Tail),
     /// Closed, or a write failed: nothing more is accepted.
@@ -215,7 +229,8 @@ impl Binlog {
             let handle = std::thread::Builder::new()
                 .name("binlog-writer".into())
                 .spawn(move || writer.run(rx))?;
-            inner.lock().unwrap_or_else(|e| e.into_inner()).sink = Sink::Thread(tx);
+            inner.lock().unwrap_or_else(|e| e.into_inner()).sink =
+                Sink::Thread(tx, handle.thread().clone());
             Some(handle)
         } else {
             inner.lock().unwrap_or_else(|e| e.into_inner()).sink = Sink::Inline(tail);
@@ -255,9 +270,33 @@ impl Binlog {
     /// it once the returned [`Release`] is dropped too.
     pub async fn append(
         &self,
+        ticket: Ticket,
+        timestamp: u32,
+        op: Op,
+    ) -> Result<(Record, Release), BinlogError> {
+        self.append_with(ticket, timestamp, op, false).await
+    }
+
+    /// [`Binlog::append`] without waiting until the record is durable, for a change that is
+    /// durable by other means which also make sure it is recorded after a crash (a new file's
+    /// journal entry: its replay records the file again). The record becomes durable within
+    /// [`LAZY_DELAY`], with the next record somebody waits for, or at [`Binlog::sync_queued`];
+    /// readers see it only then.
+    pub async fn append_lazy(
+        &self,
+        ticket: Ticket,
+        timestamp: u32,
+        op: Op,
+    ) -> Result<(Record, Release), BinlogError> {
+        self.append_with(ticket, timestamp, op, true).await
+    }
+
+    async fn append_with(
+        &self,
         mut ticket: Ticket,
         timestamp: u32,
         op: Op,
+        lazy: bool,
     ) -> Result<(Record, Release), BinlogError> {
         let mut durable = self.durable.subscribe();
         let (record, release) = {
@@ -279,13 +318,17 @@ impl Binlog {
             };
             let line = record.encode().into_bytes();
             let end = match &mut inner.sink {
-                Sink::Thread(queue) => {
+                Sink::Thread(queue, writer) => {
                     queue
-                        .send(Job {
+                        .send(Job::Record {
                             seq: record.seq,
                             line,
+                            lazy,
                         })
                         .map_err(|_| BinlogError::Failed)?;
+                    if !lazy {
+                        writer.unpark();
+                    }
                     None
                 }
                 Sink::Inline(tail) => match tail.write(&line) {
@@ -326,6 +369,9 @@ impl Binlog {
             (record, release)
         };
         let seq = record.seq;
+        if lazy {
+            return Ok((record, release));
+        }
         let state = durable
             .wait_for(|c| c.seq >= seq || c.failed)
             .await
@@ -334,6 +380,37 @@ impl Binlog {
             Ok((record, release))
         } else {
             Err(BinlogError::Failed)
+        }
+    }
+
+    /// Blocks until every record appended so far is durable (lazy ones too); an error when a
+    /// write failed, or the binlog closed with records it did not make durable.
+    pub fn sync_queued(&self) -> io::Result<()> {
+        let failed = || io::Error::other("the binlog failed: records may be lost");
+        let reply = {
+            let inner = self.lock();
+            match &inner.sink {
+                Sink::Thread(queue, writer) => {
+                    let (reply, answer) = mpsc::sync_channel(1);
+                    queue.send(Job::Barrier(reply)).map_err(|_| failed())?;
+                    writer.unpark();
+                    Some(answer)
+                }
+                // written by the callers themselves (fsync off): nothing is queued
+                Sink::Inline(_) => None,
+                // closed: the writer made everything durable before it stopped, unless it failed
+                Sink::Closed => {
+                    let durable = *self.durable.borrow();
+                    if durable.failed || durable.seq + 1 < inner.next_seq {
+                        return Err(failed());
+                    }
+                    None
+                }
+            }
+        };
+        match reply.map(|answer| answer.recv()) {
+            None | Some(Ok(true)) => Ok(()),
+            Some(_) => Err(failed()),
         }
     }
 
@@ -364,6 +441,8 @@ impl Binlog {
         self.lock().sink = Sink::Closed;
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
+            // a batch of lazy records still gathering is written at once
+            handle.thread().unpark();
             let _ = handle.join();
         }
     }
@@ -429,54 +508,105 @@ struct Writer {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// Records the writer takes at once, and the barriers answered after them.
+#[derive(Default)]
+struct Batch {
+    /// (seq, line) of every record.
+    records: Vec<(u64, Vec<u8>)>,
+    bytes: usize,
+    barriers: Vec<mpsc::SyncSender<bool>>,
+    /// Some record or barrier has somebody waiting.
+    urgent: bool,
+}
+
+impl Batch {
+    fn add(&mut self, job: Job) {
+        match job {
+            Job::Record { seq, line, lazy } => {
+                self.bytes += line.len();
+                self.urgent |= !lazy;
+                self.records.push((seq, line));
+            }
+            Job::Barrier(reply) => {
+                self.urgent = true;
+                self.barriers.push(reply);
+            }
+        }
+    }
+}
+
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
         // larger batches are split so one group commit stays bounded
         const MAX_BATCH: usize = 1 << 20;
-        let mut batch = Vec::new();
+        let mut buf = Vec::new();
         while let Ok(first) = queue.recv() {
-            let mut jobs = vec![first];
-            let mut bytes = jobs[0].line.len();
-            while bytes < MAX_BATCH {
+            let mut batch = Batch::default();
+            batch.add(first);
+            while batch.bytes < MAX_BATCH {
                 match queue.try_recv() {
-                    Ok(more) => {
-                        bytes += more.line.len();
-                        jobs.push(more);
-                    }
+                    Ok(more) => batch.add(more),
                     Err(_) => break,
                 }
             }
-            batch.clear();
-            for job in &jobs {
-                batch.extend_from_slice(&job.line);
-            }
-            match self.tail.write(&batch) {
-                Ok(start) => {
-                    let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut end = start;
-                    for job in &jobs {
-                        end.offset += job.line.len() as u64;
-                        if let Some(entry) = inner.unpublished.get_mut(&job.seq) {
-                            entry.end = Some(end);
-                        }
+            if !batch.urgent {
+                // nobody waits: let more records share the fsync, until somebody does (parked,
+                // not blocked on the queue, so each lazy record does not wake the thread)
+                let deadline = Instant::now() + LAZY_DELAY;
+                loop {
+                    while let Ok(more) = queue.try_recv() {
+                        batch.add(more);
                     }
-                    let last = jobs.last().map_or(0, |j| j.seq);
-                    self.durable.send_replace(Committed {
-                        end,
-                        seq: last,
-                        failed: false,
-                    });
-                    publish(&mut inner, &self.published);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if batch.urgent || batch.bytes >= MAX_BATCH || left.is_zero() {
+                        break;
+                    }
+                    std::thread::park_timeout(left);
                 }
-                Err(err) => {
-                    error!(error = %err, "cannot write the binlog; changes are refused until a restart");
-                    // later appends are refused at once (dropping the sender ends the drain)
-                    self.inner.lock().unwrap_or_else(|e| e.into_inner()).sink = Sink::Closed;
-                    self.durable.send_modify(|c| c.failed = true);
-                    // refuse what was queued meanwhile
-                    while queue.recv().is_ok() {}
-                    return;
+            }
+            if !batch.records.is_empty() && !self.write(&mut buf, &batch.records) {
+                // later appends are refused at once (dropping the sender ends the drain);
+                // barriers queued meanwhile hear of it when their reply is dropped
+                while queue.recv().is_ok() {}
+                return;
+            }
+            for reply in batch.barriers {
+                let _ = reply.send(true);
+            }
+        }
+    }
+
+    /// Writes and syncs `records`, then lets their callers and readers go on; `false` when
+    /// that failed (the binlog then takes nothing more).
+    fn write(&mut self, buf: &mut Vec<u8>, records: &[(u64, Vec<u8>)]) -> bool {
+        buf.clear();
+        for (_, line) in records {
+            buf.extend_from_slice(line);
+        }
+        match self.tail.write(buf) {
+            Ok(start) => {
+                let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let mut end = start;
+                for (seq, line) in records {
+                    end.offset += line.len() as u64;
+                    if let Some(entry) = inner.unpublished.get_mut(seq) {
+                        entry.end = Some(end);
+                    }
                 }
+                let last = records.last().map_or(0, |(seq, _)| *seq);
+                self.durable.send_replace(Committed {
+                    end,
+                    seq: last,
+                    failed: false,
+                });
+                publish(&mut inner, &self.published);
+                true
+            }
+            Err(err) => {
+                error!(error = %err, "cannot write the binlog; changes are refused until a restart");
+                self.inner.lock().unwrap_or_else(|e| e.into_inner()).sink = Sink::Closed;
+                self.durable.send_modify(|c| c.failed = true);
+                false
             }
         }
     }
@@ -960,18 +1090,24 @@ mod tests {
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
     }
 
+    /// A binlog holding one record, whose next write fails: it starts binlog.001
+    /// (rotate_size 1), which is made a directory.
+    async fn failing_after_one_record(fsync: bool) -> (tempfile::TempDir, Binlog, Record) {
+        let dir = tempfile::tempdir().unwrap();
+        let binlog = Binlog::open(dir.path(), fsync, 1).unwrap();
+        let (first, release) = binlog
+            .append(binlog.ticket(), 1, create("first"))
+            .await
+            .unwrap();
+        drop(release);
+        std::fs::create_dir(file_path(dir.path(), 1)).unwrap();
+        (dir, binlog, first)
+    }
+
     #[tokio::test]
     async fn a_failed_write_refuses_every_later_change() {
         for fsync in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let binlog = Binlog::open(dir.path(), fsync, 1).unwrap();
-            let (first, release) = binlog
-                .append(binlog.ticket(), 1, create("first"))
-                .await
-                .unwrap();
-            drop(release);
-            // the next record starts binlog.001 (rotate_size 1), which cannot be a file
-            std::fs::create_dir(file_path(dir.path(), 1)).unwrap();
+            let (dir, binlog, first) = failing_after_one_record(fsync).await;
             let failed = binlog.append(binlog.ticket(), 2, create("second")).await;
             assert!(failed.is_err(), "fsync {fsync}");
             let later = binlog.append(binlog.ticket(), 3, create("third")).await;
@@ -985,6 +1121,82 @@ mod tests {
             let records = read_all(dir.path(), Position::default(), committed.end).await;
             assert_eq!(records.len(), 1, "fsync {fsync}");
         }
+    }
+
+    /// Blocking [`Binlog::sync_queued`] off the runtime's threads.
+    async fn sync_queued(binlog: &Arc<Binlog>) -> io::Result<()> {
+        let binlog = binlog.clone();
+        tokio::task::spawn_blocking(move || binlog.sync_queued())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn lazy_records_become_durable_and_readable_without_anybody_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let binlog = Arc::new(Binlog::open(dir.path(), true, DEFAULT_ROTATE_SIZE).unwrap());
+        for i in 0..3 {
+            let (record, release) = binlog
+                .append_lazy(binlog.ticket(), 10 + i, create(&format!("lazy{i}")))
+                .await
+                .unwrap();
+            assert_eq!(record.seq, u64::from(i) + 1);
+            drop(release);
+        }
+        // nobody waits: the writer makes them durable on its own, and readers then see them
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while binlog.committed().seq < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "lazy records never became durable"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let records = read_all(dir.path(), Position::default(), binlog.committed().end).await;
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[2].op, create("lazy2"));
+
+        // a barrier makes every record queued before it durable when it returns
+        let (lazy, _release) = binlog
+            .append_lazy(binlog.ticket(), 20, create("before the barrier"))
+            .await
+            .unwrap();
+        sync_queued(&binlog).await.unwrap();
+        assert!(binlog.durable.borrow().seq >= lazy.seq);
+        // and a record somebody waits for takes the lazy ones before it along
+        let (lazy, _release) = binlog
+            .append_lazy(binlog.ticket(), 21, create("lazy again"))
+            .await
+            .unwrap();
+        let (waited, _release) = binlog
+            .append(binlog.ticket(), 22, create("waited for"))
+            .await
+            .unwrap();
+        assert!(waited.seq > lazy.seq);
+        assert!(binlog.durable.borrow().seq >= waited.seq);
+
+        // closed cleanly: everything was made durable
+        let (last, release) = binlog
+            .append_lazy(binlog.ticket(), 23, create("last"))
+            .await
+            .unwrap();
+        drop(release);
+        binlog.close();
+        sync_queued(&binlog).await.unwrap();
+        drop(binlog);
+        let reopened = Binlog::open(dir.path(), true, DEFAULT_ROTATE_SIZE).unwrap();
+        assert_eq!(reopened.committed().seq, last.seq);
+    }
+
+    #[tokio::test]
+    async fn a_barrier_reports_a_lazy_record_that_could_not_be_written() {
+        let (_dir, binlog, first) = failing_after_one_record(true).await;
+        let binlog = Arc::new(binlog);
+        let queued = binlog.append_lazy(binlog.ticket(), 2, create("lazy")).await;
+        assert!(queued.is_ok(), "a lazy record is only queued: {queued:?}");
+        assert!(sync_queued(&binlog).await.is_err());
+        assert!(sync_queued(&binlog).await.is_err(), "failed for good");
+        assert_eq!(binlog.committed().seq, first.seq);
     }
 
     #[tokio::test]

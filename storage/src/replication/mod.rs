@@ -433,6 +433,19 @@ impl Replication {
         Ok((record.seq, release))
     }
 
+    /// [`Replication::record`] of a new file its store path's journal made durable: returns
+    /// without waiting for the record to be durable (see [`binlog::Binlog::append_lazy`]).
+    pub async fn record_lazy(&self, ticket: Ticket, op: Op) -> Result<(u64, Release), ReplError> {
+        let (record, release) = self.binlog.append_lazy(ticket, binlog_now(), op).await?;
+        Ok((record.seq, release))
+    }
+
+    /// Blocks until every record appended so far is durable (see
+    /// [`binlog::Binlog::sync_queued`]).
+    pub fn sync_binlog(&self) -> std::io::Result<()> {
+        self.binlog.sync_queued()
+    }
+
     /// Records a client's change that is already made, with `timestamp` (the mtime the
     /// change gave the file) as the record's, and with `write_ack = all` waits until every
     /// ACTIVE peer has it. A slave link's record carries the link's own mtime this way, and

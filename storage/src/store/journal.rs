@@ -89,7 +89,21 @@ struct Shared {
     drained: Condvar,
     durable: watch::Sender<Progress>,
     stats: Counters,
+    /// Run before every checkpoint ([`Journal::before_checkpoint`]).
+    before_checkpoint: std::sync::OnceLock<CheckpointHook>,
 }
+
+struct CheckpointHook(BeforeCheckpoint);
+
+impl std::fmt::Debug for CheckpointHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckpointHook")
+    }
+}
+
+/// Makes durable, before a checkpoint, what the caller relies on the journal's replay for
+/// until then (the binlog records of the files in it).
+pub type BeforeCheckpoint = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -212,6 +226,7 @@ impl Journal {
             drained: Condvar::new(),
             durable,
             stats: Counters::default(),
+            before_checkpoint: std::sync::OnceLock::new(),
         });
         let (sealed_tx, sealed_rx) = mpsc::channel();
         let writer = shared.clone();
@@ -243,6 +258,14 @@ impl Journal {
     pub fn close(&self, grace: Duration) -> impl FnOnce() -> io::Result<bool> + Send + 'static {
         let shared = self.shared.clone();
         move || close(&shared, grace)
+    }
+
+    /// Has `hook` run before every checkpoint from now on (once: later calls are ignored). A
+    /// checkpoint removes segments, and with them what a replay would have redone: whatever
+    /// must survive a crash from then on (the binlog records of their files) must be durable
+    /// first. A hook that fails fails the checkpoint (its segments are kept).
+    pub fn before_checkpoint(&self, hook: BeforeCheckpoint) {
+        let _ = self.shared.before_checkpoint.set(CheckpointHook(hook));
     }
 
     /// Whether a new ordinary file of `size` bytes goes through the journal (not after a
@@ -849,6 +872,9 @@ fn checkpoint_loop(shared: &Shared, sealed: &mpsc::Receiver<u64>) {
 
 /// Syncs the store path's file system, then removes this run's segments up to `upto`.
 fn checkpoint(shared: &Shared, upto: u64) -> io::Result<()> {
+    if let Some(CheckpointHook(hook)) = shared.before_checkpoint.get() {
+        hook()?;
+    }
     sync_fs(&shared.data)?;
     for (number, path) in segments(&shared.dir)? {
         if (shared.first..=upto).contains(&number) {
@@ -1163,6 +1189,45 @@ mod tests {
                 "no checkpoint after the file was written"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_runs_its_hook_first_and_keeps_the_segments_when_it_fails() {
+        let source = tempfile::tempdir().unwrap();
+        let names = uploaded(source.path(), &[b"hooked"]).await;
+        for hook_fails in [false, true] {
+            let disk = tempfile::tempdir().unwrap();
+            let data = disk.path().join("data");
+            let (journal, _) = open(&data, NEVER);
+            let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (seen, dir) = (calls.clone(), data.join(JOURNAL_DIR));
+            journal.before_checkpoint(Arc::new(move || {
+                // before the segment goes: what it would replay is still there
+                assert!(segment_path(&dir, 1).exists());
+                seen.fetch_add(1, Ordering::SeqCst);
+                match hook_fails {
+                    false => Ok(()),
+                    true => Err(io::Error::other("binlog failed")),
+                }
+            }));
+            drop(
+                journal
+                    .append_upload(&names[0], 1, b"hooked")
+                    .await
+                    .unwrap(),
+            );
+            let closed = journal.close(Duration::from_secs(5))();
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "fails {hook_fails}");
+            assert_eq!(closed.is_err(), hook_fails);
+            drop(journal);
+            // a failed hook keeps the entry for the next start
+            let (_, replayed) = open(&data, NEVER);
+            assert_eq!(
+                replayed.entries,
+                usize::from(hook_fails),
+                "fails {hook_fails}"
+            );
         }
     }
 

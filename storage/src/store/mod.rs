@@ -738,6 +738,15 @@ impl Store {
         }
     }
 
+    /// Has `hook` run before every journal checkpoint (see [`journal::Journal::before_checkpoint`]).
+    pub fn before_journal_checkpoints(&self, hook: journal::BeforeCheckpoint) {
+        for path in &self.paths {
+            if let Some(journal) = &path.journal {
+                journal.before_checkpoint(hook.clone());
+            }
+        }
+    }
+
     /// The uploads the journals held at start (see [`Replayed::uploads`]), once.
     pub fn take_replayed_uploads(&self) -> Vec<LogicalName> {
         std::mem::take(

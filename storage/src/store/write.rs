@@ -216,6 +216,16 @@ pub trait BeforeLink: Send {
         &mut self,
         name: &LogicalName,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// [`BeforeLink::before_link`] for a file its store path's journal makes durable: a crash
+    /// that loses what the hook records leaves the journal entry, whose replay hands the file
+    /// to [`super::Store::take_replayed_uploads`], so the record need not be durable yet.
+    fn before_journaled_link(
+        &mut self,
+        name: &LogicalName,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.before_link(name)
+    }
 }
 
 /// Told, with the file's lock held, that a checked change of an existing file (append,
@@ -355,7 +365,7 @@ impl Store {
                 // is recorded again when the journal is replayed
                 Some(journal) => {
                     let (recorded, entry) = tokio::join!(
-                        hook.before_link(&logical),
+                        hook.before_journaled_link(&logical),
                         journal.append_upload(&logical, mtime, &body)
                     );
                     if let Err(err) = recorded {
