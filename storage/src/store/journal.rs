@@ -2,7 +2,8 @@
 //! a file fsync and a directory fsync, several sleeps on the disk per file. Instead a small
 //! ordinary file's name and content are appended to its store path's journal
 //! (`data/.journal/<n>.log`), and one `fdatasync` covers every entry queued while the previous
-//! one ran; the file itself is then written and linked without syncs. Deletes of such files
+//! one ran; the file itself is then written and linked without syncs, by the writer thread
+//! right after the commit (see [`Journal::append_file_then`]). Deletes of such files
 //! append a "gone" entry first, so a replay cannot bring them back.
 //!
 //! Segments are sealed after [`SEGMENT_BYTES`] or the configured checkpoint interval. Once every file of a sealed
@@ -143,7 +144,20 @@ struct State {
     segment: u64,
     /// Per segment, the entries whose file change has not finished yet.
     in_flight: HashMap<u64, usize>,
+    /// Work to run on the writer thread once the queued entries are durable.
+    after: AfterCommit,
     closed: bool,
+}
+
+/// [`Journal::append_upload_then`] and the like: the file change of an entry, run by the
+/// writer right after the entry's commit.
+#[derive(Default)]
+struct AfterCommit(Vec<Box<dyn FnOnce() + Send>>);
+
+impl std::fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AfterCommit({} jobs)", self.0.len())
+    }
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -168,6 +182,15 @@ impl Drop for Pending {
             }
         }
     }
+}
+
+/// Where a new file comes from: its entry says so, and a replay records uploads again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Uploaded here.
+    Upload,
+    /// A copy received from a peer.
+    Copy,
 }
 
 /// What a start found in the journal.
@@ -283,6 +306,7 @@ impl Journal {
 
     /// Appends the upload of `name` (an ordinary file) with `content` and mtime `mtime`;
     /// returns once the entry is durable. Keep the [`Pending`] until the file is written.
+    #[cfg(test)]
     pub async fn append_upload(
         &self,
         name: &LogicalName,
@@ -292,20 +316,71 @@ impl Journal {
         self.append(KIND_UPLOAD, name, mtime, content).await
     }
 
-    /// [`Journal::append_upload`] for a copy received from a peer.
-    pub async fn append_copy(
+    /// Appends a new ordinary file `name` with `content` and mtime `mtime`, has the writer
+    /// thread run `then` (writing the file) with `content` as soon as the entry is durable, and
+    /// returns its result: one thread hand-off per small file instead of two (to the writer
+    /// and to the blocking pool). `then` must not block on anything but the disk. The
+    /// [`Pending`] can go at once: the file is written.
+    pub async fn append_file_then<T, F>(
         &self,
+        origin: Origin,
         name: &LogicalName,
         mtime: u32,
-        content: &[u8],
-    ) -> Result<Pending, StoreError> {
-        self.append(KIND_COPY, name, mtime, content).await
+        content: Vec<u8>,
+        then: F,
+    ) -> Result<(Pending, T), StoreError>
+    where
+        F: FnOnce(Vec<u8>) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let kind = match origin {
+            Origin::Upload => KIND_UPLOAD,
+            Origin::Copy => KIND_COPY,
+        };
+        let (done, result) = tokio::sync::oneshot::channel();
+        {
+            let mut state = lock(&self.shared.state);
+            let (_, pending) = self.enqueue(&mut state, kind, name, mtime, &content)?;
+            state.after.0.push(Box::new(move || {
+                let value = then(content);
+                // The request may have stopped waiting (its connection dropped): the pending
+                // entry then goes only now, after the file change.
+                let _ = done.send((pending, value));
+            }));
+        }
+        self.shared.work.notify_one();
+        // dropped unrun when the commit failed
+        result.await.map_err(|_| failed())
     }
 
     /// Appends the deletion of `name`; returns once it is durable. Keep the [`Pending`] until
     /// the file is removed.
     pub async fn append_gone(&self, name: &LogicalName) -> Result<Pending, StoreError> {
         self.append(KIND_GONE, name, 0, &[]).await
+    }
+
+    /// Queues an entry; returns its sequence number and its [`Pending`].
+    fn enqueue(
+        &self,
+        state: &mut State,
+        kind: u8,
+        name: &LogicalName,
+        mtime: u32,
+        content: &[u8],
+    ) -> Result<(u64, Pending), StoreError> {
+        if state.closed || self.shared.mode() != Mode::Healthy {
+            return Err(failed());
+        }
+        encode(&mut state.queue, kind, &name.to_string(), mtime, content);
+        state.queued += 1;
+        self.shared.stats.entries.fetch_add(1, Ordering::Relaxed);
+        let segment = state.segment;
+        *state.in_flight.entry(segment).or_insert(0) += 1;
+        let pending = Pending {
+            shared: self.shared.clone(),
+            segment,
+        };
+        Ok((state.queued, pending))
     }
 
     async fn append(
@@ -315,22 +390,9 @@ impl Journal {
         mtime: u32,
         content: &[u8],
     ) -> Result<Pending, StoreError> {
-        let name = name.to_string();
         let (sequence, pending) = {
             let mut state = lock(&self.shared.state);
-            if state.closed || self.shared.mode() != Mode::Healthy {
-                return Err(failed());
-            }
-            encode(&mut state.queue, kind, &name, mtime, content);
-            state.queued += 1;
-            self.shared.stats.entries.fetch_add(1, Ordering::Relaxed);
-            let segment = state.segment;
-            *state.in_flight.entry(segment).or_insert(0) += 1;
-            let pending = Pending {
-                shared: self.shared.clone(),
-                segment,
-            };
-            (state.queued, pending)
+            self.enqueue(&mut state, kind, name, mtime, content)?
         };
         self.shared.work.notify_one();
         let mut durable = self.shared.durable.subscribe();
@@ -736,6 +798,7 @@ fn restore(path: &Path, tmp: &Path, mtime: u32, content: &[u8]) -> io::Result<()
 /// `fdatasync`, tells the waiters; seals segments and hands them to the checkpoint thread.
 fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::Sender<u64>) {
     let mut batch = Vec::new();
+    let mut after = AfterCommit::default();
     let mut written = 0u64;
     let mut first_entry = Instant::now();
     loop {
@@ -763,6 +826,7 @@ fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::
                 return;
             }
             std::mem::swap(&mut state.queue, &mut batch);
+            std::mem::swap(&mut state.after, &mut after);
             if written == 0 && !batch.is_empty() {
                 first_entry = Instant::now();
             }
@@ -781,9 +845,16 @@ fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::
             shared.stats.commits.fetch_add(1, Ordering::Relaxed);
             batch.clear();
             if let Err(err) = result {
+                // their requests fail
+                after.0.clear();
                 return fail(shared, &err);
             }
             shared.durable.send_modify(|progress| progress.upto = upto);
+            for job in after.0.drain(..) {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    tracing::error!(dir = %shared.dir.display(), "a file change after a journal commit panicked");
+                }
+            }
         }
         if seal {
             match open_segment(&shared.dir, segment + 1) {
@@ -1229,6 +1300,52 @@ mod tests {
                 "fails {hook_fails}"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_changes_the_file_once_its_entry_is_durable_even_for_a_gone_request() {
+        let source = tempfile::tempdir().unwrap();
+        let names = uploaded(source.path(), &[b"first", b"second"]).await;
+        let disk = tempfile::tempdir().unwrap();
+        let data = disk.path().join("data");
+        let (journal, _) = open(&data, NEVER);
+        let segment = segment_path(&data.join(JOURNAL_DIR), 1);
+        let entry_len = |path: &Path| std::fs::metadata(path).unwrap().len();
+        let (pending, (len, content)) = journal
+            .append_file_then(
+                Origin::Upload,
+                &names[0],
+                1,
+                b"first".to_vec(),
+                move |content| (entry_len(&segment), content),
+            )
+            .await
+            .unwrap();
+        // run after the entry was written, and handed the content
+        assert!(len > 5, "segment holds {len} bytes");
+        assert_eq!(content, b"first");
+        drop(pending);
+
+        // a request that stops waiting: the change still runs, and the stop waits for it
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let request = journal.append_file_then(
+            Origin::Upload,
+            &names[1],
+            1,
+            b"second".to_vec(),
+            move |_| {
+                std::thread::sleep(Duration::from_millis(50));
+                flag.store(true, Ordering::SeqCst);
+            },
+        );
+        // polled once (queued), then dropped
+        assert!(tokio::time::timeout(Duration::ZERO, request).await.is_err());
+        assert!(journal.close(Duration::from_secs(10))().unwrap());
+        assert!(
+            ran.load(Ordering::SeqCst),
+            "the stop did not wait for the change"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 
 use std::io::{self, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fdfs_proto::file_id::LogicalName;
@@ -15,6 +16,7 @@ use fdfs_proto::name::{classify, FileKind};
 use fdfs_proto::sync_msg::FileListEntry;
 use tokio::io::{AsyncRead, AsyncSeekExt};
 
+use super::journal::Origin;
 use super::metadata::sidecar_path;
 use super::write::{
     blocking_store, read_body, stream_to, write_small_blocking, write_small_unnamed, TempFile,
@@ -288,57 +290,40 @@ impl Store {
         let path = self.resolve(name)?;
         let index = name.store_path();
         let dir = self.tmp_dir(index)?.to_path_buf();
-        // an ordinary file through the journal: durable once its entry is
+        // an ordinary file through the journal: durable once its entry is, written by the
+        // journal's writer right after the entry's commit
         let journal = recorded_content(name)
             .and(self.journal(index))
             .filter(|journal| journal.takes(size));
-        let journaled = match journal {
-            Some(journal) => Some(journal.append_copy(name, mtime, &body).await?),
-            None => None,
+        let copy = SmallCopy {
+            path,
+            dir,
+            size,
+            mtime,
+            index,
+            create,
+            counts: self.counts(),
+            dirs: self.dirs(),
         };
-        let fsync = self.options.fsync && journaled.is_none();
-        let (counts, dirs) = (self.counts(), self.dirs());
-        let applied = self
-            .on_path(index, "storing replicated file", move || {
-                let _journaled = journaled;
-                let existing = std::fs::symlink_metadata(&path).ok();
-                if create {
-                    if let Some(meta) = &existing {
-                        if meta.is_file()
-                            && meta.len() == size
-                            && unix_seconds(meta) as u32 == mtime
-                        {
-                            return Ok(Applied::Have);
-                        }
-                    }
-                }
-                let change = counts.begin(index);
-                // a new name takes the file without a temp name; a copy we hold is replaced
-                // at once by a rename
-                let unnamed = match existing {
-                    None => write_small_unnamed(&dir, &body, Some(mtime), fsync)?,
-                    Some(_) => None,
-                };
-                let linked = match unnamed {
-                    Some(file) => file.link(&path)?,
-                    None => false,
-                };
-                if !linked {
-                    let (tmp, _) = write_small_blocking(&dir, "sync", &body, Some(mtime), fsync)?;
-                    rename_creating_dir(tmp.path(), &path)
-                        .map_err(StoreError::io("renaming replicated file"))?;
-                    tmp.disarm();
-                }
-                // replacing a file we hold adds none
-                if let (Some(change), None) = (change, &existing) {
-                    change.note(&path, 1);
-                }
-                if fsync {
-                    dirs.sync_parent(&path)?;
-                }
-                Ok(Applied::Done)
-            })
-            .await;
+        let applied = match journal {
+            Some(journal) => {
+                let slot = self.io_slot(index).await?;
+                journal
+                    .append_file_then(Origin::Copy, name, mtime, body, move |body| {
+                        let _slot = slot;
+                        copy.apply(body, false)
+                    })
+                    .await
+                    .and_then(|(_written, applied)| applied)
+            }
+            None => {
+                let fsync = self.options.fsync;
+                self.on_path(index, "storing replicated file", move || {
+                    copy.apply(body, fsync)
+                })
+                .await
+            }
+        };
         self.note_result(index, applied)
     }
 
@@ -725,6 +710,63 @@ impl Store {
         })
         .await?;
         Ok((tmp, len))
+    }
+}
+
+/// Where and how a small file received from a peer is stored (blocking work).
+struct SmallCopy {
+    path: PathBuf,
+    /// The store path's temp directory.
+    dir: PathBuf,
+    size: u64,
+    mtime: u32,
+    index: u8,
+    /// A create (not a replacement): the same copy found here is [`Applied::Have`].
+    create: bool,
+    counts: Arc<super::FileCounts>,
+    dirs: Arc<super::dirsync::DirSyncer>,
+}
+
+impl SmallCopy {
+    /// Looks for the same copy (a create answers [`Applied::Have`] then), or writes `body` as
+    /// the new one and links it into place, or renames it over a copy we hold.
+    fn apply(&self, body: Vec<u8>, fsync: bool) -> Result<Applied, StoreError> {
+        let existing = std::fs::symlink_metadata(&self.path).ok();
+        if self.create {
+            if let Some(meta) = &existing {
+                if meta.is_file()
+                    && meta.len() == self.size
+                    && unix_seconds(meta) as u32 == self.mtime
+                {
+                    return Ok(Applied::Have);
+                }
+            }
+        }
+        let change = self.counts.begin(self.index);
+        // a new name takes the file without a temp name; a copy we hold is replaced at once
+        // by a rename
+        let unnamed = match existing {
+            None => write_small_unnamed(&self.dir, &body, Some(self.mtime), fsync)?,
+            Some(_) => None,
+        };
+        let linked = match unnamed {
+            Some(file) => file.link(&self.path)?,
+            None => false,
+        };
+        if !linked {
+            let (tmp, _) = write_small_blocking(&self.dir, "sync", &body, Some(self.mtime), fsync)?;
+            rename_creating_dir(tmp.path(), &self.path)
+                .map_err(StoreError::io("renaming replicated file"))?;
+            tmp.disarm();
+        }
+        // replacing a file we hold adds none
+        if let (Some(change), None) = (change, &existing) {
+            change.note(&self.path, 1);
+        }
+        if fsync {
+            self.dirs.sync_parent(&self.path)?;
+        }
+        Ok(Applied::Done)
     }
 }
 

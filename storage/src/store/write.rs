@@ -11,6 +11,7 @@ use rand::Rng;
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use super::journal::Origin;
 use super::recent::RecentFile;
 use super::{blocking, Store, StoreError, IO_BUFFER};
 
@@ -360,54 +361,34 @@ impl Store {
         };
         for _ in 0..NAME_ATTEMPTS {
             let logical = placed.name(source, size, mtime, crc32)?;
-            let journaled = match journal {
-                // durable at the same time; an entry without its record (a crash between)
-                // is recorded again when the journal is replayed
+            let path = data.join(logical.data_relative_path());
+            let (dir, counts, dirs) = (dir.clone(), self.counts(), self.dirs());
+            let (linked, back) = match journal {
+                // Durable through its entry: the journal's writer writes and links the file
+                // without syncs right after the entry's commit. The record is not waited for:
+                // after a crash the entry's replay records the file again.
                 Some(journal) => {
-                    let (recorded, entry) = tokio::join!(
-                        hook.before_journaled_link(&logical),
-                        journal.append_upload(&logical, mtime, &body)
-                    );
-                    if let Err(err) = recorded {
-                        if entry.is_ok() {
-                            // no file comes of it: a replay must not make one
-                            journal.append_gone(&logical).await.ok();
-                        }
-                        return Err(err);
-                    }
-                    Some(entry?)
+                    hook.before_journaled_link(&logical).await?;
+                    let slot = self.io_slot(index).await?;
+                    let (_written, stored) = journal
+                        .append_file_then(Origin::Upload, &logical, mtime, body, move |body| {
+                            let _slot = slot;
+                            write_and_link_small(
+                                index, &dir, &path, body, mtime, false, &counts, &dirs,
+                            )
+                        })
+                        .await?;
+                    stored?
                 }
                 None => {
                     hook.before_link(&logical).await?;
-                    None
+                    let fsync = self.options.fsync;
+                    self.on_path(index, "storing file", move || {
+                        write_and_link_small(index, &dir, &path, body, mtime, fsync, &counts, &dirs)
+                    })
+                    .await?
                 }
             };
-            let path = data.join(logical.data_relative_path());
-            // durable already through the journal: written and linked without syncs
-            let fsync = self.options.fsync && journaled.is_none();
-            let (dir, counts, dirs) = (dir.clone(), self.counts(), self.dirs());
-            let (linked, back) = self
-                .on_path(index, "storing file", move || {
-                    // the journal's checkpoint waits for this file until the work is done
-                    let _journaled = journaled;
-                    if let Some(file) = write_small_unnamed(&dir, &body, Some(mtime), fsync)? {
-                        let linked =
-                            publish(index, &path, &counts, &dirs, fsync, || file.link(&path))?;
-                        // name taken: the next attempt writes a fresh file
-                        return Ok((linked, body));
-                    }
-                    let (tmp, _) = write_small_blocking(&dir, "upload", &body, Some(mtime), fsync)?;
-                    let linked = link_and_sync(tmp.path(), index, &path, &counts, &dirs, fsync)?;
-                    if !linked {
-                        // name taken: the next attempt writes a fresh temp file
-                        if let Err(err) = std::fs::remove_file(tmp.path()) {
-                            tracing::warn!(error = %err, "cannot remove temp file");
-                        }
-                    }
-                    tmp.disarm();
-                    Ok((linked, body))
-                })
-                .await?;
             if !linked {
                 body = back;
                 continue;
@@ -698,6 +679,34 @@ fn publish(
         dirs.sync_parent(path)?;
     }
     Ok(true)
+}
+
+/// Writes a new small file and links it under `path` (blocking); `false` when the name is
+/// taken (the next attempt writes a fresh file), with the content given back either way.
+#[allow(clippy::too_many_arguments)]
+fn write_and_link_small(
+    index: u8,
+    dir: &Path,
+    path: &Path,
+    body: Vec<u8>,
+    mtime: u32,
+    fsync: bool,
+    counts: &super::FileCounts,
+    dirs: &super::dirsync::DirSyncer,
+) -> Result<(bool, Vec<u8>), StoreError> {
+    if let Some(file) = write_small_unnamed(dir, &body, Some(mtime), fsync)? {
+        let linked = publish(index, path, counts, dirs, fsync, || file.link(path))?;
+        return Ok((linked, body));
+    }
+    let (tmp, _) = write_small_blocking(dir, "upload", &body, Some(mtime), fsync)?;
+    let linked = link_and_sync(tmp.path(), index, path, counts, dirs, fsync)?;
+    if !linked {
+        if let Err(err) = std::fs::remove_file(tmp.path()) {
+            tracing::warn!(error = %err, "cannot remove temp file");
+        }
+    }
+    tmp.disarm();
+    Ok((linked, body))
 }
 
 /// [`write_small_blocking`] into an [`UnnamedFile`]; `None` when the file system cannot make
