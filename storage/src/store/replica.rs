@@ -271,10 +271,10 @@ impl Store {
         Ok(Applied::Done)
     }
 
-    /// [`Store::replica_write`] of a small file on a path with room to spare, in one trip to
-    /// the blocking pool: the body is read whole and checked first, then one blocking call
-    /// looks for the same copy (a create answers [`Applied::Have`] then), or writes, syncs
-    /// and renames the new one into place. The caller holds `name`'s lock.
+    /// [`Store::replica_write`] of a small file on a path with room to spare, in one thread
+    /// hand-off: the body is read whole and checked first, then one blocking call (on the
+    /// journal's writer right after the entry's commit, or on the blocking pool) stores it
+    /// ([`SmallCopy::apply`]). The caller holds `name`'s lock.
     async fn replace_small<R: AsyncRead + Unpin + ?Sized>(
         &self,
         name: &LogicalName,
@@ -728,37 +728,36 @@ struct SmallCopy {
 }
 
 impl SmallCopy {
-    /// Looks for the same copy (a create answers [`Applied::Have`] then), or writes `body` as
-    /// the new one and links it into place, or renames it over a copy we hold.
+    /// Writes `body` as a new file and links it into place; when the name is taken, looks
+    /// at the copy there (a create answers [`Applied::Have`] for the same one) and otherwise
+    /// renames a new copy over it.
     fn apply(&self, body: Vec<u8>, fsync: bool) -> Result<Applied, StoreError> {
-        let existing = std::fs::symlink_metadata(&self.path).ok();
-        if self.create {
-            if let Some(meta) = &existing {
-                if meta.is_file()
-                    && meta.len() == self.size
-                    && unix_seconds(meta) as u32 == self.mtime
-                {
-                    return Ok(Applied::Have);
+        let change = self.counts.begin(self.index);
+        // A new name (the usual case) takes the file without a temp name, and without a look
+        // first: the name's lookup is the link's own. The caller holds the name's lock.
+        if let Some(file) = write_small_unnamed(&self.dir, &body, Some(self.mtime), fsync)? {
+            if file.link(&self.path)? {
+                if let Some(change) = change {
+                    change.note(&self.path, 1);
                 }
+                if fsync {
+                    self.dirs.sync_parent(&self.path)?;
+                }
+                return Ok(Applied::Done);
             }
         }
-        let change = self.counts.begin(self.index);
-        // a new name takes the file without a temp name; a copy we hold is replaced at once
-        // by a rename
-        let unnamed = match existing {
-            None => write_small_unnamed(&self.dir, &body, Some(self.mtime), fsync)?,
-            Some(_) => None,
-        };
-        let linked = match unnamed {
-            Some(file) => file.link(&self.path)?,
-            None => false,
-        };
-        if !linked {
-            let (tmp, _) = write_small_blocking(&self.dir, "sync", &body, Some(self.mtime), fsync)?;
-            rename_creating_dir(tmp.path(), &self.path)
-                .map_err(StoreError::io("renaming replicated file"))?;
-            tmp.disarm();
+        let existing = std::fs::symlink_metadata(&self.path).ok();
+        if let (true, Some(meta)) = (self.create, &existing) {
+            if meta.is_file() && meta.len() == self.size && unix_seconds(meta) as u32 == self.mtime
+            {
+                return Ok(Applied::Have);
+            }
         }
+        // a copy we hold is replaced at once by a rename
+        let (tmp, _) = write_small_blocking(&self.dir, "sync", &body, Some(self.mtime), fsync)?;
+        rename_creating_dir(tmp.path(), &self.path)
+            .map_err(StoreError::io("renaming replicated file"))?;
+        tmp.disarm();
         // replacing a file we hold adds none
         if let (Some(change), None) = (change, &existing) {
             change.note(&self.path, 1);
