@@ -333,11 +333,12 @@ impl Store {
         self.note_result(index, linked)
     }
 
-    /// A small new file in one trip to the blocking pool: the body is read whole first, so
-    /// its CRC32 — and, with the mtime given now, its final name — is known before anything
-    /// touches the disk; `hook` records the name, then one blocking call writes, syncs and
-    /// links the file. Each thread hand-off costs more than the I/O of a small file. With a
-    /// journal, the file is made durable by its journal entry instead of its own syncs.
+    /// A small new file in one thread hand-off: the body is read whole first, so its CRC32 —
+    /// and, with the mtime given now, its final name — is known before anything touches the
+    /// disk; `hook` records the name, then one blocking call writes, syncs and links the
+    /// file. Each thread hand-off costs more than the I/O of a small file. With a journal,
+    /// the file is made durable by its journal entry instead of its own syncs, and written by
+    /// the journal's writer right after the entry's commit.
     async fn store_small<R: AsyncRead + Unpin + ?Sized, H: BeforeLink>(
         &self,
         reader: &mut R,
@@ -369,6 +370,8 @@ impl Store {
                 // after a crash the entry's replay records the file again.
                 Some(journal) => {
                     hook.before_journaled_link(&logical).await?;
+                    // the path's cap on disk work covers the writer's too: a hung disk holds
+                    // at most `store_path_max_io` small files of this path in memory
                     let slot = self.io_slot(index).await?;
                     let (_written, stored) = journal
                         .append_file_then(Origin::Upload, &logical, mtime, body, move |body| {
