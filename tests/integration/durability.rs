@@ -226,9 +226,11 @@ async fn power_loss(switch_off: bool) -> anyhow::Result<()> {
         assert!(!path_of(id).exists(), "{id} came back");
         assert!(client.download_bytes(id, 0, 0).await.is_err(), "{id}");
     }
-    // replayed, then removed: only this run's (empty) segment is left, if any
+    // replayed, then removed: only this run's (empty) segment is left, if any, and the
+    // zero-filled spare prepared for its next one
     let left: Vec<_> = std::fs::read_dir(data.join(".journal"))?
         .filter_map(Result::ok)
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with("spare-"))
         .filter(|entry| entry.metadata().map(|m| m.len() > 0).unwrap_or(true))
         .map(|entry| entry.path())
         .collect();

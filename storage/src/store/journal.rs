@@ -6,6 +6,11 @@
 //! right after the commit (see [`Journal::append_file_then`]). Deletes of such files
 //! append a "gone" entry first, so a replay cannot bring them back.
 //!
+//! A segment is a zero-filled spare file, prepared ahead of time by the checkpoint thread and
+//! renamed into place at the seal before: an `fdatasync` of entries written over blocks that are
+//! already allocated and written skips the block allocation and inode write an append costs.
+//! A replay ends a segment at its first entry that is not whole, zeros included.
+//!
 //! Segments are sealed after [`SEGMENT_BYTES`] or the configured checkpoint interval. Once every file of a sealed
 //! segment has been written (or given up), `syncfs` of the store path's file system makes
 //! them durable and the segment is removed. At start, [`Journal::open`] replays what is left:
@@ -45,6 +50,14 @@ const KIND_GONE: u8 = 2;
 const KIND_COPY: u8 = 3;
 /// Longest logical name an entry may carry.
 const MAX_NAME: usize = 256;
+/// Names of spare segments start with this (no segment name does).
+const SPARE_PREFIX: &str = "spare-";
+/// A spare is written to the disk this much at a time.
+const SPARE_STEP: usize = 512 << 10;
+/// Size of the first spare, before any segment was sealed.
+const FIRST_SPARE: u64 = 1 << 20;
+/// Smallest spare: a spare is sized after the segment sealed last.
+const MIN_SPARE: u64 = 256 << 10;
 
 /// The journal of one store path: a writer thread (group commit) and a checkpoint thread.
 #[derive(Debug)]
@@ -81,6 +94,7 @@ struct Shared {
     first: u64,
     mode: AtomicU8,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// A segment is sealed this long after its first entry.
     seal_age: Duration,
     state: Mutex<State>,
@@ -146,7 +160,25 @@ struct State {
     in_flight: HashMap<u64, usize>,
     /// Work to run on the writer thread once the queued entries are durable.
     after: AfterCommit,
+    /// The next segment, zero-filled ahead of time; taken by the writer at a seal.
+    spare: Option<Spare>,
     closed: bool,
+}
+
+/// A zero-filled file that becomes the next segment (see the module's documentation).
+#[derive(Debug)]
+struct Spare {
+    path: PathBuf,
+    /// Open for writing, at offset 0.
+    file: File,
+}
+
+/// What the writer tells the checkpoint thread at a seal.
+#[derive(Clone, Copy, Debug)]
+struct Sealed {
+    segment: u64,
+    /// What the segment holds: the next spare is sized after it.
+    bytes: u64,
 }
 
 /// [`Journal::append_upload_then`] and the like: the file change of an entry, run by the
@@ -240,6 +272,7 @@ impl Journal {
             first,
             mode: AtomicU8::new(Mode::Healthy as u8),
             writer: Mutex::new(None),
+            checkpointer: Mutex::new(None),
             seal_age,
             state: Mutex::new(State {
                 segment: first,
@@ -258,9 +291,13 @@ impl Journal {
             .spawn(move || write_loop(&writer, file, first, &sealed_tx))?;
         *shared.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         let checkpoint = shared.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(format!("checkpoint-{store_path}"))
             .spawn(move || checkpoint_loop(&checkpoint, &sealed_rx))?;
+        *shared
+            .checkpointer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(handle);
         Ok((Journal { shared, max_file }, replayed))
     }
 
@@ -448,13 +485,16 @@ fn close(shared: &Shared, grace: Duration) -> io::Result<bool> {
                 .0;
         }
     }
-    let writer = shared
-        .writer
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
-    if let Some(writer) = writer {
-        let _ = writer.join();
+    // the checkpoint thread ends once the writer has (its channel closes)
+    for thread in [&shared.writer, &shared.checkpointer] {
+        let handle = thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+    if let Some(spare) = lock(&shared.state).spare.take() {
+        drop(spare.file);
+        remove_if_present(&spare.path)?;
     }
     if shared.mode() == Mode::Broken {
         return Ok(false);
@@ -578,6 +618,7 @@ fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
         let entry = entry?;
         match segment_number(&entry.path()) {
             Some(number) => found.push((number, entry.path())),
+            None if is_spare(&entry.path()) => {}
             None => {
                 tracing::warn!(path = %entry.path().display(), "not a journal segment, left alone")
             }
@@ -589,6 +630,105 @@ fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:016}.log"))
+}
+
+fn is_spare(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with(SPARE_PREFIX))
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// Removes the spares a crash left in `dir` (they hold nothing).
+fn remove_spares(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if is_spare(&path) {
+            remove_if_present(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes spare number `number` of `len` zero bytes and makes them durable (blocking).
+fn prepare_spare(dir: &Path, number: u64, len: u64) -> io::Result<Spare> {
+    use std::io::Seek as _;
+    let path = dir.join(format!("{SPARE_PREFIX}{number}"));
+    let made = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        let zeros = vec![0u8; SPARE_STEP];
+        let mut done = 0;
+        while done < len {
+            let chunk = (len - done).min(SPARE_STEP as u64);
+            file.write_all(&zeros[..chunk as usize])?;
+            // a step at a time to the disk: the commits beside it wait behind one step, not
+            // behind the whole spare
+            write_out(&file, done, chunk)?;
+            done += chunk;
+        }
+        // its size and blocks: a commit in it then writes data only
+        file.sync_data()?;
+        file.rewind()?;
+        Ok(file)
+    })();
+    match made {
+        Ok(file) => Ok(Spare { path, file }),
+        Err(err) => {
+            let _ = std::fs::remove_file(&path);
+            Err(err)
+        }
+    }
+}
+
+/// Writes `len` bytes of `file` from `offset` to the disk and waits for them
+/// (`sync_file_range`: data only, no cache flush).
+fn write_out(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a valid open descriptor for the whole call.
+    let done = unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, flags) };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The size of the next spare after a segment that held `bytes`: a little more, within bounds.
+fn spare_len(bytes: u64) -> u64 {
+    (bytes + bytes / 4)
+        .next_multiple_of(64 << 10)
+        .clamp(MIN_SPARE, SEGMENT_BYTES)
+}
+
+/// Segment `number`, made from `spare` when there is one, its name durable before anything
+/// in it is.
+fn next_segment(dir: &Path, number: u64, spare: Option<Spare>) -> io::Result<File> {
+    if let Some(Spare { path, file }) = spare {
+        match std::fs::rename(&path, segment_path(dir, number)) {
+            Ok(()) => {
+                crate::persist::sync_dir(dir)?;
+                return Ok(file);
+            }
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "a spare journal segment could not be renamed; starting an empty one");
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    open_segment(dir, number)
 }
 
 /// Creates segment `number` and makes its name durable before anything in it is.
@@ -620,11 +760,11 @@ fn sync_fs(dir: &File) -> io::Result<()> {
 /// again.
 pub fn replay_leftover(data: &Path, tmp: &Path, store_path: u8) -> io::Result<Replayed> {
     let dir = data.join(JOURNAL_DIR);
-    let segments = match segments(&dir) {
-        Ok(segments) => segments,
+    match remove_spares(&dir) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Replayed::default()),
-        Err(err) => return Err(err),
-    };
+        result => result?,
+    }
+    let segments = segments(&dir)?;
     if segments.is_empty() {
         return Ok(Replayed::default());
     }
@@ -637,10 +777,7 @@ pub fn replay_leftover(data: &Path, tmp: &Path, store_path: u8) -> io::Result<Re
 /// Removes the segments a start replayed, once what they held is recorded (blocking).
 pub fn remove_replayed(segments: &[PathBuf]) -> io::Result<()> {
     for path in segments {
-        match std::fs::remove_file(path) {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-            _ => {}
-        }
+        remove_if_present(path)?;
     }
     if let Some(dir) = segments.first().and_then(|path| path.parent()) {
         crate::persist::sync_dir(dir)?;
@@ -796,13 +933,13 @@ fn restore(path: &Path, tmp: &Path, mtime: u32, content: &[u8]) -> io::Result<()
 
 /// The writer thread: takes everything queued, writes it to the current segment with one
 /// `fdatasync`, tells the waiters; seals segments and hands them to the checkpoint thread.
-fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::Sender<u64>) {
+fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::Sender<Sealed>) {
     let mut batch = Vec::new();
     let mut after = AfterCommit::default();
     let mut written = 0u64;
     let mut first_entry = Instant::now();
     loop {
-        let (upto, seal) = {
+        let (upto, seal, spare) = {
             let mut state = lock(&shared.state);
             loop {
                 if !state.queue.is_empty() || state.closed {
@@ -833,11 +970,13 @@ fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::
             let after = written + batch.len() as u64;
             let seal =
                 after >= SEGMENT_BYTES || (after > 0 && first_entry.elapsed() >= shared.seal_age);
+            let mut spare = None;
             if seal {
                 // entries queued from now on belong to the next segment
                 state.segment = segment + 1;
+                spare = state.spare.take();
             }
-            (state.queued, seal)
+            (state.queued, seal, spare)
         };
         if !batch.is_empty() {
             let result = file.write_all(&batch).and_then(|()| file.sync_data());
@@ -857,11 +996,14 @@ fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::
             }
         }
         if seal {
-            match open_segment(&shared.dir, segment + 1) {
+            match next_segment(&shared.dir, segment + 1, spare) {
                 Ok(next) => file = next,
                 Err(err) => return fail(shared, &err),
             }
-            let _ = sealed.send(segment);
+            let _ = sealed.send(Sealed {
+                segment,
+                bytes: written,
+            });
             segment += 1;
             written = 0;
         }
@@ -910,14 +1052,40 @@ fn wait_drained(shared: &Shared, upto: u64) -> bool {
     true
 }
 
-/// The checkpoint thread: once every file of a sealed segment is written, `syncfs` makes them
-/// durable and the segment goes.
-fn checkpoint_loop(shared: &Shared, sealed: &mpsc::Receiver<u64>) {
-    while let Ok(mut upto) = sealed.recv() {
+/// The checkpoint thread: prepares the spare for the next seal; once every file of a sealed
+/// segment is written, `syncfs` makes them durable and the segment goes.
+fn checkpoint_loop(shared: &Shared, sealed: &mpsc::Receiver<Sealed>) {
+    let mut spares = 0;
+    let mut refill = |len: u64| {
+        if lock(&shared.state).spare.is_some() {
+            return;
+        }
+        spares += 1;
+        match prepare_spare(&shared.dir, spares, len) {
+            Ok(spare) => {
+                let mut state = lock(&shared.state);
+                if state.closed {
+                    drop(state);
+                    drop(spare.file);
+                    let _ = std::fs::remove_file(&spare.path);
+                } else {
+                    state.spare = Some(spare);
+                }
+            }
+            // the writer starts an empty segment instead
+            Err(err) => {
+                tracing::warn!(dir = %shared.dir.display(), error = %err, "preparing a spare journal segment failed")
+            }
+        }
+    };
+    refill(FIRST_SPARE);
+    while let Ok(mut last) = sealed.recv() {
         // segments sealed meanwhile ride along
         while let Ok(next) = sealed.try_recv() {
-            upto = next;
+            last = next;
         }
+        refill(spare_len(last.bytes));
+        let upto = last.segment;
         if !wait_drained(shared, upto) {
             // the last checkpoint is `Journal::close`'s, or the next start's replay
             return;
@@ -949,10 +1117,7 @@ fn checkpoint(shared: &Shared, upto: u64) -> io::Result<()> {
     sync_fs(&shared.data)?;
     for (number, path) in segments(&shared.dir)? {
         if (shared.first..=upto).contains(&number) {
-            match std::fs::remove_file(path) {
-                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-                _ => {}
-            }
+            remove_if_present(&path)?;
         }
     }
     crate::persist::sync_dir(&shared.dir)
@@ -989,7 +1154,7 @@ mod tests {
     }
 
     fn segment_count(data: &Path) -> usize {
-        std::fs::read_dir(data.join(JOURNAL_DIR)).unwrap().count()
+        segments(&data.join(JOURNAL_DIR)).unwrap().len()
     }
 
     #[test]
@@ -1365,6 +1530,97 @@ mod tests {
         assert!(journal.append_upload(&names[0], 1, b"kept").await.is_err());
         drop(journal);
         assert_eq!(open(&data, NEVER).1, Replayed::default());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_stop_leaves_no_spare_behind() {
+        let disk = tempfile::tempdir().unwrap();
+        let data = disk.path().join("data");
+        let (journal, _) = open(&data, NEVER);
+        // the first spare is being prepared, or ready: either way the stop removes it
+        assert!(journal.close(Duration::from_secs(5))().unwrap());
+        let left: Vec<_> = std::fs::read_dir(data.join(JOURNAL_DIR))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn a_start_removes_the_spares_a_crash_left() {
+        let disk = tempfile::tempdir().unwrap();
+        let data = disk.path().join("data");
+        let dir = data.join(JOURNAL_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{SPARE_PREFIX}3")), vec![0u8; 4096]).unwrap();
+        let (journal, replayed) = open(&data, NEVER);
+        assert_eq!(replayed, Replayed::default());
+        assert!(!dir.join(format!("{SPARE_PREFIX}3")).exists());
+        drop(journal);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_segment_made_from_a_spare_replays_up_to_its_zeros() {
+        let contents: Vec<Vec<u8>> = (0..40).map(|i| format!("file {i}").into_bytes()).collect();
+        let source = tempfile::tempdir().unwrap();
+        let slices: Vec<&[u8]> = contents.iter().map(Vec::as_slice).collect();
+        let names = uploaded(source.path(), &slices).await;
+        let disk = tempfile::tempdir().unwrap();
+        let data = disk.path().join("data");
+        let dir = data.join(JOURNAL_DIR);
+        let (journal, _) = open(&data, Duration::from_millis(20));
+        // entries kept in flight: no checkpoint removes their segments
+        let mut pending = Vec::new();
+        let mut next = 0;
+        let from_spare = |dir: &Path| {
+            segments(dir).unwrap().iter().any(|(number, path)| {
+                *number > 1 && std::fs::metadata(path).unwrap().len() >= MIN_SPARE
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(from_spare(&dir) && next >= 10) {
+            assert!(
+                Instant::now() < deadline && next < names.len(),
+                "no segment was made from a spare"
+            );
+            pending.push(
+                journal
+                    .append_upload(&names[next], 1, &contents[next])
+                    .await
+                    .unwrap(),
+            );
+            next += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // a crash now: what the disk holds, zero-filled tails and all
+        let image = tempfile::tempdir().unwrap();
+        let copy = image.path().join("data");
+        std::fs::create_dir_all(copy.join(JOURNAL_DIR)).unwrap();
+        for (_, path) in segments(&dir).unwrap() {
+            std::fs::copy(
+                &path,
+                copy.join(JOURNAL_DIR).join(path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+        let (_, replayed) = open(&copy, NEVER);
+        assert_eq!(replayed.entries, next);
+        assert_eq!(replayed.restored, next);
+        for (name, content) in names.iter().zip(&contents).take(next) {
+            assert_eq!(
+                std::fs::read(copy.join(name.data_relative_path())).unwrap(),
+                *content
+            );
+        }
+        drop(pending);
+        drop(journal);
+    }
+
+    #[test]
+    fn spares_are_sized_after_the_last_segment() {
+        assert_eq!(spare_len(0), MIN_SPARE);
+        assert_eq!(spare_len(1 << 20), (1 << 20) + (256 << 10));
+        assert_eq!(spare_len(100 << 20), SEGMENT_BYTES);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
