@@ -51,8 +51,10 @@ const BUSY_RETRY: Duration = Duration::from_millis(500);
 const FULL_RETRY: Duration = Duration::from_secs(5);
 /// Files at least this big are probed before their content is sent.
 const PROBE_MIN: u64 = 64 * 1024;
-/// The mark is saved after this many records or this much time, whichever comes first.
-const MARK_EVERY_RECORDS: u64 = 200;
+/// The mark is saved after this many records or this much time, whichever comes first, and
+/// at most every [`MARK_EVERY`] while caught up. Each save costs a file and a directory fsync;
+/// a mark that a crash left behind only has the peer sent records it already has again.
+const MARK_EVERY_RECORDS: u64 = 4096;
 const MARK_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker logs its progress while it is behind.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(30);
@@ -564,7 +566,9 @@ impl Dispatch<'_> {
     /// Everything published is confirmed: save the mark, and tell the peer's status that
     /// every change up to now is there.
     async fn caught_up(&mut self) {
-        if self.unsaved > 0 {
+        // Under a steady load the sender catches up between records over and over: saving
+        // each time cost more than the records. The idle wake-up saves what is left.
+        if self.unsaved > 0 && self.last_save.elapsed() >= MARK_EVERY {
             self.save().await;
         }
         let (watermark, seq) = self.repl.binlog().watermark_now();
@@ -661,10 +665,14 @@ fn local(file: LocalFile) -> Local {
 
 /// What we hold for a record: its name, that name's sidecar, and the other name of a link
 /// (its target) or of a rename (the old name). Only a rename sends the sidecar, so only a
-/// rename looks it up (one blocking-pool trip less for every other record).
+/// rename looks it up (one blocking-pool trip less for every other record), and the file of a
+/// create record just written here is known from memory.
 async fn snapshot(repl: &Replication, op: &Op) -> Result<Snapshot, SyncError> {
     let store = repl.store();
-    let main = store.local_file(&parse(op.name())?).await?;
+    let main = match op {
+        Op::Create { name } => store.created_file(&parse(name)?).await?,
+        _ => store.local_file(&parse(op.name())?).await?,
+    };
     let sidecar = match (op, LogicalName::parse(&sidecar_name(op.name()))) {
         (Op::Rename { .. }, Ok(name)) => store.local_file(&name).await?,
         _ => LocalFile::Missing,

@@ -518,6 +518,7 @@ impl Store {
             // do not leave the content behind under a name nobody knows (nor in the journal)
             let counts = self.counts();
             let index = target.store_path();
+            self.recent.forget(&target.to_string());
             let journaled = match self.journal(index).filter(|j| j.may_hold(&target)) {
                 Some(journal) => match journal.append_gone(&target).await {
                     Ok(pending) => Some(pending),

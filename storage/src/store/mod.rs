@@ -638,7 +638,9 @@ impl Store {
         let dirs = self.dirs();
         let counts = self.counts.clone();
         let slot = self.io_slot(index).await?;
-        blocking_file(slot, "deleting file", move || {
+        self.recent.forget(&name.to_string());
+        let removed_target = blocking_file(slot, "deleting file", move || {
+            let mut removed_target = None;
             let _journaled = (journaled, target_journaled);
             let change = counts.begin(index);
             let note = |path: &Path| {
@@ -661,7 +663,10 @@ impl Store {
                 // only follow links that stay inside this store path (I.4 uses absolute ones)
                 if target.is_absolute() && target.starts_with(&data) {
                     match std::fs::remove_file(&target) {
-                        Ok(()) => note(&target),
+                        Ok(()) => {
+                            note(&target);
+                            removed_target = Some(target);
+                        }
                         Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
                         Err(_) => {}
                     }
@@ -678,9 +683,13 @@ impl Store {
                     dirs.sync(dir)?;
                 }
             }
-            Ok(())
+            Ok(removed_target)
         })
-        .await
+        .await?;
+        if let Some(target) = removed_target.and_then(|target| self.logical_of_path(&target)) {
+            self.recent.forget(&target);
+        }
+        Ok(())
     }
 
     /// The name fields of a stored file's name (the 27 characters of its base name).

@@ -95,6 +95,21 @@ impl RecentFiles {
         let recent = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         recent.by_name.get(name).cloned()
     }
+
+    /// Drops `name` (it is being deleted): a sender that looks at it from now on finds what
+    /// the disk holds. The content file of a slave stored as a link has no delete record of
+    /// its own (it goes with the link's), so a copy of it sent after its delete would stay on
+    /// the peer.
+    pub(crate) fn forget(&self, name: &str) {
+        if !self.wanted.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut recent = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(gone) = recent.by_name.remove(name) {
+            recent.bytes -= gone.body.len();
+            recent.order.retain(|n| n != name);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +165,22 @@ mod tests {
         recent.insert("e".into(), file(11, 5));
         assert_eq!(recent.get("e"), None);
         assert_eq!(recent.get("d"), Some(file(10, 4)));
+    }
+
+    #[test]
+    fn a_deleted_file_is_forgotten() {
+        let recent = wanted(10);
+        recent.insert("a".into(), file(4, 1));
+        recent.insert("b".into(), file(4, 2));
+        recent.forget("a");
+        recent.forget("never kept");
+        assert_eq!(recent.get("a"), None);
+        assert_eq!(recent.get("b"), Some(file(4, 2)));
+        // its bytes are free again: two more fit beside "b"
+        recent.insert("c".into(), file(3, 3));
+        recent.insert("d".into(), file(3, 4));
+        assert_eq!(recent.get("b"), Some(file(4, 2)));
+        assert_eq!(recent.inner.lock().unwrap().bytes, 10);
     }
 
     #[test]

@@ -175,6 +175,20 @@ impl Store {
         })
     }
 
+    /// [`Store::local_file`] for the subject of a create record: a small ordinary file written
+    /// here moments ago is answered from memory (see `recent`) without a trip to the blocking
+    /// pool. As with [`Store::open_copy`], a file deleted since still shows as stored: its
+    /// delete record follows.
+    pub async fn created_file(&self, name: &LogicalName) -> Result<LocalFile, StoreError> {
+        if let Some(recent) = self.recent.get(&name.to_string()) {
+            return Ok(LocalFile::File {
+                size: recent.body.len() as u64,
+                mtime: recent.mtime,
+            });
+        }
+        self.local_file(name).await
+    }
+
     /// Opens `name` for copying to a peer in one trip to the blocking pool: open, status,
     /// and for a small file (up to [`SMALL_BODY`]) its content too. A small file written here
     /// moments ago comes from memory instead (see `recent`).
@@ -809,6 +823,21 @@ mod tests {
         std::fs::remove_file(&plain_path).unwrap();
         let copy = store.open_copy(&plain).await.unwrap();
         assert_eq!((copy.size, copy.mtime), (5, mtime));
+        assert_eq!(
+            store.created_file(&plain).await.unwrap(),
+            LocalFile::File { size: 5, mtime }
+        );
+        assert_eq!(store.local_file(&plain).await.unwrap(), LocalFile::Missing);
+        // deleted through the store: forgotten, so a sender sees it gone
+        let deleted = store
+            .write_new_file(&new(false), &mut &b"bye!!"[..])
+            .await
+            .unwrap();
+        store.delete(&deleted).await.unwrap();
+        assert_eq!(
+            store.created_file(&deleted).await.unwrap(),
+            LocalFile::Missing
+        );
         match copy.content {
             CopyContent::Read(body) => assert_eq!(&body[..], b"hello"),
             CopyContent::Open(_) => panic!("a small file is read whole"),
@@ -819,6 +848,10 @@ mod tests {
             store.open_copy(&appender).await,
             Err(StoreError::NotFound)
         ));
+        assert_eq!(
+            store.created_file(&appender).await.unwrap(),
+            LocalFile::Missing
+        );
     }
 
     fn link_mtime_of(path: &Path) -> u32 {
