@@ -22,6 +22,7 @@ pub(super) fn prepare_store_path(root: &Path) -> io::Result<StorePath> {
         health: Default::default(),
         space: Default::default(),
         journal: None,
+        small_writer: None,
     })
 }
 

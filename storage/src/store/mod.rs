@@ -19,6 +19,7 @@ mod locks;
 mod metadata;
 mod recent;
 mod replica;
+mod small_writer;
 mod space;
 mod write;
 
@@ -177,6 +178,8 @@ struct StorePath {
     space: space::SpaceCache,
     /// Group commit of small new files (fsync on, `journal_max_file` > 0).
     journal: Option<journal::Journal>,
+    /// Writes small files in batches on one thread (fsync off).
+    small_writer: Option<small_writer::SmallWriter>,
 }
 
 /// What `stat` says about a stored file.
@@ -255,6 +258,13 @@ impl Store {
                 Ok((prepared, replayed))
             })
             .await?;
+            let mut prepared = prepared;
+            if !options.fsync {
+                prepared.0.small_writer = Some(
+                    small_writer::SmallWriter::start(index as u8)
+                        .map_err(StoreError::io("starting the small-file writer"))?,
+                );
+            }
             paths.push(prepared.0);
             replayed_uploads.extend(prepared.1.uploads);
             replayed_segments.extend(prepared.1.segments);
@@ -354,6 +364,37 @@ impl Store {
     {
         let slot = self.io_slot(index).await?;
         on_slot(slot, context, work).await
+    }
+
+    /// Runs `work`, a small file's write without syncs, on store path `index`'s small-file
+    /// writer when it has one (fsync off), else on the blocking pool; holding an IO slot
+    /// either way.
+    pub(crate) async fn on_small_writer<T, F>(
+        &self,
+        index: u8,
+        context: &'static str,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let writer = self
+            .paths
+            .get(usize::from(index))
+            .and_then(|path| path.small_writer.as_ref());
+        match writer {
+            Some(writer) => {
+                let slot = self.io_slot(index).await?;
+                writer
+                    .run(context, move || {
+                        let _slot = slot;
+                        work()
+                    })
+                    .await
+            }
+            None => self.on_path(index, context, work).await,
+        }
     }
 
     /// Whether small files just written are kept in memory for the sync senders (see

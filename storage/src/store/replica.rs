@@ -332,7 +332,7 @@ impl Store {
             }
             None => {
                 let fsync = self.options.fsync;
-                self.on_path(index, "storing replicated file", move || {
+                self.on_small_writer(index, "storing replicated file", move || {
                     copy.apply(body, fsync)
                 })
                 .await

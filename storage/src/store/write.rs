@@ -386,7 +386,7 @@ impl Store {
                 None => {
                     hook.before_link(&logical).await?;
                     let fsync = self.options.fsync;
-                    self.on_path(index, "storing file", move || {
+                    self.on_small_writer(index, "storing file", move || {
                         write_and_link_small(index, &dir, &path, body, mtime, fsync, &counts, &dirs)
                     })
                     .await?
