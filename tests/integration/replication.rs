@@ -309,6 +309,61 @@ async fn slaves_stored_as_links_replicate_as_links() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With `fsync = false` small files (uploads and replicas, up to 128 KiB) are written by each
+/// store path's small-file writer thread: every size class still lands on both storages with
+/// the same bytes and mtime, reads back, and deletes reach the peer.
+#[tokio::test]
+async fn with_fsync_off_files_of_every_size_are_stored_replicated_and_deleted() -> anyhow::Result<()>
+{
+    let cluster = Cluster::builder()
+        .groups(&[("group1", 2)])
+        .storage_config("fsync = false")
+        .start()
+        .await?;
+    let client = cluster.client();
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut files = Vec::new();
+    let mut gone = Vec::new();
+    // small (the writer thread), at the small limit, and streamed
+    for (i, len) in [0usize, 1, 4096, 100 * 1024, 128 * 1024, 300 * 1024]
+        .into_iter()
+        .cycle()
+        .take(24)
+        .enumerate()
+    {
+        let data = random_bytes(&mut rng, len);
+        let id = client
+            .upload_bytes(&data, &UploadOptions::default())
+            .await?;
+        assert_eq!(client.download_bytes(&id, 0, 0).await?, data, "{id}");
+        if i % 5 == 0 {
+            client.delete(&id).await?;
+            gone.push(id);
+        } else {
+            files.push((id, len as u64, crc(&data)));
+        }
+    }
+    wait_converged(&cluster, &files, &gone).await?;
+    // the writes went through the writer thread, not the journal
+    for storage in &cluster.storages {
+        let pid = storage.pid().expect("the storage runs");
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))?
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect();
+        assert!(
+            threads.iter().any(|name| name == "small-writer-0"),
+            "threads: {threads:?}"
+        );
+        assert!(
+            !threads.iter().any(|name| name.starts_with("journal-")),
+            "threads: {threads:?}"
+        );
+    }
+    Ok(())
+}
+
 /// The timestamp of the binlog record (`<crc> <seq> <timestamp> <watermark> L <link>
 /// <target>`) with which the storage at `base` recorded `link`.
 fn link_record_timestamp(base: &Path, link: &str) -> anyhow::Result<u64> {
