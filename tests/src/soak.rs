@@ -56,6 +56,8 @@ pub struct SoakOptions {
     pub keep_on_failure: bool,
     /// Appends and metadata too, or only whole-file uploads and deletes.
     pub mixed: bool,
+    /// Lines added to every storage's config (e.g. `fsync = false`).
+    pub storage_config: String,
 }
 
 /// Which processes the soak kills.
@@ -80,6 +82,7 @@ impl SoakOptions {
             victims: Victims::All,
             keep_on_failure: false,
             mixed: true,
+            storage_config: String::new(),
         }
     }
 }
@@ -391,7 +394,10 @@ pub async fn run(options: &SoakOptions) -> Result<SoakReport> {
     };
     let mut cluster = Cluster::builder()
         .groups(&[(GROUP, options.storages)])
-        .storage_config("network_timeout = \"5s\"")
+        .storage_config(&format!(
+            "network_timeout = \"5s\"\n{}",
+            options.storage_config
+        ))
         .start()
         .await?;
     let mut ledgers: Vec<Ledger> = (0..options.workers).map(|_| Ledger::default()).collect();

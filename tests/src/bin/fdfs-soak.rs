@@ -3,7 +3,7 @@
 //! See `fdfs_tests::soak`.
 //!
 //!   fdfs-soak [--minutes N] [--rounds N] [--seed S] [--round-secs N] [--workers N]
-//!             [--kill all|tracker|storages] [--uploads-deletes]
+//!             [--kill all|tracker|storages] [--uploads-deletes] [--storage-config LINE]...
 //!
 //! Needs the server binaries in FDFS_BIN_DIR. FDFS_SOAK_KEEP=1 keeps the cluster's
 //! directories when a check fails. Exit status 1 when a guarantee was broken.
@@ -46,6 +46,10 @@ async fn main() -> Result<()> {
             }
             "--uploads-deletes" => options.mixed = false,
             "--workers" => options.workers = value(&mut args, &arg)?,
+            "--storage-config" => {
+                options.storage_config += &value::<String>(&mut args, &arg)?;
+                options.storage_config.push('\n');
+            }
             other => bail!("unknown argument {other:?} (see scripts/soak --help)"),
         }
     }
