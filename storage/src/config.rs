@@ -116,6 +116,10 @@ pub struct StorageConfig {
     /// Threads of tokio's blocking pool, where disk calls run.
     #[serde(default = "default_max_blocking_threads")]
     pub max_blocking_threads: usize,
+    /// Threads that run the network side (connections, protocol, replication); 0 = half the
+    /// cores, at least one (fdfs_proto::server::worker_threads).
+    #[serde(default)]
+    pub worker_threads: usize,
     // Replication: see crate::replication.
     #[serde(default)]
     pub write_ack: crate::replication::WriteAck,

@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         std::process::abort();
     }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(fdfs_proto::server::worker_threads(config.worker_threads))
         .max_blocking_threads(config.max_blocking_threads)
         .enable_all()
         .build()

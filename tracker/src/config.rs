@@ -130,6 +130,9 @@ pub struct TrackerConfig {
     pub port: u16,
     pub base_path: PathBuf,
     pub max_connections: usize,
+    /// Async worker threads; 0 = half the cores, at least one
+    /// (fdfs_proto::server::worker_threads).
+    pub worker_threads: usize,
     #[serde(with = "serde_duration")]
     pub network_timeout: Duration,
     #[serde(with = "serde_duration")]
@@ -173,6 +176,7 @@ impl Default for TrackerConfig {
             port: fdfs_proto::DEFAULT_TRACKER_PORT,
             base_path: PathBuf::from("/var/lib/fdfs/tracker"),
             max_connections: 1024,
+            worker_threads: 0,
             network_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(900),
             shutdown_timeout: Duration::from_secs(10),

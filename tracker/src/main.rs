@@ -39,7 +39,11 @@ fn start(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read config {}", args.config.display()))?;
     let log = logging::init(&config.log_level, config.access_log)
         .with_context(|| format!("invalid log_level in {}", args.config.display()))?;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(fdfs_proto::server::worker_threads(config.worker_threads))
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
     runtime.block_on(serve(config, args.config, log))
 }
 
