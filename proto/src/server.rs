@@ -490,7 +490,10 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let default = worker_threads(0);
         assert!(default >= 1);
-        assert!(default * 2 >= cores && default <= cores, "{default} of {cores}");
+        assert!(
+            default * 2 >= cores && default <= cores,
+            "{default} of {cores}"
+        );
     }
 
     #[test]

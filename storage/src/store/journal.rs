@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use fdfs_proto::file_id::LogicalName;
 use tokio::sync::watch;
 
+use super::block_append::BlockAppender;
 use super::replica::recorded_content;
 use super::StoreError;
 
@@ -288,7 +289,7 @@ impl Journal {
         let writer = shared.clone();
         let handle = std::thread::Builder::new()
             .name(format!("journal-{store_path}"))
-            .spawn(move || write_loop(&writer, file, first, &sealed_tx))?;
+            .spawn(move || write_loop(&writer, BlockAppender::new(file), first, &sealed_tx))?;
         *shared.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         let checkpoint = shared.clone();
         let handle = std::thread::Builder::new()
@@ -679,6 +680,7 @@ fn prepare_spare(dir: &Path, number: u64, len: u64) -> io::Result<Spare> {
         // its size and blocks: a commit in it then writes data only
         file.sync_data()?;
         file.rewind()?;
+        drop_cached(&file);
         Ok(file)
     })();
     match made {
@@ -703,6 +705,13 @@ fn write_out(file: &File, offset: u64, len: u64) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Drops the (clean) cached pages of `file`: direct writes over cached pages evict them first.
+fn drop_cached(file: &File) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a valid open descriptor for the whole call; advice only, failure is harmless.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }
 
 /// The size of the next spare after a segment that held `bytes`: a little more, within bounds.
@@ -933,7 +942,12 @@ fn restore(path: &Path, tmp: &Path, mtime: u32, content: &[u8]) -> io::Result<()
 
 /// The writer thread: takes everything queued, writes it to the current segment with one
 /// `fdatasync`, tells the waiters; seals segments and hands them to the checkpoint thread.
-fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::Sender<Sealed>) {
+fn write_loop(
+    shared: &Shared,
+    mut file: BlockAppender,
+    mut segment: u64,
+    sealed: &mpsc::Sender<Sealed>,
+) {
     let mut batch = Vec::new();
     let mut after = AfterCommit::default();
     let mut written = 0u64;
@@ -979,7 +993,7 @@ fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::
             (state.queued, seal, spare)
         };
         if !batch.is_empty() {
-            let result = file.write_all(&batch).and_then(|()| file.sync_data());
+            let result = file.append_durably(&batch);
             written += batch.len() as u64;
             shared.stats.commits.fetch_add(1, Ordering::Relaxed);
             batch.clear();
@@ -997,7 +1011,7 @@ fn write_loop(shared: &Shared, mut file: File, mut segment: u64, sealed: &mpsc::
         }
         if seal {
             match next_segment(&shared.dir, segment + 1, spare) {
-                Ok(next) => file = next,
+                Ok(next) => file = BlockAppender::new(next),
                 Err(err) => return fail(shared, &err),
             }
             let _ = sealed.send(Sealed {

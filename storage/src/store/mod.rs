@@ -8,6 +8,7 @@
 //! never visible under a valid name.
 
 mod appender;
+mod block_append;
 mod count;
 mod dirsync;
 mod distribute;
