@@ -154,3 +154,89 @@ async fn tracker_answers_group_queries_and_keeps_the_connection_after_errors() -
     assert_eq!(tracker.call(101, &[], 1024).await?.len(), 40);
     Ok(())
 }
+
+/// PARAMETER_REQ says storage ids are in use, so FastDFS's client library loads the id table
+/// with FETCH_STORAGE_IDS (69) at start and maps addresses to ids with GET_SERVER_ID (70).
+#[tokio::test]
+async fn tracker_serves_the_storage_id_table() -> anyhow::Result<()> {
+    let cluster = Cluster::builder()
+        .groups(&[("group1", 2), ("group2", 1)])
+        .start()
+        .await?;
+    let mut tracker = connect(cluster.tracker.addr).await?;
+    let params = String::from_utf8(tracker.call(75, &[], 4096).await?)?;
+    assert!(params.contains("use_storage_id=1\n"), "{params}");
+
+    let fetch = |start: i32, allow_empty: u8| {
+        let mut body = start.to_be_bytes().to_vec();
+        body.push(allow_empty);
+        body
+    };
+    let reply = tracker.call(69, &fetch(0, 0), 4096).await?;
+    let total = i32::from_be_bytes(reply[..4].try_into()?);
+    let count = i32::from_be_bytes(reply[4..8].try_into()?);
+    let text = std::str::from_utf8(&reply[8..])?;
+    assert_eq!((total, count), (3, 3), "{text}");
+    let mut expected: Vec<String> = cluster
+        .specs
+        .iter()
+        .zip(&cluster.storages)
+        .map(|(spec, daemon)| {
+            format!(
+                "{} {} 127.0.0.1:{}\n",
+                spec.server_id,
+                spec.group,
+                daemon.addr.port()
+            )
+        })
+        .collect();
+    expected.sort_by_key(|line| line.split(' ').next().unwrap().parse::<u32>().unwrap());
+    assert_eq!(text, expected.concat());
+
+    // the caller pages with start_index; one past the end is out of range
+    let rest = tracker.call(69, &fetch(2, 0), 4096).await?;
+    assert_eq!(i32::from_be_bytes(rest[..4].try_into()?), 3);
+    assert_eq!(i32::from_be_bytes(rest[4..8].try_into()?), 1);
+    assert_eq!(std::str::from_utf8(&rest[8..])?, expected[2]);
+    for start in [3, -1] {
+        let out_of_range = tracker.call(69, &fetch(start, 1), 4096).await;
+        assert!(
+            matches!(
+                out_of_range,
+                Err(fdfs_proto::ProtoError::Status { status: 22 })
+            ),
+            "{start}: {out_of_range:?}"
+        );
+    }
+    let bad_len = tracker.call(69, &[0, 0, 0, 0], 4096).await;
+    assert!(matches!(
+        bad_len,
+        Err(fdfs_proto::ProtoError::Status { status: 22 })
+    ));
+
+    let server_id = |group: &str, addr: &str| {
+        let mut body = encode_group(group);
+        body.extend_from_slice(addr.as_bytes());
+        body
+    };
+    let (spec, daemon) = (&cluster.specs[1], &cluster.storages[1]);
+    let addr = format!("127.0.0.1:{}", daemon.addr.port());
+    let id = tracker
+        .call(70, &server_id(&spec.group, &addr), 1024)
+        .await?;
+    assert_eq!(id, spec.server_id.to_string().into_bytes());
+    for (group, addr) in [
+        ("group2", addr.as_str()),
+        (spec.group.as_str(), "127.0.0.1:1"),
+        (spec.group.as_str(), "10.9.9.9"),
+    ] {
+        let unknown = tracker.call(70, &server_id(group, addr), 1024).await;
+        assert!(
+            matches!(unknown, Err(fdfs_proto::ProtoError::Status { status: 2 })),
+            "{group} {addr}: {unknown:?}"
+        );
+    }
+    // still the same connection
+    assert_eq!(tracker.call(101, &[], 1024).await?.len(), 40);
+    Ok(())
+}

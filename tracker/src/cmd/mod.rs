@@ -20,6 +20,7 @@ mod list;
 mod parameter;
 mod query_fetch;
 mod query_store;
+mod storage_ids;
 mod sync;
 
 pub use list::ListError;
@@ -41,6 +42,8 @@ pub enum CmdError {
     Delete(#[from] DeleteError),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error(transparent)]
+    Ids(#[from] storage_ids::IdError),
 }
 
 impl CmdError {
@@ -54,6 +57,7 @@ impl CmdError {
             CmdError::List(err) => err.status(),
             CmdError::Delete(err) => err.status(),
             CmdError::Sync(err) => err.status(),
+            CmdError::Ids(err) => err.status(),
         }
     }
 }
@@ -89,6 +93,8 @@ pub fn max_body(command: Command) -> Option<u64> {
         SyncDestReq => sync::DEST_BODY_LEN,
         StorageChangeStatus => sync::STATUS_BODY_LEN,
         SyncReport => sync::REPORT_MAX_LEN,
+        FetchStorageIds => storage_ids::FETCH_BODY_LEN,
+        GetServerId => storage_ids::SERVER_ID_MAX_BODY_LEN,
         _ => return None,
     };
     Some(max as u64)
@@ -137,6 +143,8 @@ pub fn handle(
         SyncDestReq => sync::sync_dest(tracker, body, peer),
         StorageChangeStatus => sync::change_status(tracker, body, peer),
         SyncReport => sync::report(tracker, body, peer),
+        FetchStorageIds => storage_ids::fetch_storage_ids(tracker, body),
+        GetServerId => storage_ids::get_server_id(tracker, body),
         other => Err(ProtoError::invalid(
             "command",
             format!("{other:?} is not served by the tracker"),
