@@ -233,3 +233,41 @@ async fn many_idle_connections_do_not_block_real_clients() -> anyhow::Result<()>
     assert_eq!(client.download_bytes(&id, 0, 0).await?, b"not blocked");
     Ok(())
 }
+
+/// A non-streamed request (header and body) of `buff_size` bytes or more is answered 22 and
+/// the connection closes, as FastDFS's buffer of that size refuses it (A.5); one byte less is
+/// served.
+#[tokio::test]
+async fn requests_that_fill_the_storage_buffer_are_refused() -> anyhow::Result<()> {
+    let cluster = Cluster::builder()
+        .storage_config("buff_size = \"8KB\"")
+        .start()
+        .await?;
+    let storage = cluster.storages[0].addr;
+    let id = cluster
+        .client()
+        .upload_bytes(b"metadata here", &UploadOptions::default())
+        .await?;
+    let set_metadata = |total: usize| {
+        let name = id.name.to_string();
+        // 10 header bytes, 33 fixed body bytes, the name, then one pair padded to fill `total`
+        let value = "v".repeat(total - 10 - 33 - name.len() - 2);
+        let body = fdfs_proto::storage_msg::SetMetadataRequest {
+            op: fdfs_proto::storage_msg::MetadataOp::Overwrite,
+            group: id.group.clone(),
+            name,
+            metadata: format!("k\x02{value}").into_bytes(),
+        }
+        .encode();
+        assert_eq!(10 + body.len(), total);
+        let mut packet = Header::request(13, body.len() as u64).encode().to_vec();
+        packet.extend_from_slice(&body);
+        packet
+    };
+    let (mut stream, reply) = send_raw(storage, &set_metadata(8192)).await?;
+    assert_eq!(reply.map(|h| h.status), Some(22));
+    assert!(closed(&mut stream).await);
+    let (_, reply) = send_raw(storage, &set_metadata(8191)).await?;
+    assert_eq!(reply.map(|h| h.status), Some(0));
+    Ok(())
+}

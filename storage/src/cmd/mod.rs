@@ -239,15 +239,16 @@ where
     respond(conn, result, true).await
 }
 
-/// Reads a non-streamed body; one above `buff_size` is answered with 22 and the connection
-/// closes (`Err(flow)`).
+/// Reads a non-streamed body; a request (header and body) of `buff_size` or more is answered
+/// with 22 and the connection closes (`Err(flow)`), as FastDFS's buffer of that size
+/// refuses it (A.5).
 async fn small_body(
     ctx: &Ctx,
     conn: &mut ServerConn,
     header: Header,
 ) -> Result<Result<Vec<u8>, Flow>, ProtoError> {
     let len = header.body_len()?;
-    if len > ctx.buff_size {
+    if len.saturating_add(fdfs_proto::HEADER_LEN as u64) >= ctx.buff_size {
         debug!(
             len,
             max = ctx.buff_size,

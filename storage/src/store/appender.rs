@@ -477,7 +477,11 @@ impl Store {
             ext,
             appender: false,
         };
-        let target = self.write_new_file_with(&request, reader, hook).await?;
+        // a slave upload that finds no free name answers EBUSY, as regenerate does (H.7)
+        let target = match self.write_new_file_with(&request, reader, hook).await {
+            Err(StoreError::NameCollision) => return Err(StoreError::NameBusy),
+            written => written?,
+        };
         let target_path = self.resolve(&target)?;
         let absolute =
             std::path::absolute(&target_path).map_err(StoreError::io("resolving slave target"))?;

@@ -41,7 +41,7 @@ impl Store {
     }
 
     /// Applies SET_METADATA (F.5): overwrite or merge, kept sorted; overwrite with nothing
-    /// deletes the sidecar; merge with nothing changes nothing.
+    /// deletes the sidecar; merge with nothing (no valid pair) changes nothing.
     pub async fn set_metadata(
         &self,
         name: &LogicalName,
@@ -65,7 +65,7 @@ impl Store {
                 };
             }
             MetadataOp::Overwrite => pairs,
-            MetadataOp::Merge if raw.is_empty() => return Ok(()),
+            MetadataOp::Merge if pairs.is_empty() => return Ok(()),
             MetadataOp::Merge => {
                 let current = match tokio::fs::read(&sidecar).await {
                     Ok(bytes) => metadata::decode(&bytes),
@@ -193,6 +193,12 @@ mod tests {
             store.get_metadata(&name).await,
             Err(StoreError::NotFound)
         ));
+        // bytes without a single pair merge nothing: still no metadata (F.6: 2, not empty)
+        store
+            .set_metadata(&name, MetadataOp::Merge, b"no separator")
+            .await
+            .unwrap();
+        assert!(!sidecar.exists(), "a merge of no pairs made a sidecar");
         // merge into nothing creates the sidecar
         store
             .set_metadata(&name, MetadataOp::Merge, b"k\x02v")
