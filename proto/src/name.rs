@@ -254,6 +254,21 @@ pub fn base_name(fields: &NameFields, suffix: &str) -> String {
 }
 
 /// The logical name of a slave (H.9): master without its `.ext`, then prefix, then `.ext`.
+/// What every slave name of `master` starts with (H.9): the master name without its `.ext`,
+/// a `.` looked for only in its final 7 characters; the whole name when there is none.
+/// `None` when that would cut a non-ASCII name inside a character.
+pub fn slave_stem(master: &str) -> Option<&str> {
+    // bytes, not chars: a non-ASCII master must not panic on a char boundary
+    let tail_start = master.len().saturating_sub(SUFFIX_LEN);
+    match master.as_bytes()[tail_start..]
+        .iter()
+        .rposition(|&b| b == b'.')
+    {
+        Some(dot) => master.get(..tail_start + dot),
+        None => Some(master),
+    }
+}
+
 pub fn slave_name(master: &str, prefix: &str, ext: &str) -> Result<String, ProtoError> {
     validate_prefix(prefix)?;
     validate_ext(ext)?;
@@ -263,20 +278,10 @@ pub fn slave_name(master: &str, prefix: &str, ext: &str) -> Result<String, Proto
             "-m without extension collides with metadata",
         ));
     }
-    // bytes, not chars: a non-ASCII master must not panic on a char boundary
-    let tail_start = master.len().saturating_sub(SUFFIX_LEN);
-    let base_end = match master.as_bytes()[tail_start..]
-        .iter()
-        .rposition(|&b| b == b'.')
-    {
-        Some(dot) => tail_start + dot,
-        None => master.len(),
-    };
-    if !master.is_char_boundary(base_end) {
-        return Err(ProtoError::invalid("file name", "master name is not ASCII"));
-    }
+    let stem = slave_stem(master)
+        .ok_or_else(|| ProtoError::invalid("file name", "master name is not ASCII"))?;
     let mut out = String::with_capacity(master.len() + prefix.len() + ext.len() + 1);
-    out.push_str(&master[..base_end]);
+    out.push_str(stem);
     out.push_str(prefix);
     if !ext.is_empty() {
         out.push('.');

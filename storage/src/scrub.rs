@@ -301,6 +301,10 @@ impl Scrubber {
         } else {
             None
         };
+        // a slave shaped as a normal name holds its own content, not the recorded one
+        if why.is_some() && self.store().beside_its_master(name).await {
+            return Ok(Verdict::Skipped);
+        }
         Ok(match why {
             Some(why) => Verdict::Damaged {
                 why,

@@ -864,3 +864,56 @@ async fn a_backlog_replays_through_parallel_lanes_in_file_order() -> anyhow::Res
     }
     Ok(())
 }
+
+/// A slave whose prefix is all digits can have exactly a normal file's name shape (H.8 cannot
+/// tell them apart), recording its master's size and CRC32: downloads, replication and the
+/// scrub must take its own content, not call it damaged.
+#[tokio::test]
+async fn slaves_shaped_like_normal_files_download_replicate_and_pass_the_scrub(
+) -> anyhow::Result<()> {
+    let cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let client = cluster.client();
+    let master_content = b"the master image".to_vec();
+    let jpg = UploadOptions {
+        ext: "jpg".into(),
+        ..Default::default()
+    };
+    let master = client.upload_bytes(&master_content, &jpg).await?;
+    let mut files = vec![(
+        master.clone(),
+        master_content.len() as u64,
+        crc(&master_content),
+    )];
+    // the master's 3 suffix digits and "1234": 7 digits; its 3 digits, "1" and ".ab": 7 too
+    for (prefix, ext, content) in [
+        ("1234", "", &b"a thumbnail"[..]),
+        ("1", "ab", &b"another, longer thumbnail"[..]),
+    ] {
+        let slave = client
+            .upload_slave_bytes(&master, prefix, ext, content)
+            .await?;
+        assert!(
+            fdfs_proto::name::has_normal_suffix(slave.name.base()),
+            "{slave} should look like a normal name"
+        );
+        files.push((slave, content.len() as u64, crc(content)));
+    }
+    // downloads and file info from both storages: the source and the replica
+    wait_converged(&cluster, &files, &[]).await?;
+    for storage in 0..2 {
+        let addr = addr(&cluster, storage);
+        client
+            .scrub(&addr, fdfs_proto::scrub_msg::ScrubAction::Start)
+            .await?;
+        let report = wait_for("the scrub to finish", SETTLE, || async {
+            let report = client
+                .scrub(&addr, fdfs_proto::scrub_msg::ScrubAction::Status)
+                .await
+                .ok()?;
+            (!report.running && report.finished_at > 0).then_some(report)
+        })
+        .await?;
+        assert_eq!(report.corrupt, 0, "storage {storage}: {report:?}");
+    }
+    Ok(())
+}

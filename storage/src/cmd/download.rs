@@ -50,9 +50,10 @@ async fn open(ctx: &Ctx, body: &[u8]) -> Result<(std::fs::File, u64, u64, u8), C
     let name = parse_name(&req.name)?;
     let (file, size) = ctx.store.open_read_std(&name).await?;
     // a normal file's name records its size: a copy of another size is damaged, and sending
-    // it would hand the client bytes it cannot tell from the real ones
+    // it would hand the client bytes it cannot tell from the real ones (unless it is a slave
+    // shaped as a normal name, whose master is beside it)
     if let Some((recorded, _)) = crate::scrub::recorded(&name) {
-        if recorded != size {
+        if recorded != size && !ctx.store.beside_its_master(&name).await {
             tracing::error!(file = %name, on_disk = size, recorded, "damaged file: size differs from its name, not sent; repairing it from a peer");
             ctx.scrub.repair_soon(&name);
             return Err(StoreError::Corrupt(format!(

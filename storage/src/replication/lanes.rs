@@ -4,10 +4,11 @@
 //! A lane is one sync connection with one request in flight. The receiver makes every
 //! replica durable before it answers, so one lane is bounded by the peer's fsyncs; several
 //! lanes let those overlap. Records are routed by a hash of the file they concern: every
-//! change of one file and of its metadata sidecar (`<name>-m`, which a delete of the file
-//! takes along) goes through one lane, in binlog order, so the per-file order a single
-//! connection gave is kept. Records of different files commute: replay reads each file's
-//! current state ([`super::plan`]), and no record of one file depends on another's.
+//! change of one file, of its metadata sidecar (`<name>-m`, which a delete of the file
+//! takes along) and of its slaves ([`file_key`]) goes through one lane, in binlog order, so
+//! the per-file order a single connection gave is kept. Records of different files
+//! commute: replay reads each file's current state ([`super::plan`]), and no record of one
+//! file depends on another's.
 //!
 //! Two ops name two files: a slave link (its target, whose content the sync sends when the
 //! peer lacks it, and which a later delete of the link removes too) and the rename of an
@@ -42,15 +43,19 @@ impl Route {
     }
 }
 
-/// The file a name belongs to for ordering: a metadata sidecar (`<name>-m`) goes with its
-/// file. Every trailing `-m` is dropped, so a data file whose own name ends in `-m` still
-/// shares its key with its sidecar (at worst two files share a lane).
+/// What a name is routed by: its family. A metadata sidecar (`<name>-m`) goes with its file
+/// (every trailing `-m` is dropped, so a data file whose own name ends in `-m` still shares
+/// its key with its sidecar), and a master with its slaves, which share its directory and
+/// encoded characters (`Mxx/XX/YY/` and 27 more): a slave's replica never overtakes its
+/// master's, and the receiver tells a slave shaped like a normal name by that master
+/// (`Store::beside_its_master`). At worst a few files share a lane.
 pub fn file_key(name: &str) -> &str {
+    const FAMILY_LEN: usize = 10 + fdfs_proto::name::ENCODED_LEN;
     let mut key = name;
     while let Some(shorter) = key.strip_suffix("-m") {
         key = shorter;
     }
-    key
+    key.get(..FAMILY_LEN).unwrap_or(key)
 }
 
 /// The lane of the file `name` belongs to, out of `lanes` (at least 1).
@@ -201,6 +206,18 @@ mod tests {
         }
         assert_eq!(file_key("a-m-m"), "a");
         assert_eq!(file_key("a"), "a");
+        // a master and its slaves (and their sidecars) are one family
+        let master = "M00/00/00/fwAAH2sDbkqEb2TqAAAAADY6MCA662.txt";
+        for member in [
+            "M00/00/00/fwAAH2sDbkqEb2TqAAAAADY6MCA6621234",
+            "M00/00/00/fwAAH2sDbkqEb2TqAAAAADY6MCA662_150x150.jpg-m",
+        ] {
+            assert_eq!(file_key(member), file_key(master));
+        }
+        assert_ne!(
+            file_key(master),
+            file_key("M00/00/01/fwAAH2sDbkqEb2TqAAAAADY6MCA662.txt")
+        );
         // the names spread over the lanes
         let used: std::collections::BTreeSet<usize> = (0..64)
             .map(|i| lane_of(&format!("M00/00/00/file{i}.bin"), 4))

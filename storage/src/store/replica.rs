@@ -114,9 +114,39 @@ fn sidecar_owner(name: &LogicalName) -> Option<LogicalName> {
     LogicalName::parse(owner).ok()
 }
 
+/// Whether the directory holding `path` (whose file name is `base`) holds a file whose slave
+/// `base` may be: another file sharing its encoded characters (a master and its slaves share
+/// them, no two uploads do) whose slave stem (H.9) `base` starts with. A master is not a
+/// slave of its slaves (their stems are longer than its own name's start), and sidecars do
+/// not count.
+fn has_master_beside(path: &Path, base: &str) -> io::Result<bool> {
+    let (Some(dir), Some(fields)) = (path.parent(), base.get(..fdfs_proto::name::ENCODED_LEN))
+    else {
+        return Ok(false);
+    };
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?.file_name();
+        let Some(other) = entry.to_str() else {
+            continue;
+        };
+        if other != base
+            && !other.ends_with("-m")
+            && other.starts_with(fields)
+            && fdfs_proto::name::slave_stem(other).is_some_and(|stem| base.starts_with(stem))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// What the name of a stored file says its content is: `Some((size, crc32))` for normal
 /// files, `None` for those whose name records no checksum of their content (appender files:
 /// not of their current content; slaves, short ones included: their master's).
+///
+/// A slave whose prefix is all digits can have exactly a normal name's shape (H.8 classifies
+/// it as normal too), so content that differs from what this says is damage only when
+/// [`Store::beside_its_master`] says no.
 pub fn recorded_content(name: &LogicalName) -> Option<(u64, u32)> {
     if !fdfs_proto::name::has_normal_suffix(name.base()) {
         return None;
@@ -129,6 +159,22 @@ pub fn recorded_content(name: &LogicalName) -> Option<(u64, u32)> {
 }
 
 impl Store {
+    /// Whether `name` may be a slave shaped like a normal file, whose content is not the one
+    /// its name records (see [`recorded_content`]): its directory holds a master it can be
+    /// the slave of. Asked only when the content differs; `false` when the directory cannot
+    /// be read.
+    pub async fn beside_its_master(&self, name: &LogicalName) -> bool {
+        let Ok(path) = self.resolve(name) else {
+            return false;
+        };
+        let base = name.base().to_string();
+        blocking("listing a directory", move || {
+            has_master_beside(&path, &base)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     /// The logical name of a path inside one of our store paths' `data/` directories.
     pub fn logical_of_path(&self, path: &Path) -> Option<String> {
         self.paths.iter().enumerate().find_map(|(index, root)| {
@@ -298,15 +344,23 @@ impl Store {
         create: bool,
     ) -> Result<Applied, StoreError> {
         let body = read_body(reader, size).await?;
-        if let Some(expect) = recorded_content(name) {
-            check_copy(name, expect, size, crc32fast::hash(&body))?;
+        let mut recorded = recorded_content(name);
+        if let Some(expect) = recorded {
+            if let Err(err) = check_copy(name, expect, size, crc32fast::hash(&body)) {
+                if !self.beside_its_master(name).await {
+                    return Err(err);
+                }
+                // a slave shaped as a normal name: stored with its own syncs, since a
+                // journal replay checks entries against their names
+                recorded = None;
+            }
         }
         let path = self.resolve(name)?;
         let index = name.store_path();
         let dir = self.tmp_dir(index)?.to_path_buf();
         // an ordinary file through the journal: durable once its entry is, written by the
         // journal's writer right after the entry's commit
-        let journal = recorded_content(name)
+        let journal = recorded
             .and(self.journal(index))
             .filter(|journal| journal.takes(size));
         let copy = SmallCopy {
@@ -373,7 +427,11 @@ impl Store {
         let received = self.note_result(index, received)?;
         let result = async {
             if let Some(expect) = expect {
-                check_copy(name, expect, size, received.crc32)?;
+                if let Err(err) = check_copy(name, expect, size, received.crc32) {
+                    if !self.beside_its_master(name).await {
+                        return Err(err);
+                    }
+                }
             }
             let fsync = self.options.fsync;
             let tmp_path = received.tmp.path().to_path_buf();
@@ -791,6 +849,33 @@ mod tests {
 
     fn name(text: &str) -> LogicalName {
         LogicalName::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_slave_shaped_as_a_normal_name_is_told_by_its_master_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fields = "fwAAH2sDbkqEb2TqAAAAADY6MCA";
+        let (master, slave, slave_ext) = (
+            format!("{fields}275.jpg"),
+            format!("{fields}2751234"),
+            format!("{fields}2751.ab"),
+        );
+        let other = "fwAAH2sDbkqEb2TqAAAAADY6MCB123.jpg";
+        for name in [&master, &format!("{master}-m"), &slave, &slave_ext] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join(other), b"x").unwrap();
+        let beside = |base: &str| has_master_beside(&dir.path().join(base), base).unwrap();
+        assert!(beside(&slave));
+        assert!(beside(&slave_ext));
+        // the master and an unrelated file keep the check of their content
+        assert!(!beside(&master));
+        assert!(!beside(other));
+        // a master's sidecar alone is no master
+        for gone in [&master, &slave_ext] {
+            std::fs::remove_file(dir.path().join(gone)).unwrap();
+        }
+        assert!(!beside(&slave));
     }
 
     fn mtime_of(path: &Path) -> u32 {
