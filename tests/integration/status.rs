@@ -329,6 +329,9 @@ async fn files_per_store_path_and_sync_out_bytes_follow_replication() -> Result<
                 .await?,
         );
     }
+    // every upload on both storages before the deletes: a delete that overtook its file's
+    // replication would keep that content from ever being pushed (and counted below)
+    wait_files_metric(&cluster, N, "every upload on both storages").await?;
     for id in &ids[..M] {
         client.delete(id).await?;
     }
