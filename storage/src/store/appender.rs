@@ -84,7 +84,14 @@ impl Store {
                     .map_err(StoreError::file("reading file status"))?;
                 Ok((file, meta))
             })
-            .await?;
+            .await
+            // a directory under the name fails the open (EISDIR): F.8–F.10 answer 22 for it
+            .map_err(|err| match err {
+                StoreError::NotRegularFile => {
+                    StoreError::Invalid(format!("{name} is not a regular file"))
+                }
+                other => other,
+            })?;
         if !meta.is_file() {
             return Err(StoreError::Invalid(format!("{name} is not a regular file")));
         }
@@ -743,6 +750,16 @@ mod tests {
         assert!(matches!(
             store.regenerate(&name).await,
             Err(StoreError::NotFound)
+        ));
+        // a directory under an appender name is no appender file either (F.8: 22)
+        std::fs::create_dir(store.resolve(&name).unwrap()).unwrap();
+        assert!(matches!(
+            store.append(&name, 1, &mut &b"x"[..]).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.truncate(&name, 0).await,
+            Err(StoreError::Invalid(_))
         ));
     }
 
