@@ -253,7 +253,6 @@ pub fn base_name(fields: &NameFields, suffix: &str) -> String {
     out
 }
 
-/// The logical name of a slave (H.9): master without its `.ext`, then prefix, then `.ext`.
 /// What every slave name of `master` starts with (H.9): the master name without its `.ext`,
 /// a `.` looked for only in its final 7 characters; the whole name when there is none.
 /// `None` when that would cut a non-ASCII name inside a character.
@@ -269,6 +268,7 @@ pub fn slave_stem(master: &str) -> Option<&str> {
     }
 }
 
+/// The logical name of a slave (H.9): master without its `.ext`, then prefix, then `.ext`.
 pub fn slave_name(master: &str, prefix: &str, ext: &str) -> Result<String, ProtoError> {
     validate_prefix(prefix)?;
     validate_ext(ext)?;

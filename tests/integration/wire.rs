@@ -236,7 +236,26 @@ async fn tracker_serves_the_storage_id_table() -> anyhow::Result<()> {
             "{group} {addr}: {unknown:?}"
         );
     }
+    // a group name alone: the caller's own IP (every storage here is on 127.0.0.1)
+    let own = String::from_utf8(tracker.call(70, &encode_group("group1"), 1024).await?)?;
+    assert!(
+        cluster.specs[..2]
+            .iter()
+            .any(|spec| spec.server_id.to_string() == own),
+        "{own}"
+    );
     // still the same connection
     assert_eq!(tracker.call(101, &[], 1024).await?.len(), 40);
+
+    // before any storage joined: 8 zero bytes when the caller allows an empty table, else
+    // the start index is out of range
+    let empty = Cluster::builder().groups(&[]).start().await?;
+    let mut tracker = connect(empty.tracker.addr).await?;
+    assert_eq!(tracker.call(69, &fetch(0, 1), 1024).await?, [0u8; 8]);
+    let refused = tracker.call(69, &fetch(0, 0), 1024).await;
+    assert!(
+        matches!(refused, Err(fdfs_proto::ProtoError::Status { status: 22 })),
+        "{refused:?}"
+    );
     Ok(())
 }

@@ -89,7 +89,7 @@ impl Storage {
     }
 
     /// Still a member: deleted and superseded records do not claim their address.
-    fn claims_address(&self) -> bool {
+    pub(crate) fn claims_address(&self) -> bool {
         !matches!(
             self.status,
             storage_status::DELETED | storage_status::IP_CHANGED

@@ -86,6 +86,16 @@ fn rename_creating_dir(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// What a received copy is checked against.
+#[derive(Clone, Copy, Debug)]
+struct Expect {
+    /// Size and CRC32.
+    content: (u64, u32),
+    /// Taken from the name, which a slave shaped as a normal name does not match: a mismatch
+    /// is accepted when the file's master is beside it ([`Store::beside_its_master`]).
+    slave_shaped: bool,
+}
+
 /// A copy whose size or CRC32 is not what `expect` (from its name) says is
 /// [`StoreError::Corrupt`].
 fn check_copy(
@@ -114,25 +124,29 @@ fn sidecar_owner(name: &LogicalName) -> Option<LogicalName> {
     LogicalName::parse(owner).ok()
 }
 
-/// Whether the directory holding `path` (whose file name is `base`) holds a file whose slave
-/// `base` may be: another file sharing its encoded characters (a master and its slaves share
-/// them, no two uploads do) whose slave stem (H.9) `base` starts with. A master is not a
-/// slave of its slaves (their stems are longer than its own name's start), and sidecars do
-/// not count.
-fn has_master_beside(path: &Path, base: &str) -> io::Result<bool> {
+/// Whether the directory holding `path` (whose file name is `base`, recording a content of
+/// `recorded_size` bytes) holds a file whose slave `base` may be: a regular file sharing its
+/// encoded characters (a master and its slaves share them, no two uploads do), of the size
+/// they record (a slave's are its master's), whose slave stem (H.9) `base` starts with.
+/// Sidecars do not count. A damaged master is not taken for a slave of one of its slaves:
+/// a slave has the recorded size only by chance.
+fn has_master_beside(path: &Path, base: &str, recorded_size: u64) -> io::Result<bool> {
     let (Some(dir), Some(fields)) = (path.parent(), base.get(..fdfs_proto::name::ENCODED_LEN))
     else {
         return Ok(false);
     };
     for entry in std::fs::read_dir(dir)? {
-        let entry = entry?.file_name();
-        let Some(other) = entry.to_str() else {
+        let entry = entry?;
+        let other = entry.file_name();
+        let Some(other) = other.to_str() else {
             continue;
         };
         if other != base
             && !other.ends_with("-m")
             && other.starts_with(fields)
             && fdfs_proto::name::slave_stem(other).is_some_and(|stem| base.starts_with(stem))
+            && std::fs::symlink_metadata(entry.path())
+                .is_ok_and(|meta| meta.is_file() && meta.len() == recorded_size)
         {
             return Ok(true);
         }
@@ -164,12 +178,13 @@ impl Store {
     /// the slave of. Asked only when the content differs; `false` when the directory cannot
     /// be read.
     pub async fn beside_its_master(&self, name: &LogicalName) -> bool {
-        let Ok(path) = self.resolve(name) else {
+        let (Ok(path), Some((recorded_size, _))) = (self.resolve(name), recorded_content(name))
+        else {
             return false;
         };
         let base = name.base().to_string();
         blocking("listing a directory", move || {
-            has_master_beside(&path, &base)
+            has_master_beside(&path, &base, recorded_size)
         })
         .await
         .unwrap_or(false)
@@ -326,7 +341,11 @@ impl Store {
         }
         // a damaged copy does not spread: content that is not what the name records is read
         // (the stream stays in step) and dropped
-        self.replace_locked(name, size, mtime, reader, recorded_content(name))
+        let expect = recorded_content(name).map(|content| Expect {
+            content,
+            slave_shaped: true,
+        });
+        self.replace_locked(name, size, mtime, reader, expect)
             .await?;
         Ok(Applied::Done)
     }
@@ -407,7 +426,11 @@ impl Store {
         reader: &mut R,
     ) -> Result<(), StoreError> {
         let _guard = self.locks.lock(&name.to_string()).await;
-        self.replace_locked(name, size, mtime, reader, Some((size, crc32)))
+        let expect = Expect {
+            content: (size, crc32),
+            slave_shaped: false,
+        };
+        self.replace_locked(name, size, mtime, reader, Some(expect))
             .await
     }
 
@@ -419,7 +442,7 @@ impl Store {
         size: u64,
         mtime: u32,
         reader: &mut R,
-        expect: Option<(u64, u32)>,
+        expect: Option<Expect>,
     ) -> Result<(), StoreError> {
         let path = self.resolve(name)?;
         let index = name.store_path();
@@ -427,8 +450,8 @@ impl Store {
         let received = self.note_result(index, received)?;
         let result = async {
             if let Some(expect) = expect {
-                if let Err(err) = check_copy(name, expect, size, received.crc32) {
-                    if !self.beside_its_master(name).await {
+                if let Err(err) = check_copy(name, expect.content, size, received.crc32) {
+                    if !(expect.slave_shaped && self.beside_its_master(name).await) {
                         return Err(err);
                     }
                 }
@@ -865,12 +888,24 @@ mod tests {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
         std::fs::write(dir.path().join(other), b"x").unwrap();
-        let beside = |base: &str| has_master_beside(&dir.path().join(base), base).unwrap();
+        // the master holds 1 byte, which the names record
+        let beside = |base: &str| has_master_beside(&dir.path().join(base), base, 1).unwrap();
         assert!(beside(&slave));
         assert!(beside(&slave_ext));
         // the master and an unrelated file keep the check of their content
         assert!(!beside(&master));
         assert!(!beside(other));
+        // a slave whose prefix starts with a dot has a stem the master starts with too: the
+        // size its name records tells them apart (the master's 2 bytes)
+        let (dotted_master, dotted_slave) = (
+            "fwAAH2sDbkqEb2TqAAAAADY6MCC275.txt",
+            "fwAAH2sDbkqEb2TqAAAAADY6MCC275.t.x",
+        );
+        std::fs::write(dir.path().join(dotted_master), b"xx").unwrap();
+        std::fs::write(dir.path().join(dotted_slave), b"y").unwrap();
+        let beside2 = |base: &str| has_master_beside(&dir.path().join(base), base, 2).unwrap();
+        assert!(beside2(dotted_slave));
+        assert!(!beside2(dotted_master));
         // a master's sidecar alone is no master
         for gone in [&master, &slave_ext] {
             std::fs::remove_file(dir.path().join(gone)).unwrap();

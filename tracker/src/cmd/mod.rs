@@ -144,7 +144,7 @@ pub fn handle(
         StorageChangeStatus => sync::change_status(tracker, body, peer),
         SyncReport => sync::report(tracker, body, peer),
         FetchStorageIds => storage_ids::fetch_storage_ids(tracker, body),
-        GetServerId => storage_ids::get_server_id(tracker, body),
+        GetServerId => storage_ids::get_server_id(tracker, body, peer),
         other => Err(ProtoError::invalid(
             "command",
             format!("{other:?} is not served by the tracker"),

@@ -4,23 +4,25 @@
 //! table from `storage_ids.conf`; here it is every storage that joined (each brings its id),
 //! so it needs no file to keep in step with the storages' configs.
 
+use std::collections::hash_map::{Entry, HashMap};
+use std::net::SocketAddr;
+
 use fdfs_proto::field::FieldReader;
 use fdfs_proto::status;
-use fdfs_proto::tracker_msg::storage_status;
 use fdfs_proto::{ProtoError, GROUP_NAME_LEN};
 
 use super::{expect_len, CmdError};
+use crate::cluster::Cluster;
 use crate::service::Tracker;
 
 /// 69: int32 start_index, u8 allow_empty.
 pub const FETCH_BODY_LEN: usize = 5;
-/// 70: a group name, then `ip:port` (an IPv6 address in brackets: at most 47 + 6 bytes).
+/// 70: a group name, then `ip:port` (an IPv6 address in brackets: at most 47 + 6 bytes) or
+/// nothing.
 pub const SERVER_ID_MAX_BODY_LEN: usize = GROUP_NAME_LEN + 64;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
-    #[error("no storage has joined yet, so there are no storage ids")]
-    NoIds,
     #[error("start index {start} is outside the {total} storage ids")]
     StartOutOfRange { start: i32, total: usize },
     #[error("no storage of group {group} at {addr}")]
@@ -31,7 +33,7 @@ impl IdError {
     pub fn status(&self) -> u8 {
         match self {
             IdError::StartOutOfRange { .. } => status::EINVAL,
-            IdError::NoIds | IdError::UnknownServer { .. } => status::ENOENT,
+            IdError::UnknownServer { .. } => status::ENOENT,
         }
     }
 }
@@ -65,28 +67,36 @@ fn bracketed(ip: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Every storage the tracker knows but the deleted ones, by id (FastDFS keeps its table
-/// sorted by id too).
-fn id_table(tracker: &Tracker) -> Vec<IdEntry> {
-    let cluster = tracker.cluster();
-    let mut table: Vec<IdEntry> = cluster
-        .groups()
-        .iter()
-        .flat_map(|group| {
-            group
-                .storages()
-                .iter()
-                .filter(|s| s.status != storage_status::DELETED)
-                .filter_map(move |s| {
-                    Some(IdEntry {
-                        id: s.id.parse().ok()?,
-                        group: group.name.clone(),
-                        ip: s.ip.clone(),
-                        port: s.port,
-                    })
-                })
-        })
-        .collect();
+/// Every storage that still claims its address (not deleted, not superseded after an IP
+/// change), by id as FastDFS keeps its table. One entry per address: FastDFS's client
+/// refuses a table that lists an `ip:port` twice, so a stale record (a storage that came
+/// back under another id) gives way to the live one.
+fn id_table(cluster: &Cluster) -> Vec<IdEntry> {
+    let mut by_addr: HashMap<(String, u16), (IdEntry, (bool, i64))> = HashMap::new();
+    for group in cluster.groups() {
+        for storage in group.storages().iter().filter(|s| s.claims_address()) {
+            let Ok(id) = storage.id.parse() else {
+                continue;
+            };
+            let entry = IdEntry {
+                id,
+                group: group.name.clone(),
+                ip: storage.ip.clone(),
+                port: storage.port,
+            };
+            let liveness = (storage.is_active(), storage.last_beat_unix);
+            match by_addr.entry((storage.ip.clone(), storage.port)) {
+                Entry::Vacant(slot) => {
+                    slot.insert((entry, liveness));
+                }
+                Entry::Occupied(mut slot) if slot.get().1 < liveness => {
+                    slot.insert((entry, liveness));
+                }
+                Entry::Occupied(_) => {}
+            }
+        }
+    }
+    let mut table: Vec<IdEntry> = by_addr.into_values().map(|(entry, _)| entry).collect();
     table.sort_by(|a, b| (a.id, &a.group).cmp(&(b.id, &b.group)));
     table
 }
@@ -96,12 +106,9 @@ pub fn fetch_storage_ids(tracker: &Tracker, body: &[u8]) -> Result<Vec<u8>, CmdE
     expect_len(body, FETCH_BODY_LEN, "fetch storage ids")?;
     let start = i32::from_be_bytes(body[..4].try_into().expect("length checked"));
     let allow_empty = body[4] != 0;
-    let table = id_table(tracker);
-    if table.is_empty() {
-        if allow_empty {
-            return Ok(vec![0; 8]);
-        }
-        return Err(IdError::NoIds.into());
+    let table = id_table(&tracker.cluster());
+    if table.is_empty() && allow_empty {
+        return Ok(vec![0; 8]);
     }
     let first = usize::try_from(start)
         .ok()
@@ -118,9 +125,14 @@ pub fn fetch_storage_ids(tracker: &Tracker, body: &[u8]) -> Result<Vec<u8>, CmdE
     Ok(reply)
 }
 
-/// 70: the id of the storage of a group at `ip:port` (or at `ip` alone).
-pub fn get_server_id(tracker: &Tracker, body: &[u8]) -> Result<Vec<u8>, CmdError> {
-    if body.len() <= GROUP_NAME_LEN || body.len() > SERVER_ID_MAX_BODY_LEN {
+/// 70: the id of the storage of a group at `ip:port`, at `ip`, or (a group name alone) at
+/// the caller's own IP, as FastDFS answers a storage asking for its own id.
+pub fn get_server_id(
+    tracker: &Tracker,
+    body: &[u8],
+    peer: SocketAddr,
+) -> Result<Vec<u8>, CmdError> {
+    if body.len() < GROUP_NAME_LEN || body.len() > SERVER_ID_MAX_BODY_LEN {
         return Err(ProtoError::BadLength {
             what: "get server id",
             len: body.len() as u64,
@@ -130,28 +142,36 @@ pub fn get_server_id(tracker: &Tracker, body: &[u8]) -> Result<Vec<u8>, CmdError
     let group = FieldReader::new(&body[..GROUP_NAME_LEN])
         .fixed_str(GROUP_NAME_LEN, "group name")?
         .to_string();
-    let addr = std::str::from_utf8(&body[GROUP_NAME_LEN..])
+    let given = std::str::from_utf8(&body[GROUP_NAME_LEN..])
         .map_err(|_| ProtoError::invalid("address", "not UTF-8"))?
         .trim_end_matches('\0');
-    let (ip, port) = split_addr(addr)?;
-    tracker
-        .cluster()
+    let own_ip = peer.ip().to_canonical().to_string();
+    let (ip, port) = match given {
+        "" => (own_ip.as_str(), None),
+        given => split_addr(given)?,
+    };
+    let cluster = tracker.cluster();
+    let mut matching: Vec<_> = cluster
         .group(&group)
-        .and_then(|g| {
-            g.storages().iter().find(|s| {
-                s.status != storage_status::DELETED
-                    && s.ip == ip
-                    && port.is_none_or(|port| port == s.port)
-            })
+        .map(|g| {
+            g.storages()
+                .iter()
+                .filter(|s| {
+                    s.claims_address() && s.ip == ip && port.is_none_or(|port| port == s.port)
+                })
+                .collect()
         })
-        .map(|s| s.id.clone().into_bytes())
-        .ok_or_else(|| {
-            IdError::UnknownServer {
-                group,
-                addr: addr.to_string(),
-            }
-            .into()
-        })
+        .unwrap_or_default();
+    // the live one first, as in the id table
+    matching.sort_by_key(|s| std::cmp::Reverse((s.is_active(), s.last_beat_unix)));
+    match matching.first() {
+        Some(storage) => Ok(storage.id.clone().into_bytes()),
+        None => Err(IdError::UnknownServer {
+            group,
+            addr: format!("{ip}{}", port.map(|p| format!(":{p}")).unwrap_or_default()),
+        }
+        .into()),
+    }
 }
 
 /// `ip:port`, `[ipv6]:port`, or an address without a port.
@@ -207,6 +227,31 @@ mod tests {
         ] {
             assert!(split_addr(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn one_line_per_address_the_live_record_first() {
+        use crate::cluster::tests::{join_request, peer, usage};
+        use std::time::Instant;
+        let mut cluster = Cluster::new();
+        let now = Instant::now();
+        // storage 5 goes away; its address comes back as storage 3 (a new id)
+        cluster
+            .join(peer(1), &join_request("group1", 5, 23000, 1), now)
+            .unwrap();
+        cluster.disconnect(peer(1));
+        cluster
+            .join(peer(2), &join_request("group1", 3, 23000, 1), now)
+            .unwrap();
+        cluster.beat(peer(2), vec![usage(100, 50)], now).unwrap();
+        cluster
+            .join(peer(3), &join_request("group2", 9, 23001, 1), now)
+            .unwrap();
+        let lines: String = id_table(&cluster).iter().map(IdEntry::line).collect();
+        assert_eq!(
+            lines,
+            "3 group1 127.0.0.1:23000\n9 group2 127.0.0.1:23001\n"
+        );
     }
 
     #[test]
