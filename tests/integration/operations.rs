@@ -205,3 +205,16 @@ async fn upload_from_file_and_download_to_file() -> anyhow::Result<()> {
     assert_eq!(std::fs::read(&target)?, content);
     Ok(())
 }
+
+/// A test cluster's directory goes with it: its daemons stop before the directory is
+/// removed, so none of them writes into it meanwhile (test runs used to leave partial trees
+/// of ~128 MB in the temp directory).
+#[tokio::test]
+async fn a_dropped_test_cluster_leaves_no_directory() -> anyhow::Result<()> {
+    let cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let root = cluster.root.path().to_path_buf();
+    assert!(root.join("tracker").is_dir());
+    drop(cluster);
+    assert!(!root.exists(), "{} left behind", root.display());
+    Ok(())
+}

@@ -252,10 +252,12 @@ pub struct StorageSpec {
 
 /// A tracker and its storages, each in its own directory below one temp dir.
 pub struct Cluster {
-    pub root: tempfile::TempDir,
     pub tracker: Daemon,
     pub storages: Vec<Daemon>,
     pub specs: Vec<StorageSpec>,
+    /// Last: fields drop in order, so the daemons are stopped before their directory goes.
+    /// Removed first, it lost the race with daemons still writing into it and stayed behind.
+    pub root: tempfile::TempDir,
 }
 
 /// Builds a test cluster. Heartbeats every second, OFFLINE after 3 s without one.
@@ -320,10 +322,10 @@ impl ClusterBuilder {
         )?;
         let tracker = Daemon::start("fdfs-trackerd", &tracker_conf, &tracker_base).await?;
         let mut cluster = Cluster {
-            root,
             tracker,
             storages: Vec::new(),
             specs: Vec::new(),
+            root,
         };
         let mut next_id = 100_001;
         for (group, count) in &self.groups {
