@@ -259,3 +259,74 @@ async fn tracker_serves_the_storage_id_table() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// GET_STORAGE_STATUS (71) answers a storage's 67-byte brief (K.5); GET_LEADER (95) the
+/// tracker's own address, as a lone FastDFS tracker (its own leader) does.
+#[tokio::test]
+async fn tracker_answers_storage_status_and_its_leader() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let mut tracker = connect(cluster.tracker.addr).await?;
+    let request = |group: &str, addr: &str| {
+        let mut body = encode_group(group);
+        body.extend_from_slice(addr.as_bytes());
+        body
+    };
+    let brief = |reply: &[u8]| -> anyhow::Result<(u8, i32, String, String)> {
+        anyhow::ensure!(reply.len() == 67, "brief of {} bytes", reply.len());
+        let text = |bytes: &[u8]| {
+            String::from_utf8_lossy(bytes)
+                .trim_end_matches('\0')
+                .to_string()
+        };
+        Ok((
+            reply[0],
+            i32::from_be_bytes(reply[1..5].try_into()?),
+            text(&reply[5..21]),
+            text(&reply[21..67]),
+        ))
+    };
+    let (spec, port) = (cluster.specs[1].clone(), cluster.storages[1].addr.port());
+    let addr = format!("127.0.0.1:{port}");
+    let reply = tracker.call(71, &request("group1", &addr), 1024).await?;
+    let expected_active = (
+        7u8,
+        i32::from(port),
+        spec.server_id.to_string(),
+        "127.0.0.1".to_string(),
+    );
+    assert_eq!(brief(&reply)?, expected_active);
+    for (group, addr) in [("group2", addr.as_str()), ("group1", "127.0.0.1:1")] {
+        let unknown = tracker.call(71, &request(group, addr), 1024).await;
+        assert!(
+            matches!(unknown, Err(fdfs_proto::ProtoError::Status { status: 2 })),
+            "{group} {addr}: {unknown:?}"
+        );
+    }
+    let bad = tracker.call(71, &[0; 8], 1024).await;
+    assert!(
+        matches!(bad, Err(fdfs_proto::ProtoError::Status { status: 22 })),
+        "{bad:?}"
+    );
+
+    // the brief follows the storage's state: OFFLINE (5) once its heartbeats stop
+    cluster.storages[1].kill();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let reply = tracker.call(71, &request("group1", &addr), 1024).await?;
+        if brief(&reply)?.0 == 5 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "still {:?}",
+            brief(&reply)?
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let leader = String::from_utf8(tracker.call(95, &[], 1024).await?)?;
+    assert_eq!(leader, cluster.tracker.addr.to_string());
+    // still the same connection
+    assert_eq!(tracker.call(101, &[], 1024).await?.len(), 40);
+    Ok(())
+}

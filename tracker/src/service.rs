@@ -153,7 +153,7 @@ impl Tracker {
         conn: &mut ServerConn,
         header: Header,
         command: Command,
-        peer: std::net::SocketAddr,
+        info: &ConnInfo,
     ) -> Result<Served, ProtoError> {
         let len = header.body_len()?;
         if len > MAX_PKG_SIZE {
@@ -172,7 +172,7 @@ impl Tracker {
         let result = if cmd::is_async(command) {
             cmd::handle_async(self, command, &body).await
         } else {
-            cmd::handle(self, command, &body, peer)
+            cmd::handle(self, command, &body, info.peer, info.local)
         };
         let file = if self.access_log.enabled() {
             queried_file(command, &body)
@@ -236,7 +236,7 @@ impl Service for Tracker {
             self.metrics.request(command, status, started.elapsed());
             return Ok(flow);
         }
-        let result = self.serve_request(conn, header, command, info.peer).await;
+        let result = self.serve_request(conn, header, command, info).await;
         let status = match &result {
             Ok(served) => served.status,
             Err(err) => err.status(),

@@ -158,8 +158,16 @@ mod tests {
             generation: 1,
             peers: vec![],
         };
-        super::super::handle(&tracker, Command::SyncReport, &report.encode(), peer(1)).unwrap();
-        let body = super::super::handle(&tracker, Command::StorageHealth, &[], peer(2)).unwrap();
+        super::super::handle(
+            &tracker,
+            Command::SyncReport,
+            &report.encode(),
+            peer(1),
+            peer(9),
+        )
+        .unwrap();
+        let body =
+            super::super::handle(&tracker, Command::StorageHealth, &[], peer(2), peer(9)).unwrap();
         let health = HealthReport::decode(&body).unwrap();
         let skew = health.storages[0].clock_skew.unwrap();
         // a second boundary may pass between building the report and handling it

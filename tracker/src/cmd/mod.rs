@@ -16,6 +16,7 @@ mod beat;
 mod delete;
 mod health;
 mod join;
+mod leader;
 mod list;
 mod parameter;
 mod query_fetch;
@@ -83,7 +84,8 @@ pub fn max_body(command: Command) -> Option<u64> {
         | QueryStoreWithoutGroupAll
         | ParameterReq
         | ListAllGroups
-        | StorageHealth => 0,
+        | StorageHealth
+        | GetLeader => 0,
         ListOneGroup | DeleteGroup => list::GROUP_BODY_LEN,
         ListStorage | DeleteStorage => list::LIST_STORAGE_MAX_BODY_LEN,
         QueryStoreWithGroupOne | QueryStoreWithGroupAll => query_store::GROUP_BODY_LEN,
@@ -94,7 +96,7 @@ pub fn max_body(command: Command) -> Option<u64> {
         StorageChangeStatus => sync::STATUS_BODY_LEN,
         SyncReport => sync::REPORT_MAX_LEN,
         FetchStorageIds => storage_ids::FETCH_BODY_LEN,
-        GetServerId => storage_ids::SERVER_ID_MAX_BODY_LEN,
+        GetServerId | GetStorageStatus => storage_ids::SERVER_ID_MAX_BODY_LEN,
         _ => return None,
     };
     Some(max as u64)
@@ -118,12 +120,14 @@ pub async fn handle_async(
     query_fetch::handle(tracker, command, body).await
 }
 
-/// Runs a command whose body has been read; `peer` identifies the connection.
+/// Runs a command whose body has been read; `peer` identifies the connection, `local` is
+/// the address it reached.
 pub fn handle(
     tracker: &Tracker,
     command: Command,
     body: &[u8],
     peer: SocketAddr,
+    local: SocketAddr,
 ) -> Result<Vec<u8>, CmdError> {
     use Command::*;
     match command {
@@ -145,6 +149,8 @@ pub fn handle(
         SyncReport => sync::report(tracker, body, peer),
         FetchStorageIds => storage_ids::fetch_storage_ids(tracker, body),
         GetServerId => storage_ids::get_server_id(tracker, body, peer),
+        GetStorageStatus => storage_ids::get_storage_status(tracker, body, peer),
+        GetLeader => leader::get_leader(body, local),
         other => Err(ProtoError::invalid(
             "command",
             format!("{other:?} is not served by the tracker"),

@@ -1,6 +1,7 @@
-//! FETCH_STORAGE_IDS (69) and GET_SERVER_ID (70) (D.7). PARAMETER_REQ tells clients that
-//! this tracker uses storage ids, and FastDFS's client library (and the nginx module built
-//! on it) then loads the id table with 69 before it does anything else. FastDFS reads that
+//! FETCH_STORAGE_IDS (69), GET_SERVER_ID (70) and GET_STORAGE_STATUS (71) (D.7).
+//! PARAMETER_REQ tells clients that this tracker uses storage ids, and FastDFS's client
+//! library (and the nginx module built on it) then loads the id table with 69 before it does
+//! anything else. FastDFS reads that
 //! table from `storage_ids.conf`; here it is every storage that joined (each brings its id),
 //! so it needs no file to keep in step with the storages' configs.
 
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 
 use fdfs_proto::field::FieldReader;
 use fdfs_proto::status;
+use fdfs_proto::tracker_msg::StorageBrief;
 use fdfs_proto::{ProtoError, GROUP_NAME_LEN};
 
 use super::{expect_len, CmdError};
@@ -17,8 +19,8 @@ use crate::service::Tracker;
 
 /// 69: int32 start_index, u8 allow_empty.
 pub const FETCH_BODY_LEN: usize = 5;
-/// 70: a group name, then `ip:port` (an IPv6 address in brackets: at most 47 + 6 bytes) or
-/// nothing.
+/// 70 and 71: a group name, then `ip:port` (an IPv6 address in brackets: at most 47 + 6
+/// bytes) or nothing.
 pub const SERVER_ID_MAX_BODY_LEN: usize = GROUP_NAME_LEN + 64;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -132,9 +134,33 @@ pub fn get_server_id(
     body: &[u8],
     peer: SocketAddr,
 ) -> Result<Vec<u8>, CmdError> {
+    let brief = find_storage(tracker, body, peer, "get server id")?;
+    Ok(brief.id.into_bytes())
+}
+
+/// 71: the 67-byte brief (status, port, id, IP; K.5) of the storage that 70 would name.
+pub fn get_storage_status(
+    tracker: &Tracker,
+    body: &[u8],
+    peer: SocketAddr,
+) -> Result<Vec<u8>, CmdError> {
+    let brief = find_storage(tracker, body, peer, "get storage status")?;
+    let mut reply = Vec::with_capacity(StorageBrief::LEN);
+    brief.encode_into(&mut reply);
+    Ok(reply)
+}
+
+/// The storage a 70 or 71 request names: a group name, then `ip:port`, `ip`, or nothing (the
+/// caller's own IP). The live record first when an address has several.
+fn find_storage(
+    tracker: &Tracker,
+    body: &[u8],
+    peer: SocketAddr,
+    what: &'static str,
+) -> Result<StorageBrief, CmdError> {
     if body.len() < GROUP_NAME_LEN || body.len() > SERVER_ID_MAX_BODY_LEN {
         return Err(ProtoError::BadLength {
-            what: "get server id",
+            what,
             len: body.len() as u64,
         }
         .into());
@@ -165,7 +191,7 @@ pub fn get_server_id(
     // the live one first, as in the id table
     matching.sort_by_key(|s| std::cmp::Reverse((s.is_active(), s.last_beat_unix)));
     match matching.first() {
-        Some(storage) => Ok(storage.id.clone().into_bytes()),
+        Some(storage) => Ok(storage.brief()),
         None => Err(IdError::UnknownServer {
             group,
             addr: format!("{ip}{}", port.map(|p| format!(":{p}")).unwrap_or_default()),
