@@ -81,6 +81,17 @@ impl ReservedSpace {
         }
     }
 
+    /// What one of `paths` store paths of a storage keeps free (J.3): an absolute reserve is
+    /// shared out evenly, as FastDFS does; a ratio applies to each path as it is.
+    pub fn per_path(&self, paths: usize) -> ReservedSpace {
+        match *self {
+            ReservedSpace::Bytes(reserved) => {
+                ReservedSpace::Bytes(reserved / (paths.max(1) as u64))
+            }
+            ratio => ratio,
+        }
+    }
+
     /// Reserved bytes for a disk of `total_bytes`.
     pub fn reserved_bytes(&self, total_bytes: u64) -> u64 {
         match *self {
@@ -162,6 +173,16 @@ pub mod serde_reserved {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_absolute_reserve_is_shared_out_over_the_store_paths() {
+        let reserve = ReservedSpace::Bytes(10 << 30);
+        assert_eq!(reserve.per_path(2), ReservedSpace::Bytes(5 << 30));
+        assert_eq!(reserve.per_path(1), reserve);
+        assert_eq!(reserve.per_path(0), reserve);
+        let ratio = ReservedSpace::Ratio(0.1);
+        assert_eq!(ratio.per_path(4), ratio);
+    }
     use super::*;
 
     #[test]

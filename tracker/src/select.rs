@@ -95,9 +95,12 @@ pub struct Servers {
     pub servers: Vec<StorageAddr>,
 }
 
+/// A store path has room above its share of the reserve (J.3 step 3).
 fn path_has_room(reserved: &ReservedSpace, storage: &Storage, index: usize) -> bool {
     let path = &storage.paths[index];
-    reserved.has_room(path.total_bytes, path.free_bytes)
+    reserved
+        .per_path(storage.paths.len())
+        .has_room(path.total_bytes, path.free_bytes)
 }
 
 /// A storage takes uploads when one of its store paths has room.
@@ -788,30 +791,59 @@ mod tests {
         let mut cluster = Cluster::new();
         let mut bytes = policy();
         bytes.reserved = ReservedSpace::Bytes(10 * GB);
-        // Storage 1: 12 GB free in total but no single path above 10 GB.
+        // Two groups: g1's storage has 12 GB free on its one path; g2's has 8 GB.
+        add(&mut cluster, "g1", 1, vec![usage(100 * GB, 12 * GB)]);
+        add(&mut cluster, "g2", 2, vec![usage(100 * GB, 8 * GB)]);
+        for _ in 0..3 {
+            assert_eq!(upload_port(&mut cluster, &bytes, None).1, 23001);
+        }
+        assert_eq!(
+            choose_upload(&mut cluster, &bytes, Some("g2"), false).unwrap_err(),
+            SelectError::NoSpace
+        );
+        // No storage with room: every group is full.
+        cluster.disconnect(peer(1));
+        assert_eq!(
+            choose_upload(&mut cluster, &bytes, None, false).unwrap_err(),
+            SelectError::NoSpace
+        );
+    }
+
+    #[test]
+    fn store_paths_keep_their_share_of_an_absolute_reserve() {
+        let mut bytes = policy();
+        bytes.reserved = ReservedSpace::Bytes(10 * GB);
+        // J.3: each of two paths keeps 5 GB; 6 GB free on each is room on each
+        let mut cluster = Cluster::new();
         add(
             &mut cluster,
             "g",
             1,
             vec![usage(100 * GB, 6 * GB), usage(100 * GB, 6 * GB)],
         );
+        let paths: Vec<u8> = (0..4)
+            .map(|_| upload_port(&mut cluster, &bytes, Some("g")).2)
+            .collect();
+        assert_eq!(paths, [0, 1, 0, 1]);
+        // a path under its 5 GB share is skipped while another has room
+        let mut cluster = Cluster::new();
         add(
             &mut cluster,
             "g",
-            2,
-            vec![usage(100 * GB, 20 * GB), usage(100 * GB, 20 * GB)],
+            1,
+            vec![usage(100 * GB, 8 * GB), usage(100 * GB, 4 * GB)],
         );
-        for _ in 0..3 {
-            assert_eq!(upload_port(&mut cluster, &bytes, Some("g")).1, 23002);
-        }
-        let all = choose_upload(&mut cluster, &bytes, Some("g"), true).unwrap();
-        assert_eq!(ports(&all.servers), [23002]);
-        // No storage with a roomy path: the whole group is full.
-        cluster.disconnect(peer(2));
-        assert_eq!(
-            choose_upload(&mut cluster, &bytes, Some("g"), false).unwrap_err(),
-            SelectError::NoSpace
-        );
+        let paths: Vec<u8> = (0..3)
+            .map(|_| upload_port(&mut cluster, &bytes, Some("g")).2)
+            .collect();
+        assert_eq!(paths, [0, 0, 0]);
+        // a ratio applies to every path as it is
+        let mut ratio = policy();
+        ratio.reserved = ReservedSpace::Ratio(0.05);
+        let paths: Vec<u8> = (0..2)
+            .map(|_| upload_port(&mut cluster, &ratio, Some("g")).2)
+            .collect();
+        assert_eq!(paths, [0, 0]);
     }
 
     #[test]

@@ -511,6 +511,11 @@ impl Store {
         })
     }
 
+    /// What each store path keeps free: its share of `reserved_storage_space` (J.3).
+    fn path_reserve(&self) -> ReservedSpace {
+        self.options.reserved.per_path(self.paths.len())
+    }
+
     /// Whether store path `index` keeps more than its reserved space after `size` more bytes
     /// (never for a bad path).
     async fn has_room(&self, index: u8, size: u64) -> Result<bool, StoreError> {
@@ -521,7 +526,7 @@ impl Store {
             return Ok(false);
         };
         Ok(match usage.free_bytes.checked_sub(size) {
-            Some(left) => self.options.reserved.has_room(usage.total_bytes, left),
+            Some(left) => self.path_reserve().has_room(usage.total_bytes, left),
             None => false,
         })
     }
@@ -531,7 +536,7 @@ impl Store {
     /// [`Store::has_room`]".
     fn space_admits(&self, index: u8, size: u64) -> bool {
         self.store_path(index).is_ok_and(|path| {
-            !path.health.is_bad() && path.space.admits(size, &self.options.reserved)
+            !path.health.is_bad() && path.space.admits(size, &self.path_reserve())
         })
     }
 

@@ -1114,6 +1114,49 @@ mod tests {
         ));
     }
 
+    /// J.3: with several store paths an absolute reserve is shared out over them, as
+    /// FastDFS's storage does: each path keeps reserve / paths.
+    #[tokio::test]
+    async fn each_store_path_keeps_its_share_of_an_absolute_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = super::super::space::disk_usage(dir.path())
+            .unwrap()
+            .free_bytes;
+        let open = |reserved: u64| {
+            let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+            Store::open(super::super::StoreOptions {
+                base_path: dir.path().to_path_buf(),
+                store_paths: vec![a, b],
+                subdir_count: 1,
+                server_id: 1,
+                fsync: false,
+                distribute: super::super::DistributeMode::Hash,
+                reserved: fdfs_proto::units::ReservedSpace::Bytes(reserved),
+                slave_use_link: false,
+                max_io_per_path: 64,
+                io_wait: std::time::Duration::from_secs(30),
+                journal_max_file: 64 * 1024,
+                journal_checkpoint: std::time::Duration::from_secs(1),
+            })
+        };
+        let req = NewFile {
+            store_path: Some(1),
+            size: 1,
+            ext: "",
+            appender: false,
+        };
+        // 1.5 × the free space: each path keeps 0.75 × and has room (wide margins: other
+        // tests write on the same file system meanwhile)
+        let store = open(free / 2 * 3).await.unwrap();
+        store.write_new_file(&req, &mut &b"x"[..]).await.unwrap();
+        // 3 × the free space: each path keeps 1.5 ×
+        let store = open(free * 3).await.unwrap();
+        assert!(matches!(
+            store.write_new_file(&req, &mut &b"x"[..]).await,
+            Err(StoreError::NoSpace)
+        ));
+    }
+
     #[tokio::test]
     async fn full_reserve_refuses_uploads() {
         let dir = tempfile::tempdir().unwrap();
