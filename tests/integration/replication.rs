@@ -915,5 +915,31 @@ async fn slaves_shaped_like_normal_files_download_replicate_and_pass_the_scrub(
         .await?;
         assert_eq!(report.corrupt, 0, "storage {storage}: {report:?}");
     }
+
+    // FastDFS deletes a master without its slaves: they stay downloadable, replicated and
+    // clean for the scrub, though nothing beside them vouches for their names any more
+    client.delete(&master).await?;
+    let slaves: Vec<_> = files[1..].to_vec();
+    wait_converged(&cluster, &slaves, std::slice::from_ref(&master)).await?;
+    for storage in 0..2 {
+        let addr = addr(&cluster, storage);
+        let start = client
+            .scrub(&addr, fdfs_proto::scrub_msg::ScrubAction::Start)
+            .await?;
+        assert!(start.started_now, "storage {storage}: {start:?}");
+        let report = wait_for("the second scrub to finish", SETTLE, || async {
+            let report = client
+                .scrub(&addr, fdfs_proto::scrub_msg::ScrubAction::Status)
+                .await
+                .ok()?;
+            (!report.running).then_some(report)
+        })
+        .await?;
+        assert!(
+            report.checked + report.skipped >= 2,
+            "storage {storage}: {report:?}"
+        );
+        assert_eq!(report.corrupt, 0, "storage {storage}: {report:?}");
+    }
     Ok(())
 }

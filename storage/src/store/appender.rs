@@ -438,6 +438,18 @@ impl Store {
             .choose_store_path(Some(master.store_path()), size)
             .await?;
         let received = self.receive(index, "slave", reader, size, None).await?;
+        // shaped like a normal name, it says so itself before it appears (see `slave_mark`)
+        if super::replica::recorded_content(&slave).is_some() {
+            let (tmp, sync) = (received.tmp.path().to_path_buf(), self.options.fsync);
+            let marked = super::blocking("marking a slave", move || {
+                super::slave_mark::mark_path(&tmp, sync)
+            })
+            .await;
+            if let Err(err) = marked {
+                received.tmp.remove().await;
+                return Err(err);
+            }
+        }
         let linked = match hook.before_link(&slave).await {
             // one name only: taken meanwhile means it exists
             Ok(()) => self
@@ -855,6 +867,39 @@ mod tests {
         let never = sibling(&third, 'C');
         assert!(!store.finish_rename(&never, &third).await.unwrap());
         assert_eq!(read(&store, &third), b"xyz");
+    }
+
+    /// A slave with a digit prefix has a normal name's shape (H.8): it carries the slave
+    /// mark from its upload on, so it stays told from damage once its master is deleted.
+    #[tokio::test]
+    async fn a_slave_shaped_like_a_normal_name_carries_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 1).await;
+        let content = b"the master image";
+        let req = NewFile {
+            store_path: None,
+            size: content.len() as u64,
+            ext: "jpg",
+            appender: false,
+        };
+        let master = store.write_new_file(&req, &mut &content[..]).await.unwrap();
+        let shaped = store
+            .write_slave(&master, "1234", "", 11, &mut &b"a thumbnail"[..])
+            .await
+            .unwrap();
+        assert!(fdfs_proto::name::has_normal_suffix(shaped.base()));
+        let plain = store
+            .write_slave(&master, "_s", "png", 3, &mut &b"png"[..])
+            .await
+            .unwrap();
+        let marked =
+            |name: &LogicalName| super::super::slave_mark::is_marked(&store.resolve(name).unwrap());
+        assert!(marked(&shaped));
+        assert!(!marked(&plain));
+        assert!(!marked(&master));
+        store.delete(&master).await.unwrap();
+        assert!(store.beside_its_master(&shaped).await);
+        assert_eq!(read(&store, &shaped), b"a thumbnail");
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ mod locks;
 mod metadata;
 mod recent;
 mod replica;
+mod slave_mark;
 mod small_writer;
 mod space;
 mod write;

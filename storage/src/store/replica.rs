@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncSeekExt};
 
 use super::journal::Origin;
 use super::metadata::sidecar_path;
+use super::slave_mark;
 use super::write::{
     blocking_store, read_body, stream_to, write_small_blocking, write_small_unnamed, TempFile,
     SMALL_BODY,
@@ -174,9 +175,10 @@ pub fn recorded_content(name: &LogicalName) -> Option<(u64, u32)> {
 
 impl Store {
     /// Whether `name` may be a slave shaped like a normal file, whose content is not the one
-    /// its name records (see [`recorded_content`]): its directory holds a master it can be
-    /// the slave of. Asked only when the content differs; `false` when the directory cannot
-    /// be read.
+    /// its name records (see [`recorded_content`]): our copy carries the slave mark (see
+    /// `slave_mark`), or its directory holds a master it can be the slave of — and then our
+    /// copy, if any, is marked, so that it stays told apart once the master is deleted.
+    /// Asked only when the content differs; `false` when the directory cannot be read.
     pub async fn beside_its_master(&self, name: &LogicalName) -> bool {
         let (Ok(path), Some((recorded_size, _))) = (self.resolve(name), recorded_content(name))
         else {
@@ -184,7 +186,19 @@ impl Store {
         };
         let base = name.base().to_string();
         blocking("listing a directory", move || {
-            has_master_beside(&path, &base, recorded_size)
+            if slave_mark::is_marked(&path) {
+                return Ok(true);
+            }
+            let beside = has_master_beside(&path, &base, recorded_size)?;
+            if beside {
+                // a copy that is there already, from before the marks; none yet is no error
+                if let Err(err) = slave_mark::mark_path(&path, false) {
+                    if err.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(path = %path.display(), error = %err, "cannot mark a slave");
+                    }
+                }
+            }
+            Ok(beside)
         })
         .await
         .unwrap_or(false)
@@ -364,14 +378,16 @@ impl Store {
     ) -> Result<Applied, StoreError> {
         let body = read_body(reader, size).await?;
         let mut recorded = recorded_content(name);
+        let mut slave = false;
         if let Some(expect) = recorded {
             if let Err(err) = check_copy(name, expect, size, crc32fast::hash(&body)) {
                 if !self.beside_its_master(name).await {
                     return Err(err);
                 }
                 // a slave shaped as a normal name: stored with its own syncs, since a
-                // journal replay checks entries against their names
+                // journal replay checks entries against their names, and marked
                 recorded = None;
+                slave = true;
             }
         }
         let path = self.resolve(name)?;
@@ -389,6 +405,7 @@ impl Store {
             mtime,
             index,
             create,
+            slave,
             counts: self.counts(),
             dirs: self.dirs(),
         };
@@ -454,6 +471,8 @@ impl Store {
                     if !(expect.slave_shaped && self.beside_its_master(name).await) {
                         return Err(err);
                     }
+                    let (tmp, sync) = (received.tmp.path().to_path_buf(), self.options.fsync);
+                    blocking("marking a slave", move || slave_mark::mark_path(&tmp, sync)).await?;
                 }
             }
             let fsync = self.options.fsync;
@@ -818,6 +837,8 @@ struct SmallCopy {
     index: u8,
     /// A create (not a replacement): the same copy found here is [`Applied::Have`].
     create: bool,
+    /// A slave shaped like a normal name: it carries the slave mark (see `slave_mark`).
+    slave: bool,
     counts: Arc<super::FileCounts>,
     dirs: Arc<super::dirsync::DirSyncer>,
 }
@@ -830,7 +851,12 @@ impl SmallCopy {
         let change = self.counts.begin(self.index);
         // A new name (the usual case) takes the file without a temp name, and without a look
         // first: the name's lookup is the link's own. The caller holds the name's lock.
-        if let Some(file) = write_small_unnamed(&self.dir, &body, Some(self.mtime), fsync)? {
+        // a slave's mark is synced with it
+        let seal_sync = fsync && !self.slave;
+        if let Some(file) = write_small_unnamed(&self.dir, &body, Some(self.mtime), seal_sync)? {
+            if self.slave {
+                slave_mark::mark(file.file(), fsync).map_err(StoreError::io("marking a slave"))?;
+            }
             if file.link(&self.path)? {
                 if let Some(change) = change {
                     change.note(&self.path, 1);
@@ -849,7 +875,10 @@ impl SmallCopy {
             }
         }
         // a copy we hold is replaced at once by a rename
-        let (tmp, _) = write_small_blocking(&self.dir, "sync", &body, Some(self.mtime), fsync)?;
+        let (tmp, _) = write_small_blocking(&self.dir, "sync", &body, Some(self.mtime), seal_sync)?;
+        if self.slave {
+            slave_mark::mark_path(tmp.path(), fsync).map_err(StoreError::io("marking a slave"))?;
+        }
         rename_creating_dir(tmp.path(), &self.path)
             .map_err(StoreError::io("renaming replicated file"))?;
         tmp.disarm();
@@ -972,6 +1001,53 @@ mod tests {
             store.created_file(&appender).await.unwrap(),
             LocalFile::Missing
         );
+    }
+
+    /// A replicated slave shaped like a normal name is accepted beside its master and
+    /// marked, small or large, so it stays readable once the master is deleted; the same
+    /// content without a master beside it is refused as damaged.
+    #[tokio::test]
+    async fn replicated_slaves_shaped_like_normal_names_are_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 1).await;
+        let content = b"the master image";
+        let req = NewFile {
+            store_path: None,
+            size: content.len() as u64,
+            ext: "jpg",
+            appender: false,
+        };
+        let master = store.write_new_file(&req, &mut &content[..]).await.unwrap();
+        let slave_of = |prefix: &str| {
+            name(&fdfs_proto::name::slave_name(&master.to_string(), prefix, "").unwrap())
+        };
+        let big = vec![7u8; 300 * 1024];
+        for (slave, body) in [
+            (slave_of("1234"), &b"a thumbnail"[..]),
+            (slave_of("5678"), &big[..]),
+        ] {
+            assert!(fdfs_proto::name::has_normal_suffix(slave.base()));
+            let applied = store
+                .replica_write(&slave, body.len() as u64, 1000, &mut &body[..], true)
+                .await
+                .unwrap();
+            assert_eq!(applied, Applied::Done);
+            assert!(
+                slave_mark::is_marked(&store.resolve(&slave).unwrap()),
+                "{slave}"
+            );
+        }
+        store.delete(&master).await.unwrap();
+        assert!(store.beside_its_master(&slave_of("1234")).await);
+        let orphan = slave_of("9999");
+        let refused = store
+            .replica_write(&orphan, 3, 1000, &mut &b"abc"[..], true)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Corrupt(_))),
+            "{refused:?}"
+        );
+        assert!(!store.resolve(&orphan).unwrap().exists());
     }
 
     fn link_mtime_of(path: &Path) -> u32 {

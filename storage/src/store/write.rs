@@ -756,6 +756,11 @@ impl UnnamedFile {
         }
     }
 
+    /// The open file.
+    pub(crate) fn file(&self) -> &std::fs::File {
+        &self.0
+    }
+
     /// Gives the file the name `path` (creating its data directory if missing); `false` when
     /// `path` exists.
     pub(crate) fn link(&self, path: &Path) -> Result<bool, StoreError> {
