@@ -604,20 +604,21 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin + ?Sized>(
     size: u64,
 ) -> Result<Vec<u8>, StoreError> {
     debug_assert!(size <= SMALL_BODY);
-    let mut body = vec![0u8; size as usize];
-    let mut filled = 0;
-    while filled < body.len() {
+    let size_usize = size as usize;
+    // read into spare capacity: no zeroing of a buffer that is overwritten at once
+    let mut body = Vec::with_capacity(size_usize);
+    while body.len() < size_usize {
+        let spare = size_usize - body.len();
         let n = reader
-            .read(&mut body[filled..])
+            .read_buf(&mut bytes::BufMut::limit(&mut body, spare))
             .await
             .map_err(StoreError::Body)?;
         if n == 0 {
             return Err(StoreError::ShortBody {
                 expected: size,
-                got: filled as u64,
+                got: body.len() as u64,
             });
         }
-        filled += n;
     }
     Ok(body)
 }
@@ -1160,6 +1161,30 @@ mod tests {
             store.write_new_file(&req, &mut &b"x"[..]).await,
             Err(StoreError::NoSpace)
         ));
+    }
+
+    #[tokio::test]
+    async fn small_bodies_are_read_whole_into_a_buffer_of_their_size() {
+        use tokio::io::AsyncReadExt as _;
+        let (a, b) = (vec![1u8; 70_000], vec![2u8; 30_000]);
+        // two reads, and more behind the body that must stay unread
+        let mut reader = (&a[..]).chain(&b[..]).chain(&b"next"[..]);
+        let body = read_body(&mut reader, 100_000).await.unwrap();
+        assert_eq!(body.len(), 100_000);
+        assert_eq!(body.capacity(), 100_000);
+        assert!(body[..70_000].iter().all(|&x| x == 1) && body[70_000..].iter().all(|&x| x == 2));
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"next");
+        let short = read_body(&mut &b"abc"[..], 5).await;
+        assert!(matches!(
+            short,
+            Err(StoreError::ShortBody {
+                expected: 5,
+                got: 3
+            })
+        ));
+        assert!(read_body(&mut &b""[..], 0).await.unwrap().is_empty());
     }
 
     #[tokio::test]
