@@ -86,9 +86,10 @@ fuzz_target!(|data: &[u8]| {
                         .expect("lines end with a newline"),
                 )
                 .unwrap();
-                // links are written with size 0 whatever the line said
+                // links are written with size 0 whatever the line said, and are no slaves
                 let expected = FileListEntry {
                     size: if x.target.is_some() { 0 } else { x.size },
+                    slave: x.slave && x.target.is_none(),
                     ..x
                 };
                 assert_eq!(again, expected);

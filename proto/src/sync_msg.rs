@@ -353,6 +353,8 @@ impl FileListRequest {
 ///
 /// ```text
 /// F <size> <mtime> <logical name>\n            a regular file (data file or metadata sidecar)
+/// S <size> <mtime> <logical name>\n            a slave shaped like a normal name (H.8): its
+///                                              content is not what its name records
 /// L 0 <mtime> <logical name> <target name>\n   a symbolic link to another file of the store
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -362,6 +364,9 @@ pub struct FileListEntry {
     pub name: String,
     /// Set for links: the logical name the link points at.
     pub target: Option<String>,
+    /// A regular file the source holds as a slave shaped like a normal name (its slave
+    /// mark): the copy is not checked against its name, whose master may be gone.
+    pub slave: bool,
 }
 
 /// Longest line of a file list (two names plus numbers).
@@ -369,9 +374,10 @@ pub const FILE_LIST_MAX_LINE: usize = 2 * MAX_NAME_LEN + 64;
 
 impl FileListEntry {
     pub fn encode_line(&self) -> String {
-        match &self.target {
-            None => format!("F {} {} {}\n", self.size, self.mtime, self.name),
-            Some(target) => format!("L 0 {} {} {}\n", self.mtime, self.name, target),
+        match (&self.target, self.slave) {
+            (None, false) => format!("F {} {} {}\n", self.size, self.mtime, self.name),
+            (None, true) => format!("S {} {} {}\n", self.size, self.mtime, self.name),
+            (Some(target), _) => format!("L 0 {} {} {}\n", self.mtime, self.name, target),
         }
     }
 
@@ -385,7 +391,7 @@ impl FileListEntry {
         let mtime = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let name = name_of(parts.next().ok_or_else(bad)?.as_bytes(), "file name")?;
         let target = match kind {
-            "F" => None,
+            "F" | "S" => None,
             "L" => Some(name_of(
                 parts.next().ok_or_else(bad)?.as_bytes(),
                 "link target",
@@ -400,6 +406,7 @@ impl FileListEntry {
             mtime,
             name,
             target,
+            slave: kind == "S",
         })
     }
 }
@@ -683,15 +690,25 @@ mod tests {
             mtime: 1_795_386_849,
             name: "M00/00/00/fwAAH2sDbeGAVWzkAAAABjY6MCA275.txt".into(),
             target: None,
+            slave: false,
         };
         let line = file.encode_line();
         assert!(line.ends_with('\n'));
         assert_eq!(FileListEntry::parse_line(line.trim_end()).unwrap(), file);
+        let slave = FileListEntry {
+            name: "M00/00/00/fwAAH2sDbeGAVWzkAAAABjY6MCA2751234".into(),
+            slave: true,
+            ..file.clone()
+        };
+        let line = slave.encode_line();
+        assert!(line.starts_with("S 6 "), "{line}");
+        assert_eq!(FileListEntry::parse_line(line.trim_end()).unwrap(), slave);
         let link = FileListEntry {
             size: 0,
             mtime: 5,
             name: "M00/00/00/slave_s.jpg".into(),
             target: Some("M00/00/01/target.jpg".into()),
+            slave: false,
         };
         assert_eq!(
             FileListEntry::parse_line(link.encode_line().trim_end()).unwrap(),
@@ -704,6 +721,7 @@ mod tests {
             "F x 2 M00/00/00/a",
             "F 1 2 a b",
             "L 0 1 M00/00/00/a",
+            "S 1 2 M00/00/00/a b",
         ] {
             assert!(FileListEntry::parse_line(bad).is_err(), "{bad:?}");
         }

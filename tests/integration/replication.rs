@@ -619,6 +619,16 @@ async fn wait_active_unrouted(
     }
 }
 
+/// A third storage for group1, joining a running cluster.
+fn third_storage() -> fdfs_tests::StorageSpec {
+    fdfs_tests::StorageSpec {
+        group: "group1".into(),
+        server_id: 100_003,
+        store_path_count: 1,
+        extra: String::new(),
+    }
+}
+
 #[tokio::test]
 async fn a_joining_storage_is_active_only_once_it_holds_every_file() -> anyhow::Result<()> {
     let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
@@ -640,13 +650,7 @@ async fn a_joining_storage_is_active_only_once_it_holds_every_file() -> anyhow::
         files.push((id, data.len() as u64, crc(&data)));
     }
     let ids: Vec<FileId> = files.iter().map(|f| f.0.clone()).collect();
-    let spec = fdfs_tests::StorageSpec {
-        group: "group1".into(),
-        server_id: 100_003,
-        store_path_count: 1,
-        extra: String::new(),
-    };
-    let index = cluster.add_storage(spec).await?;
+    let index = cluster.add_storage(third_storage()).await?;
     wait_active_unrouted(&cluster, index, 3, &ids[..10]).await?;
     // ACTIVE: it must hold everything already, without waiting
     let new = addr(&cluster, index);
@@ -665,6 +669,54 @@ async fn a_joining_storage_is_active_only_once_it_holds_every_file() -> anyhow::
         (a == disk_listing(&cluster.store_path(index, 0))).then_some(())
     })
     .await?;
+    Ok(())
+}
+
+/// A slave shaped like a normal name whose master was deleted before a storage joined: no
+/// master vouches for it on the new storage, so the source's file list says what it is and
+/// the joining storage stores it (small and large) instead of refusing it as damaged.
+#[tokio::test]
+async fn a_joining_storage_takes_slaves_whose_master_is_gone() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let client = cluster.client();
+    let jpg = UploadOptions {
+        ext: "jpg".into(),
+        ..Default::default()
+    };
+    let master_content = b"the master image".to_vec();
+    let master = client.upload_bytes(&master_content, &jpg).await?;
+    let large = vec![0x5Au8; 200 * 1024];
+    let mut slaves = Vec::new();
+    for (prefix, content) in [("1234", &b"a thumbnail"[..]), ("5678", &large[..])] {
+        let slave = client
+            .upload_slave_bytes(&master, prefix, "", content)
+            .await?;
+        assert!(fdfs_proto::name::has_normal_suffix(slave.name.base()));
+        slaves.push((slave, content.len() as u64, crc(content)));
+    }
+    let mut all = vec![(
+        master.clone(),
+        master_content.len() as u64,
+        crc(&master_content),
+    )];
+    all.extend(slaves.iter().cloned());
+    wait_converged(&cluster, &all, &[]).await?;
+    client.delete(&master).await?;
+    wait_converged(&cluster, &slaves, std::slice::from_ref(&master)).await?;
+
+    let index = cluster.add_storage(third_storage()).await?;
+    let ids: Vec<FileId> = slaves.iter().map(|f| f.0.clone()).collect();
+    wait_active_unrouted(&cluster, index, 3, &ids).await?;
+    let new = addr(&cluster, index);
+    for (id, size, content_crc) in &slaves {
+        let state = state_on(&client, &new, id).await?;
+        assert_eq!(
+            state.map(|(s, _, c)| (s, c)),
+            Some((*size, *content_crc)),
+            "{id} on the new storage"
+        );
+    }
+    wait_converged(&cluster, &slaves, std::slice::from_ref(&master)).await?;
     Ok(())
 }
 

@@ -296,10 +296,18 @@ async fn copy_file(
         return Ok(false);
     };
     let mut body = conn.body_reader(len);
-    let written = repl
-        .store()
-        .replica_write(&name, len, entry.mtime, &mut body, false)
-        .await;
+    let written = match entry.slave {
+        true => {
+            repl.store()
+                .replica_write_slave(&name, len, entry.mtime, &mut body)
+                .await
+        }
+        false => {
+            repl.store()
+                .replica_write(&name, len, entry.mtime, &mut body, false)
+                .await
+        }
+    };
     if body.limit() > 0 {
         // the connection is out of step now; the caller reconnects
         return Err(written

@@ -89,12 +89,19 @@ fn rename_creating_dir(from: &Path, to: &Path) -> io::Result<()> {
 
 /// What a received copy is checked against.
 #[derive(Clone, Copy, Debug)]
-struct Expect {
-    /// Size and CRC32.
-    content: (u64, u32),
-    /// Taken from the name, which a slave shaped as a normal name does not match: a mismatch
-    /// is accepted when the file's master is beside it ([`Store::beside_its_master`]).
-    slave_shaped: bool,
+enum Expect {
+    /// Nothing: its name records no content (appender and slave names).
+    Anything,
+    /// This size and CRC32.
+    Recorded {
+        content: (u64, u32),
+        /// Taken from the name, which a slave shaped as a normal name does not match: a
+        /// mismatch is accepted (and the copy marked) when the file's master is beside it
+        /// ([`Store::beside_its_master`]).
+        slave_shaped: bool,
+    },
+    /// Its source holds it as a slave shaped like a normal name: not checked, and marked.
+    VouchedSlave,
 }
 
 /// A copy whose size or CRC32 is not what `expect` (from its name) says is
@@ -328,6 +335,33 @@ impl Store {
         reader: &mut R,
         create: bool,
     ) -> Result<Applied, StoreError> {
+        self.write_copy(name, size, mtime, reader, create, false)
+            .await
+    }
+
+    /// [`Store::replica_write`] of a file its source holds as a slave shaped like a normal
+    /// name (a pulled file list says so, see `slave_mark`): stored and marked without the
+    /// check against its name, since its master may be gone everywhere.
+    pub async fn replica_write_slave<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        name: &LogicalName,
+        size: u64,
+        mtime: u32,
+        reader: &mut R,
+    ) -> Result<Applied, StoreError> {
+        self.write_copy(name, size, mtime, reader, false, true)
+            .await
+    }
+
+    async fn write_copy<R: AsyncRead + Unpin + ?Sized>(
+        &self,
+        name: &LogicalName,
+        size: u64,
+        mtime: u32,
+        reader: &mut R,
+        create: bool,
+        vouched_slave: bool,
+    ) -> Result<Applied, StoreError> {
         // A metadata sidecar only lives beside its file. Copies of one file and of its
         // sidecar can come from different peers (a joining storage pulls while the source
         // pushes a delete): stored after its file was deleted, a sidecar would stay an orphan
@@ -345,7 +379,9 @@ impl Store {
         };
         let _guard = self.locks.lock(&name.to_string()).await;
         if size <= SMALL_BODY && self.space_admits(name.store_path(), size) {
-            return self.replace_small(name, size, mtime, reader, create).await;
+            return self
+                .replace_small(name, size, mtime, reader, create, vouched_slave)
+                .await;
         }
         if create && self.replica_probe(name, size, mtime).await? == Applied::Have {
             return Ok(Applied::Have);
@@ -355,10 +391,16 @@ impl Store {
         }
         // a damaged copy does not spread: content that is not what the name records is read
         // (the stream stays in step) and dropped
-        let expect = recorded_content(name).map(|content| Expect {
-            content,
-            slave_shaped: true,
-        });
+        let expect = match vouched_slave {
+            true => Expect::VouchedSlave,
+            false => match recorded_content(name) {
+                Some(content) => Expect::Recorded {
+                    content,
+                    slave_shaped: true,
+                },
+                None => Expect::Anything,
+            },
+        };
         self.replace_locked(name, size, mtime, reader, expect)
             .await?;
         Ok(Applied::Done)
@@ -375,10 +417,11 @@ impl Store {
         mtime: u32,
         reader: &mut R,
         create: bool,
+        vouched_slave: bool,
     ) -> Result<Applied, StoreError> {
         let body = read_body(reader, size).await?;
-        let mut recorded = recorded_content(name);
-        let mut slave = false;
+        let mut recorded = recorded_content(name).filter(|_| !vouched_slave);
+        let mut slave = vouched_slave;
         if let Some(expect) = recorded {
             if let Err(err) = check_copy(name, expect, size, crc32fast::hash(&body)) {
                 if !self.beside_its_master(name).await {
@@ -443,37 +486,43 @@ impl Store {
         reader: &mut R,
     ) -> Result<(), StoreError> {
         let _guard = self.locks.lock(&name.to_string()).await;
-        let expect = Expect {
+        let expect = Expect::Recorded {
             content: (size, crc32),
             slave_shaped: false,
         };
-        self.replace_locked(name, size, mtime, reader, Some(expect))
-            .await
+        self.replace_locked(name, size, mtime, reader, expect).await
     }
 
-    /// Streams `size` bytes into a temp file, checks them against `expect` (size and CRC32)
-    /// when given, then renames over `name` (whose lock the caller holds).
+    /// Streams `size` bytes into a temp file, checks them against `expect`, then renames over
+    /// `name` (whose lock the caller holds).
     async fn replace_locked<R: AsyncRead + Unpin + ?Sized>(
         &self,
         name: &LogicalName,
         size: u64,
         mtime: u32,
         reader: &mut R,
-        expect: Option<Expect>,
+        expect: Expect,
     ) -> Result<(), StoreError> {
         let path = self.resolve(name)?;
         let index = name.store_path();
         let received = self.receive(index, "sync", reader, size, Some(mtime)).await;
         let received = self.note_result(index, received)?;
         let result = async {
-            if let Some(expect) = expect {
-                if let Err(err) = check_copy(name, expect.content, size, received.crc32) {
-                    if !(expect.slave_shaped && self.beside_its_master(name).await) {
-                        return Err(err);
-                    }
-                    let (tmp, sync) = (received.tmp.path().to_path_buf(), self.options.fsync);
-                    blocking("marking a slave", move || slave_mark::mark_path(&tmp, sync)).await?;
-                }
+            let slave = match expect {
+                Expect::Anything => false,
+                Expect::VouchedSlave => true,
+                Expect::Recorded {
+                    content,
+                    slave_shaped,
+                } => match check_copy(name, content, size, received.crc32) {
+                    Ok(()) => false,
+                    Err(_) if slave_shaped && self.beside_its_master(name).await => true,
+                    Err(err) => return Err(err),
+                },
+            };
+            if slave {
+                let (tmp, sync) = (received.tmp.path().to_path_buf(), self.options.fsync);
+                blocking("marking a slave", move || slave_mark::mark_path(&tmp, sync)).await?;
             }
             let fsync = self.options.fsync;
             let tmp_path = received.tmp.path().to_path_buf();
@@ -806,11 +855,17 @@ impl Store {
                         } else {
                             continue;
                         };
+                        // only a name that records a content can be a marked slave
+                        let slave = target.is_none()
+                            && LogicalName::parse(&name)
+                                .is_ok_and(|name| recorded_content(&name).is_some())
+                            && slave_mark::is_marked(&data.join(&rel).join(&base));
                         let line = FileListEntry {
                             size: if target.is_some() { 0 } else { meta.len() },
                             mtime: unix_seconds(&meta) as u32,
                             name,
                             target,
+                            slave,
                         }
                         .encode_line();
                         out.write_all(line.as_bytes())?;
@@ -1048,6 +1103,28 @@ mod tests {
             "{refused:?}"
         );
         assert!(!store.resolve(&orphan).unwrap().exists());
+        // its source vouches for it (a pulled file list): stored and marked
+        let applied = store
+            .replica_write_slave(&orphan, 3, 1000, &mut &b"abc"[..])
+            .await
+            .unwrap();
+        assert_eq!(applied, Applied::Done);
+        assert!(slave_mark::is_marked(&store.resolve(&orphan).unwrap()));
+        // and the file list says so for every marked slave, and only for them
+        let (list, _) = store.write_file_list(0).await.unwrap();
+        let text = std::fs::read_to_string(list.path()).unwrap();
+        list.remove().await;
+        let kinds: Vec<(bool, String)> = text
+            .lines()
+            .map(|line| FileListEntry::parse_line(line).unwrap())
+            .map(|entry| (entry.slave, entry.name))
+            .collect();
+        let mut expected: Vec<(bool, String)> = ["1234", "5678", "9999"]
+            .iter()
+            .map(|prefix| (true, slave_of(prefix).to_string()))
+            .collect();
+        expected.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(kinds, expected);
     }
 
     fn link_mtime_of(path: &Path) -> u32 {
@@ -1330,19 +1407,22 @@ mod tests {
                     size: 3,
                     mtime: 7,
                     name: new.to_string(),
-                    target: None
+                    target: None,
+                    slave: false,
                 },
                 FileListEntry {
                     size: 3,
                     mtime: 7,
                     name: "M00/00/01/newname-m".into(),
-                    target: None
+                    target: None,
+                    slave: false,
                 },
                 FileListEntry {
                     size: 0,
                     mtime: 30,
                     name: link.to_string(),
-                    target: Some(new.to_string())
+                    target: Some(new.to_string()),
+                    slave: false,
                 },
             ]
         );
