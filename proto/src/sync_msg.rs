@@ -20,6 +20,12 @@ pub const FETCH_FILE_LIST: u8 = crate::cmd::Command::SyncSrcReq as u8;
 /// fdfs-rs receivers answer 17 when they hold the same size and mtime, 2 otherwise.
 pub const SYNC_PROBE: u8 = 1;
 
+/// Header status byte of a SYNC_CREATE_FILE / SYNC_UPDATE_FILE whose file the sender holds as
+/// a slave shaped like a normal name (H.8; its slave mark): fdfs-rs receivers store it without
+/// the check against its name, whose master may be gone, and mark it. Older receivers read the
+/// request as a plain one.
+pub const SYNC_SLAVE: u8 = 2;
+
 fn name_of(raw: &[u8], what: &'static str) -> Result<String, ProtoError> {
     if raw.is_empty() || raw.len() > MAX_NAME_LEN {
         return Err(ProtoError::invalid(

@@ -672,19 +672,17 @@ async fn a_joining_storage_is_active_only_once_it_holds_every_file() -> anyhow::
     Ok(())
 }
 
-/// A slave shaped like a normal name whose master was deleted before a storage joined: no
-/// master vouches for it on the new storage, so the source's file list says what it is and
-/// the joining storage stores it (small and large) instead of refusing it as damaged.
-#[tokio::test]
-async fn a_joining_storage_takes_slaves_whose_master_is_gone() -> anyhow::Result<()> {
-    let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
-    let client = cluster.client();
+/// A master (`.jpg`) and two slaves of it with digit prefixes and no extension, shaped like
+/// normal names (one small, one above the small-file size), each with its size and CRC32.
+async fn master_and_shaped_slaves(
+    client: &Client,
+) -> anyhow::Result<((FileId, u64, u32), Vec<(FileId, u64, u32)>)> {
     let jpg = UploadOptions {
         ext: "jpg".into(),
         ..Default::default()
     };
-    let master_content = b"the master image".to_vec();
-    let master = client.upload_bytes(&master_content, &jpg).await?;
+    let content = b"the master image";
+    let master = client.upload_bytes(content, &jpg).await?;
     let large = vec![0x5Au8; 200 * 1024];
     let mut slaves = Vec::new();
     for (prefix, content) in [("1234", &b"a thumbnail"[..]), ("5678", &large[..])] {
@@ -694,12 +692,20 @@ async fn a_joining_storage_takes_slaves_whose_master_is_gone() -> anyhow::Result
         assert!(fdfs_proto::name::has_normal_suffix(slave.name.base()));
         slaves.push((slave, content.len() as u64, crc(content)));
     }
-    let mut all = vec![(
-        master.clone(),
-        master_content.len() as u64,
-        crc(&master_content),
-    )];
+    Ok(((master, content.len() as u64, crc(content)), slaves))
+}
+
+/// A slave shaped like a normal name whose master was deleted before a storage joined: no
+/// master vouches for it on the new storage, so the source's file list says what it is and
+/// the joining storage stores it (small and large) instead of refusing it as damaged.
+#[tokio::test]
+async fn a_joining_storage_takes_slaves_whose_master_is_gone() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let client = cluster.client();
+    let (master, slaves) = master_and_shaped_slaves(&client).await?;
+    let mut all = vec![master.clone()];
     all.extend(slaves.iter().cloned());
+    let master = master.0;
     wait_converged(&cluster, &all, &[]).await?;
     client.delete(&master).await?;
     wait_converged(&cluster, &slaves, std::slice::from_ref(&master)).await?;
@@ -716,6 +722,23 @@ async fn a_joining_storage_takes_slaves_whose_master_is_gone() -> anyhow::Result
             "{id} on the new storage"
         );
     }
+    wait_converged(&cluster, &slaves, std::slice::from_ref(&master)).await?;
+    Ok(())
+}
+
+/// The same for a storage that was down while a slave shaped like a normal name was uploaded
+/// and its master deleted: the binlog replay pushes the slave to it flagged as one (its master
+/// is gone), so it is stored instead of being refused as damaged.
+#[tokio::test]
+async fn a_returning_storage_takes_slaves_whose_master_is_gone() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    cluster.storages[1].kill();
+    cluster.wait_active("group1", 1).await?;
+    let client = cluster.client();
+    let (master, slaves) = master_and_shaped_slaves(&client).await?;
+    let master = master.0;
+    client.delete(&master).await?;
+    cluster.restart_storage(1).await?;
     wait_converged(&cluster, &slaves, std::slice::from_ref(&master)).await?;
     Ok(())
 }

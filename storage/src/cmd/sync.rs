@@ -13,7 +13,7 @@ use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::server::{reject, Flow, ServerConn};
 use fdfs_proto::sync_msg::{
     self, FileListRequest, SyncDelete, SyncFilePrefix, SyncRangePrefix, SyncTruncate, SyncTwoNames,
-    SYNC_PROBE,
+    SYNC_PROBE, SYNC_SLAVE,
 };
 use fdfs_proto::{status, Header, ProtoError};
 use tokio::io::AsyncReadExt;
@@ -199,10 +199,19 @@ async fn whole_file(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<
         return answer(conn, result.map_err(CmdError::from)).await;
     }
     let mut body = conn.body_reader(prefix.file_size);
-    let result = ctx
-        .store
-        .replica_write(&name, prefix.file_size, prefix.timestamp, &mut body, create)
-        .await;
+    let (size, mtime) = (prefix.file_size, prefix.timestamp);
+    let result = match header.status == SYNC_SLAVE {
+        true => {
+            ctx.store
+                .replica_write_slave(&name, size, mtime, &mut body, create)
+                .await
+        }
+        false => {
+            ctx.store
+                .replica_write(&name, size, mtime, &mut body, create)
+                .await
+        }
+    };
     let unread = body.limit();
     finish_streamed(conn, result, unread).await
 }

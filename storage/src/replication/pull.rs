@@ -299,7 +299,7 @@ async fn copy_file(
     let written = match entry.slave {
         true => {
             repl.store()
-                .replica_write_slave(&name, len, entry.mtime, &mut body)
+                .replica_write_slave(&name, len, entry.mtime, &mut body, false)
                 .await
         }
         false => {

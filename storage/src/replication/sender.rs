@@ -23,6 +23,7 @@ use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::status;
 use fdfs_proto::sync_msg::{
     self, SyncDelete, SyncFilePrefix, SyncRangePrefix, SyncTruncate, SyncTwoNames, SYNC_PROBE,
+    SYNC_SLAVE,
 };
 use fdfs_proto::tracker_msg::storage_status;
 use fdfs_proto::{Header, ProtoError};
@@ -906,9 +907,12 @@ async fn send_whole(
         timestamp: copy.mtime,
         group: repl.config().group.clone(),
     };
-    let mut head = Header::request(cmd.code(), (SyncFilePrefix::LEN + name.len()) as u64 + size)
-        .encode()
-        .to_vec();
+    let mut header = Header::request(cmd.code(), (SyncFilePrefix::LEN + name.len()) as u64 + size);
+    if copy.slave {
+        // the peer may not have its master (deleted meanwhile): the copy speaks for itself
+        header.status = SYNC_SLAVE;
+    }
+    let mut head = header.encode().to_vec();
     head.extend_from_slice(&prefix.encode());
     head.extend_from_slice(name.as_bytes());
     match copy.content {

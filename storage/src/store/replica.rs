@@ -31,6 +31,8 @@ pub struct LocalCopy {
     pub size: u64,
     pub mtime: u32,
     pub content: CopyContent,
+    /// A slave shaped like a normal name (it carries the slave mark, see `slave_mark`).
+    pub slave: bool,
 }
 
 /// The content of a [`LocalCopy`].
@@ -277,12 +279,15 @@ impl Store {
     pub async fn open_copy(&self, name: &LogicalName) -> Result<LocalCopy, StoreError> {
         let path = self.resolve(name)?;
         if let Some(recent) = self.recent.get(&name.to_string()) {
+            // only ordinary uploads are kept there, never a slave
             return Ok(LocalCopy {
                 size: recent.body.len() as u64,
                 mtime: recent.mtime,
                 content: CopyContent::Read(recent.body),
+                slave: false,
             });
         }
+        let slave_shaped = recorded_content(name).is_some();
         let opened = self
             .on_path(name.store_path(), "opening file", move || {
                 let file = std::fs::File::open(&path).map_err(StoreError::file("opening file"))?;
@@ -303,6 +308,7 @@ impl Store {
                     size,
                     mtime,
                     content,
+                    slave: slave_shaped && slave_mark::is_marked(&path),
                 })
             })
             .await;
@@ -340,16 +346,17 @@ impl Store {
     }
 
     /// [`Store::replica_write`] of a file its source holds as a slave shaped like a normal
-    /// name (a pulled file list says so, see `slave_mark`): stored and marked without the
-    /// check against its name, since its master may be gone everywhere.
+    /// name (its file list or request says so, see `slave_mark`): stored and marked without
+    /// the check against its name, since its master may be gone everywhere.
     pub async fn replica_write_slave<R: AsyncRead + Unpin + ?Sized>(
         &self,
         name: &LogicalName,
         size: u64,
         mtime: u32,
         reader: &mut R,
+        create: bool,
     ) -> Result<Applied, StoreError> {
-        self.write_copy(name, size, mtime, reader, false, true)
+        self.write_copy(name, size, mtime, reader, create, true)
             .await
     }
 
@@ -1105,7 +1112,7 @@ mod tests {
         assert!(!store.resolve(&orphan).unwrap().exists());
         // its source vouches for it (a pulled file list): stored and marked
         let applied = store
-            .replica_write_slave(&orphan, 3, 1000, &mut &b"abc"[..])
+            .replica_write_slave(&orphan, 3, 1000, &mut &b"abc"[..], true)
             .await
             .unwrap();
         assert_eq!(applied, Applied::Done);
