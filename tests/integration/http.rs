@@ -613,6 +613,18 @@ async fn appender_and_slave_files() -> Result<()> {
         Some(etag.as_str()),
         "HEAD and GET agree"
     );
+
+    // a digit prefix without extension gives the slave a normal name's shape (H.8): it is
+    // served as its own content, not refused as a damaged normal file, master or not
+    let shaped = client
+        .upload_slave_bytes(&master, "1234", "", &thumb)
+        .await?;
+    assert!(fdfs_proto::name::has_normal_suffix(shaped.name.base()));
+    let reply = get(http, &format!("/{shaped}")).await?;
+    assert_eq!((reply.status, &reply.body), (200, &thumb));
+    client.delete(&master).await?;
+    let reply = get(http, &format!("/{shaped}")).await?;
+    assert_eq!((reply.status, &reply.body), (200, &thumb));
     Ok(())
 }
 

@@ -224,8 +224,20 @@ async fn serve_file<B>(state: &State, request: &Request<B>, target: FileTarget) 
     let want_crc = kind == FileKind::Slave;
     match open_local(state, target.name.store_path(), &path, !cond.head, want_crc).await {
         // a normal file's name records its size: another size on disk is damage (repaired by
-        // a scrub or a DOWNLOAD_FILE of it), not content to send
+        // a scrub or a DOWNLOAD_FILE of it), not content to send — unless it is a slave
+        // shaped like a normal name (H.8), whose name carries its master's size
         Ok(Lookup::Found(file)) if kind == FileKind::Normal && file.size != fields.file_size() => {
+            if state.store.beside_its_master(&target.name).await {
+                let rep = representation(
+                    settings,
+                    &target.name,
+                    &fields,
+                    FileKind::Slave,
+                    &file,
+                    &params,
+                );
+                return local::respond(&cond, file, rep);
+            }
             error!(name = %target.name, on_disk = file.size, recorded = fields.file_size(), "damaged file: size differs from its name, not served");
             text(StatusCode::INTERNAL_SERVER_ERROR, "damaged file\n")
         }
