@@ -411,12 +411,11 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
     let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
     anyhow::ensure!(status.success(), "mkfifo failed");
 
-    // three times the cap, more than the pool has threads, over both ports
+    // three times the cap, more than the pool has threads, over both ports: the downloads
+    // first, so the hung opens holding the slots are theirs (the HTTP requests come once the
+    // slots are taken; taking them first, they would leave every download waiting for a
+    // slot, and answered EBUSY after network_timeout, before the check below on a slow run)
     let http = cluster.storages[0].http_addr().await?;
-    for _ in 0..4 {
-        let path = format!("/{hanging}");
-        tokio::spawn(async move { http_get(http, &path).await });
-    }
     let mut stuck = Vec::new();
     for _ in 0..8 {
         let (client, addr, id) = (client.clone(), addr.clone(), hanging.clone());
@@ -439,6 +438,10 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
         },
     )
     .await?;
+    for _ in 0..4 {
+        let path = format!("/{hanging}");
+        tokio::spawn(async move { http_get(http, &path).await });
+    }
     assert!(
         stuck.iter().any(|task| !task.is_finished()),
         "the FIFO does not hang"

@@ -99,11 +99,11 @@ enum Expect {
         content: (u64, u32),
         /// Taken from the name, which a slave shaped as a normal name does not match: a
         /// mismatch is accepted (and the copy marked) when the file's master is beside it
-        /// ([`Store::beside_its_master`]).
+        /// ([`Store::beside_its_master`]) or `vouched`.
         slave_shaped: bool,
+        /// Its source holds it as such a slave (see [`Store::replica_write_slave`]).
+        vouched: bool,
     },
-    /// Its source holds it as a slave shaped like a normal name: not checked, and marked.
-    VouchedSlave,
 }
 
 /// A copy whose size or CRC32 is not what `expect` (from its name) says is
@@ -193,7 +193,7 @@ impl Store {
         else {
             return false;
         };
-        let base = name.base().to_string();
+        let (base, fsync) = (name.base().to_string(), self.options.fsync);
         blocking("listing a directory", move || {
             if slave_mark::is_marked(&path) {
                 return Ok(true);
@@ -201,13 +201,29 @@ impl Store {
             let beside = has_master_beside(&path, &base, recorded_size)?;
             if beside {
                 // a copy that is there already, from before the marks; none yet is no error
-                if let Err(err) = slave_mark::mark_path(&path, false) {
+                if let Err(err) = slave_mark::mark_path(&path, fsync) {
                     if err.kind() != io::ErrorKind::NotFound {
                         tracing::warn!(path = %path.display(), error = %err, "cannot mark a slave");
                     }
                 }
             }
             Ok(beside)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Whether our copy of `name` is an unmarked regular file of the size its name records:
+    /// a normal file as named, which a peer's vouch for a slave must not replace.
+    async fn holds_as_named(&self, name: &LogicalName) -> bool {
+        let (Ok(path), Some((recorded_size, _))) = (self.resolve(name), recorded_content(name))
+        else {
+            return false;
+        };
+        blocking("looking at a file", move || {
+            Ok(std::fs::symlink_metadata(&path)
+                .is_ok_and(|meta| meta.is_file() && meta.len() == recorded_size)
+                && !slave_mark::is_marked(&path))
         })
         .await
         .unwrap_or(false)
@@ -385,12 +401,23 @@ impl Store {
             None => None,
         };
         let _guard = self.locks.lock(&name.to_string()).await;
+        // a vouch speaks for content that differs from what the name records, never over a
+        // copy here that is what its name records: that one is not replaced by a mismatch
+        let vouched = vouched_slave && !self.holds_as_named(name).await;
         if size <= SMALL_BODY && self.space_admits(name.store_path(), size) {
             return self
-                .replace_small(name, size, mtime, reader, create, vouched_slave)
+                .replace_small(name, size, mtime, reader, create, vouched)
                 .await;
         }
         if create && self.replica_probe(name, size, mtime).await? == Applied::Have {
+            // the same copy, from before it was marked
+            if vouched {
+                let (path, sync) = (self.resolve(name)?, self.options.fsync);
+                blocking("marking a slave", move || {
+                    slave_mark::mark_path(&path, sync)
+                })
+                .await?;
+            }
             return Ok(Applied::Have);
         }
         if !self.has_room(name.store_path(), size).await? {
@@ -398,15 +425,13 @@ impl Store {
         }
         // a damaged copy does not spread: content that is not what the name records is read
         // (the stream stays in step) and dropped
-        let expect = match vouched_slave {
-            true => Expect::VouchedSlave,
-            false => match recorded_content(name) {
-                Some(content) => Expect::Recorded {
-                    content,
-                    slave_shaped: true,
-                },
-                None => Expect::Anything,
+        let expect = match recorded_content(name) {
+            Some(content) => Expect::Recorded {
+                content,
+                slave_shaped: true,
+                vouched,
             },
+            None => Expect::Anything,
         };
         self.replace_locked(name, size, mtime, reader, expect)
             .await?;
@@ -427,11 +452,11 @@ impl Store {
         vouched_slave: bool,
     ) -> Result<Applied, StoreError> {
         let body = read_body(reader, size).await?;
-        let mut recorded = recorded_content(name).filter(|_| !vouched_slave);
-        let mut slave = vouched_slave;
+        let mut recorded = recorded_content(name);
+        let mut slave = false;
         if let Some(expect) = recorded {
             if let Err(err) = check_copy(name, expect, size, crc32fast::hash(&body)) {
-                if !self.beside_its_master(name).await {
+                if !(vouched_slave || self.beside_its_master(name).await) {
                     return Err(err);
                 }
                 // a slave shaped as a normal name: stored with its own syncs, since a
@@ -496,6 +521,7 @@ impl Store {
         let expect = Expect::Recorded {
             content: (size, crc32),
             slave_shaped: false,
+            vouched: false,
         };
         self.replace_locked(name, size, mtime, reader, expect).await
     }
@@ -517,13 +543,15 @@ impl Store {
         let result = async {
             let slave = match expect {
                 Expect::Anything => false,
-                Expect::VouchedSlave => true,
                 Expect::Recorded {
                     content,
                     slave_shaped,
+                    vouched,
                 } => match check_copy(name, content, size, received.crc32) {
                     Ok(()) => false,
-                    Err(_) if slave_shaped && self.beside_its_master(name).await => true,
+                    Err(_) if slave_shaped && (vouched || self.beside_its_master(name).await) => {
+                        true
+                    }
                     Err(err) => return Err(err),
                 },
             };
@@ -933,6 +961,11 @@ impl SmallCopy {
         if let (true, Some(meta)) = (self.create, &existing) {
             if meta.is_file() && meta.len() == self.size && unix_seconds(meta) as u32 == self.mtime
             {
+                // the same copy, perhaps from before it was marked
+                if self.slave {
+                    slave_mark::mark_path(&self.path, fsync)
+                        .map_err(StoreError::io("marking a slave"))?;
+                }
                 return Ok(Applied::Have);
             }
         }
@@ -1065,6 +1098,19 @@ mod tests {
         );
     }
 
+    const MASTER: &[u8] = b"the master image";
+
+    /// Uploads `content` as a new `.jpg` file.
+    async fn jpg_file(store: &Store, content: &[u8]) -> LogicalName {
+        let req = NewFile {
+            store_path: None,
+            size: content.len() as u64,
+            ext: "jpg",
+            appender: false,
+        };
+        store.write_new_file(&req, &mut &content[..]).await.unwrap()
+    }
+
     /// A replicated slave shaped like a normal name is accepted beside its master and
     /// marked, small or large, so it stays readable once the master is deleted; the same
     /// content without a master beside it is refused as damaged.
@@ -1072,14 +1118,7 @@ mod tests {
     async fn replicated_slaves_shaped_like_normal_names_are_marked() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_in(dir.path(), 1, 1).await;
-        let content = b"the master image";
-        let req = NewFile {
-            store_path: None,
-            size: content.len() as u64,
-            ext: "jpg",
-            appender: false,
-        };
-        let master = store.write_new_file(&req, &mut &content[..]).await.unwrap();
+        let master = jpg_file(&store, MASTER).await;
         let slave_of = |prefix: &str| {
             name(&fdfs_proto::name::slave_name(&master.to_string(), prefix, "").unwrap())
         };
@@ -1132,6 +1171,43 @@ mod tests {
             .collect();
         expected.sort_by(|a, b| a.1.cmp(&b.1));
         assert_eq!(kinds, expected);
+    }
+
+    /// A peer's vouch for a slave never replaces a copy here that is what its name records,
+    /// and marks a copy we already hold (from before the marks) when it answers "have".
+    #[tokio::test]
+    async fn a_vouch_neither_overwrites_a_healthy_file_nor_skips_marking_a_held_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1, 1).await;
+        let healthy = jpg_file(&store, MASTER).await;
+        let refused = store
+            .replica_write_slave(&healthy, 3, 1000, &mut &b"abc"[..], false)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Corrupt(_))),
+            "{refused:?}"
+        );
+        let path = store.resolve(&healthy).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), MASTER);
+        assert!(!slave_mark::is_marked(&path));
+
+        // an unmarked slave copy (made before the marks), the same as the peer's
+        let slave = name(&fdfs_proto::name::slave_name(&healthy.to_string(), "1234", "").unwrap());
+        let slave_path = store.resolve(&slave).unwrap();
+        std::fs::write(&slave_path, b"thumb").unwrap();
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1000);
+        std::fs::File::options()
+            .write(true)
+            .open(&slave_path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+        let applied = store
+            .replica_write_slave(&slave, 5, 1000, &mut &b"thumb"[..], true)
+            .await
+            .unwrap();
+        assert_eq!(applied, Applied::Have);
+        assert!(slave_mark::is_marked(&slave_path));
     }
 
     fn link_mtime_of(path: &Path) -> u32 {

@@ -17,8 +17,9 @@ const ATTR: &CStr = c"user.fdfs.slave";
 const VALUE: &[u8] = b"1";
 
 /// Marks the open `file` as a slave, then syncs it when `sync` (the mark is inode metadata
-/// that the file's earlier fsync did not cover). A file system without user extended
-/// attributes is not an error.
+/// that an earlier fsync of the file did not cover; callers may leave the file's only sync to
+/// this). A file system without user extended attributes is not an error: the file is synced
+/// all the same.
 pub(crate) fn mark(file: &File, sync: bool) -> io::Result<()> {
     // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the given length.
     let rc = unsafe {
@@ -32,12 +33,12 @@ pub(crate) fn mark(file: &File, sync: bool) -> io::Result<()> {
     };
     if rc != 0 {
         let err = io::Error::last_os_error();
-        if unsupported(&err) {
-            tracing::debug!(error = %err, "no extended attributes here: slaves are told by their master alone");
-            return Ok(());
+        if !unsupported(&err) {
+            return Err(err);
         }
-        return Err(err);
+        tracing::debug!(error = %err, "no extended attributes here: slaves are told by their master alone");
     }
+    // callers leave the file's own sync to this one: it runs with or without a mark
     if sync {
         file.sync_all()?;
     }
