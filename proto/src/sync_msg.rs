@@ -324,6 +324,11 @@ pub fn decode_generation(body: &[u8]) -> Result<Option<u64>, ProtoError> {
     }
 }
 
+/// Header status byte of a [`FETCH_FILE_LIST`] request from a storage that reads `S` lines
+/// (see [`FileListEntry`]); without it the list has `F` lines only, which is all an older
+/// storage can read.
+pub const FILE_LIST_WITH_SLAVES: u8 = 1;
+
 /// [`FETCH_FILE_LIST`] request: char[16] group, u8 store path index (17 bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileListRequest {

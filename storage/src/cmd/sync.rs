@@ -13,7 +13,7 @@ use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::server::{reject, Flow, ServerConn};
 use fdfs_proto::sync_msg::{
     self, FileListRequest, SyncDelete, SyncFilePrefix, SyncRangePrefix, SyncTruncate, SyncTwoNames,
-    SYNC_PROBE, SYNC_SLAVE,
+    FILE_LIST_WITH_SLAVES, SYNC_PROBE, SYNC_SLAVE,
 };
 use fdfs_proto::{status, Header, ProtoError};
 use tokio::io::AsyncReadExt;
@@ -298,7 +298,9 @@ pub(super) async fn file_list(
     if let Err(err) = check_group(ctx, &request.group) {
         return respond(conn, Err(err), true).await;
     }
-    let (list, len) = match ctx.store.write_file_list(request.store_path).await {
+    // an older storage asking cannot read `S` lines
+    let slaves = header.status == FILE_LIST_WITH_SLAVES;
+    let (list, len) = match ctx.store.write_file_list(request.store_path, slaves).await {
         Ok(listed) => listed,
         Err(err) => return respond(conn, Err(err.into()), true).await,
     };

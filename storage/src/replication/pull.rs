@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use fdfs_proto::conn::Connection;
 use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::storage_msg::DownloadRequest;
-use fdfs_proto::sync_msg::{FileListEntry, FileListRequest, FETCH_FILE_LIST, FILE_LIST_MAX_LINE};
+use fdfs_proto::sync_msg::{
+    FileListEntry, FileListRequest, FETCH_FILE_LIST, FILE_LIST_MAX_LINE, FILE_LIST_WITH_SLAVES,
+};
 use fdfs_proto::tracker_msg::storage_status;
 use fdfs_proto::{cmd::Command, status, Header, ProtoError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt};
@@ -180,7 +182,12 @@ async fn fetch_list(
     }
     .encode();
     let len = match tokio::time::timeout(limit, async {
-        conn.send_request(FETCH_FILE_LIST, &body).await?;
+        // we read `S` lines (slaves shaped like normal names)
+        let header = Header {
+            status: FILE_LIST_WITH_SLAVES,
+            ..Header::request(FETCH_FILE_LIST, body.len() as u64)
+        };
+        conn.send(header, &body).await?;
         conn.read_response_header().await
     })
     .await

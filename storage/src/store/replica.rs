@@ -835,7 +835,13 @@ impl Store {
 
     /// Writes the list of every file and link of store path `index` (the reply of
     /// FETCH_FILE_LIST) to a temp file; returns it and its length. The caller removes it.
-    pub(crate) async fn write_file_list(&self, index: u8) -> Result<(TempFile, u64), StoreError> {
+    /// With `slaves`, marked slaves are listed as such (`S` lines, which older storages
+    /// cannot read).
+    pub(crate) async fn write_file_list(
+        &self,
+        index: u8,
+        slaves: bool,
+    ) -> Result<(TempFile, u64), StoreError> {
         let data = self.store_path(index)?.data.clone();
         let (tmp, file) = TempFile::create(self.tmp_dir(index)?, "list").await?;
         let file = file.into_std().await;
@@ -891,7 +897,8 @@ impl Store {
                             continue;
                         };
                         // only a name that records a content can be a marked slave
-                        let slave = target.is_none()
+                        let slave = slaves
+                            && target.is_none()
                             && LogicalName::parse(&name)
                                 .is_ok_and(|name| recorded_content(&name).is_some())
                             && slave_mark::is_marked(&data.join(&rel).join(&base));
@@ -1157,7 +1164,7 @@ mod tests {
         assert_eq!(applied, Applied::Done);
         assert!(slave_mark::is_marked(&store.resolve(&orphan).unwrap()));
         // and the file list says so for every marked slave, and only for them
-        let (list, _) = store.write_file_list(0).await.unwrap();
+        let (list, _) = store.write_file_list(0, true).await.unwrap();
         let text = std::fs::read_to_string(list.path()).unwrap();
         list.remove().await;
         let kinds: Vec<(bool, String)> = text
@@ -1171,6 +1178,12 @@ mod tests {
             .collect();
         expected.sort_by(|a, b| a.1.cmp(&b.1));
         assert_eq!(kinds, expected);
+        // for an older storage: no `S` line
+        let (list, _) = store.write_file_list(0, false).await.unwrap();
+        let text = std::fs::read_to_string(list.path()).unwrap();
+        list.remove().await;
+        assert_eq!(text.lines().count(), 3);
+        assert!(text.lines().all(|line| line.starts_with("F ")), "{text}");
     }
 
     /// A peer's vouch for a slave never replaces a copy here that is what its name records,
@@ -1476,7 +1489,7 @@ mod tests {
             }
         );
 
-        let (list, len) = store.write_file_list(0).await.unwrap();
+        let (list, len) = store.write_file_list(0, true).await.unwrap();
         let text = std::fs::read_to_string(list.path()).unwrap();
         assert_eq!(text.len() as u64, len);
         let entries: Vec<FileListEntry> = text
@@ -1523,7 +1536,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let (list, _) = store.write_file_list(0).await.unwrap();
+        let (list, _) = store.write_file_list(0, true).await.unwrap();
         let text = std::fs::read_to_string(list.path()).unwrap();
         assert!(text.contains(&uploaded.to_string()));
         list.remove().await;
