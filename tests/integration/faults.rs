@@ -411,10 +411,11 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
     let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
     anyhow::ensure!(status.success(), "mkfifo failed");
 
-    // three times the cap, more than the pool has threads, over both ports: the downloads
-    // first, so the hung opens holding the slots are theirs (the HTTP requests come once the
-    // slots are taken; taking them first, they would leave every download waiting for a
-    // slot, and answered EBUSY after network_timeout, before the check below on a slow run)
+    // three times the cap, more than the pool has threads: the downloads first, so the hung
+    // opens holding the slots are theirs (taking them first, HTTP requests would leave every
+    // download waiting for a slot, and answered EBUSY after network_timeout, before the check
+    // below on a slow run); HTTP requests then queue for the same slots (their answers are
+    // not checked here), and the other path must still serve both ports
     let http = cluster.storages[0].http_addr().await?;
     let mut stuck = Vec::new();
     for _ in 0..8 {

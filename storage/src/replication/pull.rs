@@ -295,6 +295,10 @@ async fn copy_file(
     };
     if let LocalFile::File { size, mtime } = repl.store().local_file(&name).await? {
         if size == entry.size && mtime == entry.mtime {
+            if entry.slave {
+                // the same copy, perhaps from before the marks
+                repl.store().mark_held_slave(&name).await?;
+            }
             return Ok(false);
         }
     }

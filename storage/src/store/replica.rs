@@ -201,7 +201,7 @@ impl Store {
             let beside = has_master_beside(&path, &base, recorded_size)?;
             if beside {
                 // a copy that is there already, from before the marks; none yet is no error
-                if let Err(err) = slave_mark::mark_path(&path, fsync) {
+                if let Err(err) = slave_mark::add_to(&path, fsync) {
                     if err.kind() != io::ErrorKind::NotFound {
                         tracing::warn!(path = %path.display(), error = %err, "cannot mark a slave");
                     }
@@ -220,13 +220,38 @@ impl Store {
         else {
             return false;
         };
+        // a file we cannot look at counts as held: a vouch is not taken on a guess
         blocking("looking at a file", move || {
-            Ok(std::fs::symlink_metadata(&path)
-                .is_ok_and(|meta| meta.is_file() && meta.len() == recorded_size)
-                && !slave_mark::is_marked(&path))
+            Ok(match std::fs::symlink_metadata(&path) {
+                Ok(meta) => {
+                    meta.is_file() && meta.len() == recorded_size && !slave_mark::is_marked(&path)
+                }
+                Err(err) => err.kind() != io::ErrorKind::NotFound,
+            })
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(true)
+    }
+
+    /// A copy of `name` we hold that its source lists as a slave shaped like a normal name
+    /// (a pulled `S` line with our size and mtime): marked when its size is not the one its
+    /// name records, so it stays told from damage (blocking work on the pool).
+    pub async fn mark_held_slave(&self, name: &LogicalName) -> Result<(), StoreError> {
+        let (Ok(path), Some((recorded_size, _))) = (self.resolve(name), recorded_content(name))
+        else {
+            return Ok(());
+        };
+        let sync = self.options.fsync;
+        blocking("marking a slave", move || {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() && meta.len() != recorded_size => {
+                    slave_mark::add_to(&path, sync)?;
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The logical name of a path inside one of our store paths' `data/` directories.
@@ -413,10 +438,7 @@ impl Store {
             // the same copy, from before it was marked
             if vouched {
                 let (path, sync) = (self.resolve(name)?, self.options.fsync);
-                blocking("marking a slave", move || {
-                    slave_mark::mark_path(&path, sync)
-                })
-                .await?;
+                blocking("marking a slave", move || slave_mark::add_to(&path, sync)).await?;
             }
             return Ok(Applied::Have);
         }
@@ -970,7 +992,7 @@ impl SmallCopy {
             {
                 // the same copy, perhaps from before it was marked
                 if self.slave {
-                    slave_mark::mark_path(&self.path, fsync)
+                    slave_mark::add_to(&self.path, fsync)
                         .map_err(StoreError::io("marking a slave"))?;
                 }
                 return Ok(Applied::Have);
@@ -1221,6 +1243,16 @@ mod tests {
             .unwrap();
         assert_eq!(applied, Applied::Have);
         assert!(slave_mark::is_marked(&slave_path));
+
+        // a held copy a pulled list calls a slave: marked when its size is not the recorded
+        // one, never when it is what its name records
+        let other = name(&fdfs_proto::name::slave_name(&healthy.to_string(), "5678", "").unwrap());
+        let other_path = store.resolve(&other).unwrap();
+        std::fs::write(&other_path, b"another").unwrap();
+        store.mark_held_slave(&other).await.unwrap();
+        assert!(slave_mark::is_marked(&other_path));
+        store.mark_held_slave(&healthy).await.unwrap();
+        assert!(!slave_mark::is_marked(&path));
     }
 
     fn link_mtime_of(path: &Path) -> u32 {

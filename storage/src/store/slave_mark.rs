@@ -21,6 +21,19 @@ const VALUE: &[u8] = b"1";
 /// this). A file system without user extended attributes is not an error: the file is synced
 /// all the same.
 pub(crate) fn mark(file: &File, sync: bool) -> io::Result<()> {
+    if !set(file)? {
+        tracing::debug!("no extended attributes here: slaves are told by their master alone");
+    }
+    // callers leave the file's own sync to this one: it runs with or without a mark
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Sets the attribute on `file`; `false` where the file system has no user extended
+/// attributes.
+fn set(file: &File) -> io::Result<bool> {
     // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the given length.
     let rc = unsafe {
         libc::fsetxattr(
@@ -31,23 +44,36 @@ pub(crate) fn mark(file: &File, sync: bool) -> io::Result<()> {
             0,
         )
     };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        if !unsupported(&err) {
-            return Err(err);
-        }
-        tracing::debug!(error = %err, "no extended attributes here: slaves are told by their master alone");
+    if rc == 0 {
+        return Ok(true);
     }
-    // callers leave the file's own sync to this one: it runs with or without a mark
-    if sync {
-        file.sync_all()?;
+    let err = io::Error::last_os_error();
+    match unsupported(&err) {
+        true => Ok(false),
+        false => Err(err),
     }
-    Ok(())
 }
 
 /// [`mark`] of the file at `path`.
 pub(crate) fn mark_path(path: &Path, sync: bool) -> io::Result<()> {
     mark(&File::open(path)?, sync)
+}
+
+/// Marks the file at `path` unless it carries the mark already, syncing it (`sync`) only
+/// when the mark was set: for a copy that is stored and durable already. `false` where the
+/// file system has no user extended attributes.
+pub(crate) fn add_to(path: &Path, sync: bool) -> io::Result<bool> {
+    if is_marked(path) {
+        return Ok(true);
+    }
+    let file = File::open(path)?;
+    if !set(&file)? {
+        return Ok(false);
+    }
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(true)
 }
 
 /// Whether the file at `path` carries the mark (links are not followed).
@@ -90,5 +116,10 @@ mod tests {
         let moved = dir.path().join("moved");
         std::fs::rename(&marked, &moved).unwrap();
         assert!(is_marked(&moved));
+        // adding to a stored file: once, and again is a no-op
+        assert!(add_to(&plain, true).unwrap());
+        assert!(is_marked(&plain));
+        assert!(add_to(&plain, true).unwrap());
+        assert!(add_to(&dir.path().join("missing"), false).is_err());
     }
 }
