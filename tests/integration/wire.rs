@@ -310,19 +310,17 @@ async fn tracker_answers_storage_status_and_its_leader() -> anyhow::Result<()> {
 
     // the brief follows the storage's state: OFFLINE (5) once its heartbeats stop
     cluster.storages[1].kill();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let reply = tracker.call(71, &request("group1", &addr), 1024).await?;
-        if brief(&reply)?.0 == 5 {
-            break;
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "still {:?}",
-            brief(&reply)?
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let tracker_addr = cluster.tracker.addr;
+    fdfs_tests::wait_for(
+        "the tracker to see the storage OFFLINE",
+        std::time::Duration::from_secs(20),
+        || async {
+            let mut conn = connect(tracker_addr).await.ok()?;
+            let reply = conn.call(71, &request("group1", &addr), 1024).await.ok()?;
+            (brief(&reply).ok()?.0 == 5).then_some(())
+        },
+    )
+    .await?;
 
     let leader = String::from_utf8(tracker.call(95, &[], 1024).await?)?;
     assert_eq!(leader, cluster.tracker.addr.to_string());

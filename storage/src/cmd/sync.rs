@@ -200,18 +200,11 @@ async fn whole_file(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<
     }
     let mut body = conn.body_reader(prefix.file_size);
     let (size, mtime) = (prefix.file_size, prefix.timestamp);
-    let result = match header.status == SYNC_SLAVE {
-        true => {
-            ctx.store
-                .replica_write_slave(&name, size, mtime, &mut body, create)
-                .await
-        }
-        false => {
-            ctx.store
-                .replica_write(&name, size, mtime, &mut body, create)
-                .await
-        }
-    };
+    let slave = header.status == SYNC_SLAVE;
+    let result = ctx
+        .store
+        .replica_write_as(&name, size, mtime, &mut body, create, slave)
+        .await;
     let unread = body.limit();
     finish_streamed(conn, result, unread).await
 }

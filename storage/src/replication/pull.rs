@@ -307,18 +307,10 @@ async fn copy_file(
         return Ok(false);
     };
     let mut body = conn.body_reader(len);
-    let written = match entry.slave {
-        true => {
-            repl.store()
-                .replica_write_slave(&name, len, entry.mtime, &mut body, false)
-                .await
-        }
-        false => {
-            repl.store()
-                .replica_write(&name, len, entry.mtime, &mut body, false)
-                .await
-        }
-    };
+    let written = repl
+        .store()
+        .replica_write_as(&name, len, entry.mtime, &mut body, false, entry.slave)
+        .await;
     if body.limit() > 0 {
         // the connection is out of step now; the caller reconnects
         return Err(written

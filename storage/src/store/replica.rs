@@ -101,7 +101,7 @@ enum Expect {
         /// mismatch is accepted (and the copy marked) when the file's master is beside it
         /// ([`Store::beside_its_master`]) or `vouched`.
         slave_shaped: bool,
-        /// Its source holds it as such a slave (see [`Store::replica_write_slave`]).
+        /// Its source holds it as such a slave (see [`Store::replica_write_as`]).
         vouched: bool,
     },
 }
@@ -382,26 +382,15 @@ impl Store {
         reader: &mut R,
         create: bool,
     ) -> Result<Applied, StoreError> {
-        self.write_copy(name, size, mtime, reader, create, false)
+        self.replica_write_as(name, size, mtime, reader, create, false)
             .await
     }
 
-    /// [`Store::replica_write`] of a file its source holds as a slave shaped like a normal
-    /// name (its file list or request says so, see `slave_mark`): stored and marked without
-    /// the check against its name, since its master may be gone everywhere.
-    pub async fn replica_write_slave<R: AsyncRead + Unpin + ?Sized>(
-        &self,
-        name: &LogicalName,
-        size: u64,
-        mtime: u32,
-        reader: &mut R,
-        create: bool,
-    ) -> Result<Applied, StoreError> {
-        self.write_copy(name, size, mtime, reader, create, true)
-            .await
-    }
-
-    async fn write_copy<R: AsyncRead + Unpin + ?Sized>(
+    /// [`Store::replica_write`], where `slave` says its source holds the file as a slave
+    /// shaped like a normal name (its file list or request says so, see `slave_mark`): a
+    /// content that differs from what the name records is then stored and marked, even with
+    /// its master gone everywhere (never over a copy here that is what its name records).
+    pub async fn replica_write_as<R: AsyncRead + Unpin + ?Sized>(
         &self,
         name: &LogicalName,
         size: u64,
@@ -1180,7 +1169,7 @@ mod tests {
         assert!(!store.resolve(&orphan).unwrap().exists());
         // its source vouches for it (a pulled file list): stored and marked
         let applied = store
-            .replica_write_slave(&orphan, 3, 1000, &mut &b"abc"[..], true)
+            .replica_write_as(&orphan, 3, 1000, &mut &b"abc"[..], true, true)
             .await
             .unwrap();
         assert_eq!(applied, Applied::Done);
@@ -1216,7 +1205,7 @@ mod tests {
         let store = store_in(dir.path(), 1, 1).await;
         let healthy = jpg_file(&store, MASTER).await;
         let refused = store
-            .replica_write_slave(&healthy, 3, 1000, &mut &b"abc"[..], false)
+            .replica_write_as(&healthy, 3, 1000, &mut &b"abc"[..], false, true)
             .await;
         assert!(
             matches!(refused, Err(StoreError::Corrupt(_))),
@@ -1238,7 +1227,7 @@ mod tests {
             .set_modified(at)
             .unwrap();
         let applied = store
-            .replica_write_slave(&slave, 5, 1000, &mut &b"thumb"[..], true)
+            .replica_write_as(&slave, 5, 1000, &mut &b"thumb"[..], true, true)
             .await
             .unwrap();
         assert_eq!(applied, Applied::Have);
