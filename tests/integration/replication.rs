@@ -1018,3 +1018,79 @@ async fn slaves_shaped_like_normal_files_download_replicate_and_pass_the_scrub(
     }
     Ok(())
 }
+
+/// Whether the file at `path` carries the slave mark (the storage's `user.fdfs.slave`).
+fn slave_marked(path: &Path) -> bool {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated path and name; a size query writes nothing
+    unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"user.fdfs.slave".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        ) >= 0
+    }
+}
+
+/// A large slave shaped like a normal name that a peer holds without the slave mark (a copy
+/// stored before slaves were marked): the source's replay of its create marks it there, so
+/// the peer still serves it once the master is deleted. (The sender used to probe such a
+/// file first, the peer answered that it had it, and its copy stayed unmarked, then
+/// "damaged" once the master was gone.)
+#[tokio::test]
+async fn a_replayed_create_marks_a_peers_unmarked_slave() -> anyhow::Result<()> {
+    let mut cluster = Cluster::builder().groups(&[("group1", 2)]).start().await?;
+    let client = cluster.client();
+    let content = b"the master image";
+    let master = client
+        .upload_reader_to(
+            &addr(&cluster, 0),
+            None,
+            &content[..],
+            content.len() as u64,
+            "jpg",
+        )
+        .await?;
+    let large = vec![0x6Bu8; 150 * 1024];
+    let slave = client
+        .upload_slave_bytes(&master, "4321", "", &large)
+        .await?;
+    assert!(fdfs_proto::name::has_normal_suffix(slave.name.base()));
+    let slaves = [(slave.clone(), large.len() as u64, crc(&large))];
+    let mut all = slaves.to_vec();
+    all.push((master.clone(), content.len() as u64, crc(content)));
+    wait_converged(&cluster, &all, &[]).await?;
+
+    // the peer's copy loses its mark, and storage 0 forgets how far the peer is: it replays
+    // its whole binlog there (no download from the peer before the master is gone: a read
+    // beside the master would mark the copy on its own)
+    let copy = cluster
+        .store_path(1, 0)
+        .join("data")
+        .join(slave.name.data_relative_path());
+    let c_path = std::ffi::CString::new(copy.as_os_str().as_encoded_bytes())?;
+    // SAFETY: NUL-terminated path and name
+    let removed = unsafe { libc::lremovexattr(c_path.as_ptr(), c"user.fdfs.slave".as_ptr()) };
+    anyhow::ensure!(
+        removed == 0,
+        "the peer's copy was not marked: {}",
+        std::io::Error::last_os_error()
+    );
+    cluster.storages[0].kill();
+    for entry in std::fs::read_dir(cluster.storage_base(0).join("data").join("sync"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "mark") {
+            std::fs::remove_file(path)?;
+        }
+    }
+    cluster.restart_storage(0).await?;
+    wait_for("the replay to mark the peer's copy", SETTLE, || async {
+        slave_marked(&copy).then_some(())
+    })
+    .await?;
+
+    client.delete(&master).await?;
+    wait_converged(&cluster, &slaves, std::slice::from_ref(&master)).await?;
+    Ok(())
+}

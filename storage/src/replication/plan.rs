@@ -9,9 +9,11 @@
 //! Replay reads the current state (L.3): a create sends today's content, a change of a file
 //! that is gone is skipped, a delete of a file that exists again is skipped.
 
+use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::status;
 
 use super::record::{Op, Record};
+use crate::store::recorded_content;
 
 /// What the sending storage has now under one name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +148,14 @@ pub struct RecordSync {
     probe_min: u64,
 }
 
+/// Whether `name` records a content size other than `size`.
+fn off_its_name(name: &str, size: u64) -> bool {
+    LogicalName::parse(name)
+        .ok()
+        .and_then(|name| recorded_content(&name))
+        .is_some_and(|(recorded, _)| recorded != size)
+}
+
 /// Name of the metadata sidecar of `name` (I.3).
 pub fn sidecar_name(name: &str) -> String {
     format!("{name}-m")
@@ -199,7 +209,10 @@ impl RecordSync {
                         mtime,
                     })
                 } else {
-                    let probe = size >= self.probe_min && size > 0;
+                    // a file that is not the size its name records is a slave shaped like
+                    // a normal name (or damage): sent whole, so that the request can carry
+                    // the slave flag and mark a copy the peer held from before the marks
+                    let probe = size >= self.probe_min && size > 0 && !off_its_name(name, size);
                     self.stage = if probe { Stage::Probe } else { Stage::Whole };
                     Step::Send(Request::Create {
                         name: name.to_string(),
@@ -526,6 +539,42 @@ mod tests {
         }
         assert!(answers.next().is_none(), "unused answers");
         (sent, step)
+    }
+
+    #[test]
+    fn a_file_off_the_size_its_name_records_goes_whole_unprobed() {
+        use fdfs_proto::name::{base_name, size_field, suffix, NameFields, Source};
+        let fields = NameFields {
+            source: Source::Id(100001),
+            timestamp: 1_700_000_000,
+            size_field: size_field(5000, false, 0x1234),
+            crc32: 7,
+        };
+        let name = format!(
+            "M00/0A/0B/{}",
+            base_name(&fields, &suffix("jpg", "1234567"))
+        );
+        assert_eq!(
+            recorded_content(&LogicalName::parse(&name).unwrap()),
+            Some((5000, 7))
+        );
+        let create = Op::Create { name: name.clone() };
+        // what its name records: probed
+        let (sent, _) = run(create.clone(), snapshot(file(5000)), &[17]);
+        assert!(matches!(sent[..], [Request::Create { probe: true, .. }]));
+        // a slave shaped like it (or damage): straight to the content, where the slave
+        // flag can go; a peer holding it answers 17 all the same
+        let (sent, end) = run(create, snapshot(file(6000)), &[17]);
+        assert_eq!(
+            sent,
+            [Request::Create {
+                name,
+                size: 6000,
+                mtime: 123,
+                probe: false
+            }]
+        );
+        assert_eq!(end, Step::Done(Outcome::AlreadyThere));
     }
 
     #[test]

@@ -437,19 +437,11 @@ impl Store {
         let index = self
             .choose_store_path(Some(master.store_path()), size)
             .await?;
-        let received = self.receive(index, "slave", reader, size, None).await?;
         // shaped like a normal name, it says so itself before it appears (see `slave_mark`)
-        if super::replica::recorded_content(&slave).is_some() {
-            let (tmp, sync) = (received.tmp.path().to_path_buf(), self.options.fsync);
-            let marked = super::blocking("marking a slave", move || {
-                super::slave_mark::mark_path(&tmp, sync)
-            })
-            .await;
-            if let Err(err) = marked {
-                received.tmp.remove().await;
-                return Err(err);
-            }
-        }
+        let shaped = super::replica::recorded_content(&slave).is_some();
+        let received = self
+            .receive(index, "slave", reader, size, None, shaped)
+            .await?;
         let linked = match hook.before_link(&slave).await {
             // one name only: taken meanwhile means it exists
             Ok(()) => self
@@ -894,12 +886,22 @@ mod tests {
             .unwrap();
         let marked =
             |name: &LogicalName| super::super::slave_mark::is_marked(&store.resolve(name).unwrap());
+        // one streamed through a temp file, as bodies above the small size are
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let streamed = store
+            .write_slave(&master, "5678", "", big.len() as u64, &mut &big[..])
+            .await
+            .unwrap();
+        assert!(fdfs_proto::name::has_normal_suffix(streamed.base()));
         assert!(marked(&shaped));
+        assert!(marked(&streamed));
         assert!(!marked(&plain));
         assert!(!marked(&master));
         store.delete(&master).await.unwrap();
         assert!(store.beside_its_master(&shaped).await);
+        assert!(store.beside_its_master(&streamed).await);
         assert_eq!(read(&store, &shaped), b"a thumbnail");
+        assert_eq!(read(&store, &streamed), big);
     }
 
     #[tokio::test]

@@ -549,7 +549,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let path = self.resolve(name)?;
         let index = name.store_path();
-        let received = self.receive(index, "sync", reader, size, Some(mtime)).await;
+        let received = self
+            .receive(index, "sync", reader, size, Some(mtime), false)
+            .await;
         let received = self.note_result(index, received)?;
         let result = async {
             let slave = match expect {

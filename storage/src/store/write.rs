@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::journal::Origin;
 use super::recent::RecentFile;
+use super::slave_mark;
 use super::{blocking, Store, StoreError, IO_BUFFER};
 
 /// Attempts at finding an unused final name before giving up (H.7).
@@ -327,7 +328,9 @@ impl Store {
             let stored = self.store_small(reader, req.size, placed, hook).await;
             return self.note_result(index, stored);
         }
-        let received = self.receive(index, "upload", reader, req.size, None).await;
+        let received = self
+            .receive(index, "upload", reader, req.size, None, false)
+            .await;
         let received = self.note_result(index, received)?;
         let linked = self.name_and_link(received, req.size, placed, hook).await;
         self.note_result(index, linked)
@@ -457,7 +460,8 @@ impl Store {
     }
 
     /// Receives exactly `size` bytes from `reader` into a new temp file on store path `index`,
-    /// gives it `mtime` when one is set (replicas keep their source's), syncs it when
+    /// gives it `mtime` when one is set (replicas keep their source's), marks it as a slave
+    /// shaped like a normal name when `slave` says so (see `slave_mark`), syncs it when
     /// configured, and returns it with its CRC32 and mtime. On any error the temp file is gone.
     pub(crate) async fn receive<R: AsyncRead + Unpin + ?Sized>(
         &self,
@@ -466,6 +470,7 @@ impl Store {
         reader: &mut R,
         size: u64,
         mtime: Option<u32>,
+        slave: bool,
     ) -> Result<Received, StoreError> {
         let dir = self.tmp_dir(index)?.to_path_buf();
         let fsync = self.options.fsync;
@@ -474,7 +479,12 @@ impl Store {
             let crc32 = crc32fast::hash(&body);
             return self
                 .on_path(index, "storing file", move || {
-                    let (tmp, mtime) = write_small_blocking(&dir, kind, &body, mtime, fsync)?;
+                    let (tmp, mtime) =
+                        write_small_blocking(&dir, kind, &body, mtime, fsync && !slave)?;
+                    if slave {
+                        slave_mark::mark_path(tmp.path(), fsync)
+                            .map_err(StoreError::io("marking a slave"))?;
+                    }
                     Ok(Received { tmp, crc32, mtime })
                 })
                 .await;
@@ -492,10 +502,15 @@ impl Store {
                 return Err(err);
             }
         };
-        match self
-            .on_path(index, "syncing file", move || seal(&file, mtime, fsync))
-            .await
-        {
+        // the mark syncs the file with it, so that a slave is synced once
+        let sealed = move || {
+            let mtime = seal(&file, mtime, fsync && !slave)?;
+            if slave {
+                slave_mark::mark(&file, fsync).map_err(StoreError::io("marking a slave"))?;
+            }
+            Ok(mtime)
+        };
+        match self.on_path(index, "syncing file", sealed).await {
             Ok(mtime) => Ok(Received { tmp, crc32, mtime }),
             Err(err) => {
                 tmp.remove().await;
