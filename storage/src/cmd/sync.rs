@@ -184,7 +184,7 @@ async fn whole_file(ctx: &Ctx, conn: &mut ServerConn, header: Header) -> Result<
                 .replica_probe(&name, prefix.file_size, prefix.timestamp)
                 .await?;
             // a file we would refuse for want of space is refused now, before its content is
-            // sent (the sender probes every large file first)
+            // sent (the sender probes every large file first, but for marked slaves)
             if applied == Applied::Missing
                 && !ctx
                     .store

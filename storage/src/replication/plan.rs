@@ -37,6 +37,11 @@ pub struct Snapshot {
     /// Only a rename sends it; the driver may leave it `Missing` for other records.
     pub sidecar: Local,
     pub other: Local,
+    /// The main file of a create record is a slave shaped like a normal name that carries
+    /// the slave mark here (its size is not the one its name records): sent whole, without a
+    /// probe, so that the request's slave flag reaches the peer and marks a copy it holds
+    /// from before the marks. The driver looks only for create records.
+    pub marked_slave: bool,
 }
 
 /// One sync request (L.4). Content, when there is some, is read by the driver from the local
@@ -209,10 +214,8 @@ impl RecordSync {
                         mtime,
                     })
                 } else {
-                    // a file that is not the size its name records is a slave shaped like
-                    // a normal name (or damage): sent whole, so that the request can carry
-                    // the slave flag and mark a copy the peer held from before the marks
-                    let probe = size >= self.probe_min && size > 0 && !off_its_name(name, size);
+                    let flagged = self.local.marked_slave && off_its_name(name, size);
+                    let probe = size >= self.probe_min && size > 0 && !flagged;
                     self.stage = if probe { Stage::Probe } else { Stage::Whole };
                     Step::Send(Request::Create {
                         name: name.to_string(),
@@ -520,6 +523,7 @@ mod tests {
             main,
             sidecar: Local::Missing,
             other: Local::Missing,
+            marked_slave: false,
         }
     }
 
@@ -559,12 +563,20 @@ mod tests {
             Some((5000, 7))
         );
         let create = Op::Create { name: name.clone() };
+        let marked = |main| Snapshot {
+            marked_slave: true,
+            ..snapshot(main)
+        };
         // what its name records: probed
         let (sent, _) = run(create.clone(), snapshot(file(5000)), &[17]);
         assert!(matches!(sent[..], [Request::Create { probe: true, .. }]));
-        // a slave shaped like it (or damage): straight to the content, where the slave
-        // flag can go; a peer holding it answers 17 all the same
-        let (sent, end) = run(create, snapshot(file(6000)), &[17]);
+        // off its name's size but unmarked (damage, or a slave from before the marks): the
+        // content would carry no flag, so a probe settles it
+        let (sent, _) = run(create.clone(), snapshot(file(6000)), &[17]);
+        assert!(matches!(sent[..], [Request::Create { probe: true, .. }]));
+        // a marked slave shaped like it: straight to the content, where the slave flag goes;
+        // a peer holding it answers 17 all the same
+        let (sent, end) = run(create, marked(file(6000)), &[17]);
         assert_eq!(
             sent,
             [Request::Create {
@@ -807,6 +819,7 @@ mod tests {
             main: file(12),
             sidecar: Local::File { size: 9, mtime: 5 },
             other: Local::Missing,
+            marked_slave: false,
         };
         let sidecar = Request::Update {
             name: format!("{NAME}-m"),
@@ -849,6 +862,7 @@ mod tests {
             main: Local::Missing,
             sidecar: Local::Missing,
             other: file(12),
+            marked_slave: false,
         };
         let (sent, end) = run(rename, never, &[]);
         assert!(sent.is_empty());
@@ -867,6 +881,7 @@ mod tests {
             },
             sidecar: Local::Missing,
             other: file(4),
+            marked_slave: false,
         };
         let (sent, end) = run(link.clone(), local.clone(), &[0]);
         assert_eq!(
@@ -959,7 +974,12 @@ mod tests {
                 1 => file(5000),
                 _ => Local::Link { target: OTHER.into() },
             };
-            let local = Snapshot { main: main.clone(), sidecar: file(3), other: file(2) };
+            let local = Snapshot {
+                main: main.clone(),
+                sidecar: file(3),
+                other: file(2),
+                marked_slave: false,
+            };
             let (mut sync, mut step) = RecordSync::start(record(op), local, 1000);
             let mut sent = 0;
             for answer in &answers {

@@ -39,7 +39,7 @@ use super::mark::{self, Mark};
 use super::plan::{sidecar_name, Local, Outcome, RecordSync, Request, Snapshot, Step};
 use super::record::{Op, Record};
 use super::{binlog_now, Peer, Replication};
-use crate::store::{CopyContent, LocalFile, StoreError, IO_BUFFER};
+use crate::store::{recorded_content, CopyContent, LocalFile, StoreError, IO_BUFFER};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// Short: a restarted peer waits (a few seconds at most) for our connection before it asks
@@ -684,10 +684,23 @@ async fn snapshot(repl: &Replication, op: &Op) -> Result<Snapshot, SyncError> {
         (Op::Rename { old, .. }, _) => store.local_file(&parse(old)?).await?,
         _ => LocalFile::Missing,
     };
+    // only a create is sent whole with the slave flag; only a file off its name's size can
+    // be a marked slave (one more blocking-pool trip for those rare files)
+    let marked_slave = match (op, &main) {
+        (Op::Create { name }, LocalFile::File { size, .. }) => {
+            let name = parse(name)?;
+            match recorded_content(&name) {
+                Some((recorded, _)) if recorded != *size => store.is_marked_slave(&name).await,
+                _ => false,
+            }
+        }
+        _ => false,
+    };
     Ok(Snapshot {
         main: local(main),
         sidecar: local(sidecar),
         other: local(other),
+        marked_slave,
     })
 }
 

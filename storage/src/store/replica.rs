@@ -233,6 +233,16 @@ impl Store {
         .unwrap_or(true)
     }
 
+    /// Whether our file `name` carries the slave mark (see `slave_mark`).
+    pub async fn is_marked_slave(&self, name: &LogicalName) -> bool {
+        let Ok(path) = self.resolve(name) else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || slave_mark::is_marked(&path))
+            .await
+            .unwrap_or(false)
+    }
+
     /// A copy of `name` we hold that its source lists as a slave shaped like a normal name
     /// (a pulled `S` line with our size and mtime): marked when its size is not the one its
     /// name records, so it stays told from damage (blocking work on the pool).
