@@ -417,9 +417,15 @@ async fn a_hanging_store_path_does_not_stall_the_others() -> Result<()> {
     // below on a slow run); HTTP requests then queue for the same slots (their answers are
     // not checked here), and the other path must still serve both ports
     let http = cluster.storages[0].http_addr().await?;
+    // the hung downloads wait for the writer below, however long the checks before it take
+    let patient = {
+        let mut config = fdfs_client::ClientConfig::new(vec![cluster.tracker_addr()]);
+        config.network_timeout = Duration::from_secs(300);
+        fdfs_client::Client::new(config)?
+    };
     let mut stuck = Vec::new();
     for _ in 0..8 {
-        let (client, addr, id) = (client.clone(), addr.clone(), hanging.clone());
+        let (client, addr, id) = (patient.clone(), addr.clone(), hanging.clone());
         stuck.push(tokio::spawn(async move {
             let mut sink = Vec::new();
             client.download_from(&addr, &id, 0, 0, &mut sink).await

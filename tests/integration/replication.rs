@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 
 /// How long replication may take to settle after the last change.
-const SETTLE: Duration = Duration::from_secs(60);
+const SETTLE: Duration = Duration::from_secs(120);
 
 fn addr(cluster: &Cluster, index: usize) -> String {
     cluster.storages[index].addr.to_string()

@@ -412,7 +412,7 @@ map_refresh_interval = "200ms"
 client_config = "{client}"
 storage_url = "http://{storage_http}"
 secret_key = "{KEY}"
-proxy_timeout = "1s"
+proxy_timeout = "5s"
 shutdown_timeout = "5s"
 
 [[rules]]
