@@ -478,9 +478,14 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// GET of `target`: waits `stall` after the headers (the server meets a full socket), then
-/// reads the body to the end; returns (status, body length, CRC32 of the body).
-async fn stalled_get(addr: SocketAddr, target: &str, stall: Duration) -> Result<(u16, u64, u32)> {
+/// GET of `target`: after the headers, reads nothing until everyone at `gate` has come twice
+/// (the server meets a full socket meanwhile), then reads the body to the end; returns
+/// (status, body length, CRC32 of the body).
+async fn stalled_get(
+    addr: SocketAddr,
+    target: &str,
+    gate: std::sync::Arc<tokio::sync::Barrier>,
+) -> Result<(u16, u64, u32)> {
     let mut stream = TcpStream::connect(addr).await?;
     let head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await?;
@@ -497,7 +502,9 @@ async fn stalled_get(addr: SocketAddr, target: &str, stall: Duration) -> Result<
         }
     };
     let status: u16 = std::str::from_utf8(&pending[9..12])?.parse()?;
-    tokio::time::sleep(stall).await;
+    // every reader has its headers; then the memory is measured
+    gate.wait().await;
+    gate.wait().await;
     let mut hasher = crc32fast::Hasher::new();
     let mut len = (pending.len() - header_end - 4) as u64;
     hasher.update(&pending[header_end + 4..]);
@@ -525,14 +532,19 @@ async fn large_files_stream_with_bounded_memory() -> Result<()> {
     let idle = cluster.storages[0].rss_kib().context("rss")?;
     // four slow readers of the whole file at once, and two ranges
     let url = format!("/{id}");
+    let gate = std::sync::Arc::new(tokio::sync::Barrier::new(5));
     let readers: Vec<_> = (0..4)
         .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { stalled_get(http, &url, Duration::from_millis(1500)).await })
+            let (url, gate) = (url.clone(), gate.clone());
+            tokio::spawn(async move { stalled_get(http, &url, gate).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // all four stalled on a full socket with their downloads open
+    tokio::time::timeout(Duration::from_secs(60), gate.wait())
+        .await
+        .context("the readers never all got their headers")?;
     let stalled = cluster.storages[0].rss_kib().context("rss")?;
+    gate.wait().await;
     for reader in readers {
         let (status, len, crc) = reader.await??;
         assert_eq!((status, len, crc), (200, BIG, expected));
