@@ -9,11 +9,9 @@
 //! Replay reads the current state (L.3): a create sends today's content, a change of a file
 //! that is gone is skipped, a delete of a file that exists again is skipped.
 
-use fdfs_proto::file_id::LogicalName;
 use fdfs_proto::status;
 
 use super::record::{Op, Record};
-use crate::store::recorded_content;
 
 /// What the sending storage has now under one name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,14 +151,6 @@ pub struct RecordSync {
     probe_min: u64,
 }
 
-/// Whether `name` records a content size other than `size`.
-fn off_its_name(name: &str, size: u64) -> bool {
-    LogicalName::parse(name)
-        .ok()
-        .and_then(|name| recorded_content(&name))
-        .is_some_and(|(recorded, _)| recorded != size)
-}
-
 /// Name of the metadata sidecar of `name` (I.3).
 pub fn sidecar_name(name: &str) -> String {
     format!("{name}-m")
@@ -214,8 +204,7 @@ impl RecordSync {
                         mtime,
                     })
                 } else {
-                    let flagged = self.local.marked_slave && off_its_name(name, size);
-                    let probe = size >= self.probe_min && size > 0 && !flagged;
+                    let probe = size >= self.probe_min && size > 0 && !self.local.marked_slave;
                     self.stage = if probe { Stage::Probe } else { Stage::Whole };
                     Step::Send(Request::Create {
                         name: name.to_string(),
@@ -546,41 +535,22 @@ mod tests {
     }
 
     #[test]
-    fn a_file_off_the_size_its_name_records_goes_whole_unprobed() {
-        use fdfs_proto::name::{base_name, size_field, suffix, NameFields, Source};
-        let fields = NameFields {
-            source: Source::Id(100001),
-            timestamp: 1_700_000_000,
-            size_field: size_field(5000, false, 0x1234),
-            crc32: 7,
-        };
-        let name = format!(
-            "M00/0A/0B/{}",
-            base_name(&fields, &suffix("jpg", "1234567"))
-        );
-        assert_eq!(
-            recorded_content(&LogicalName::parse(&name).unwrap()),
-            Some((5000, 7))
-        );
-        let create = Op::Create { name: name.clone() };
-        let marked = |main| Snapshot {
+    fn a_marked_slave_goes_whole_unprobed() {
+        let marked = Snapshot {
             marked_slave: true,
-            ..snapshot(main)
+            ..snapshot(file(6000))
         };
-        // what its name records: probed
-        let (sent, _) = run(create.clone(), snapshot(file(5000)), &[17]);
+        // unmarked (an ordinary file, damage, a slave from before the marks): the content
+        // would carry no flag, so a probe settles it
+        let (sent, _) = run(create(), snapshot(file(6000)), &[17]);
         assert!(matches!(sent[..], [Request::Create { probe: true, .. }]));
-        // off its name's size but unmarked (damage, or a slave from before the marks): the
-        // content would carry no flag, so a probe settles it
-        let (sent, _) = run(create.clone(), snapshot(file(6000)), &[17]);
-        assert!(matches!(sent[..], [Request::Create { probe: true, .. }]));
-        // a marked slave shaped like it: straight to the content, where the slave flag goes;
-        // a peer holding it answers 17 all the same
-        let (sent, end) = run(create, marked(file(6000)), &[17]);
+        // a marked slave: straight to the content, where the slave flag goes; a peer holding
+        // it answers 17 all the same
+        let (sent, end) = run(create(), marked, &[17]);
         assert_eq!(
             sent,
             [Request::Create {
-                name,
+                name: NAME.into(),
                 size: 6000,
                 mtime: 123,
                 probe: false
